@@ -1,0 +1,227 @@
+"""Precision modes of a processing element and the arithmetic of each.
+
+One table, ``MODE_TABLE``, describes every mode; everything else indexes it. A mode fixes
+the number format of both operands of an op and its accumulator.
+
+Float modes round exactly like the real dtype casts (they *are* the casts). Integer modes
+are symmetric: ``q = clip(round_half_even(x / scale), -qmax, qmax)`` with
+``scale = amax / qmax``; an all-zero tensor gets ``scale = 1`` and quantizes to zeros.
+FP8 modes are scaled the same way (``scale = amax / max_value``) and saturate, as deployed
+FP8 pipelines do; BF16 and FP16 are plain casts (overflow gives inf, like the cast).
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from aprec import formats
+  >>> q, scale = formats.quantize(jnp.array([0.5, -1.0, 0.26]), formats.mode_index("int8"))
+  >>> [int(v) for v in q], round(float(scale[0]) * 127, 6)
+  ([64, -127, 33], 1.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from jax import lax
+
+
+class Kind(str, enum.Enum):
+  FLOAT = "float"
+  INT = "int"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Mode:
+  """One precision mode of a processing element.
+
+  Attributes:
+    name: the mode's name, e.g. ``"fp8_e4m3"``.
+    bits: storage bits per element.
+    kind: ``Kind.FLOAT`` or ``Kind.INT``.
+    exponent_bits, mantissa_bits: float layout (0 and ``bits - 1`` for integers).
+    accumulator: ``"fp32"`` or ``"int32"``.
+    max_value: largest finite magnitude (``qmax`` for integers).
+    scaled: whether operands are scaled to the format's range before rounding.
+    dtype: the numpy/ml_dtypes dtype whose cast defines the rounding (None for ints).
+  """
+
+  name: str
+  bits: int
+  kind: Kind
+  exponent_bits: int
+  mantissa_bits: int
+  accumulator: str
+  max_value: float
+  scaled: bool
+  dtype: np.dtype | None
+
+  @property
+  def is_int(self) -> bool:
+    return self.kind is Kind.INT
+
+
+def _float_mode(name: str, dtype, *, scaled: bool) -> Mode:
+  info = ml_dtypes.finfo(dtype)
+  return Mode(name=name, bits=info.bits, kind=Kind.FLOAT, exponent_bits=info.nexp,
+              mantissa_bits=info.nmant, accumulator="fp32", max_value=float(info.max),
+              scaled=scaled, dtype=np.dtype(dtype))
+
+
+def _int_mode(name: str, bits: int) -> Mode:
+  return Mode(name=name, bits=bits, kind=Kind.INT, exponent_bits=0, mantissa_bits=bits - 1,
+              accumulator="int32", max_value=float(2 ** (bits - 1) - 1), scaled=True,
+              dtype=None)
+
+
+MODE_TABLE: tuple[Mode, ...] = (
+    _float_mode("fp32", np.float32, scaled=False),
+    _float_mode("bf16", ml_dtypes.bfloat16, scaled=False),
+    _float_mode("fp16", np.float16, scaled=False),
+    _float_mode("fp8_e4m3", ml_dtypes.float8_e4m3fn, scaled=True),
+    _float_mode("fp8_e5m2", ml_dtypes.float8_e5m2, scaled=True),
+    _int_mode("int8", 8),
+    _int_mode("int4", 4),
+)
+MODES: tuple[str, ...] = tuple(m.name for m in MODE_TABLE)
+N_MODES = len(MODES)
+
+# Per-mode constants as arrays, so a traced mode index can look them up.
+MODE_BITS = np.array([m.bits for m in MODE_TABLE], np.int32)
+MODE_IS_INT = np.array([m.is_int for m in MODE_TABLE], bool)
+MODE_MAX_VALUE = np.array([m.max_value for m in MODE_TABLE], np.float32)
+MODE_SCALED = np.array([m.scaled for m in MODE_TABLE], bool)
+
+
+def mode_index(name: str) -> int:
+  """Index of a mode in ``MODE_TABLE``; raises ``ValueError`` naming the known modes."""
+  try:
+    return MODES.index(name)
+  except ValueError:
+    raise ValueError(f"unknown precision mode {name!r}; known modes: {', '.join(MODES)}") from None
+
+
+def mode_indices(names: Sequence[str]) -> np.ndarray:
+  """An int32 assignment array from mode names."""
+  return np.array([mode_index(n) for n in names], np.int32)
+
+
+# --------------------------------------------------------------------------------------
+# Rounding primitives, one per format family.
+
+
+def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
+  """Round ``x`` to a float mode exactly as the dtype cast does, returned in x's dtype."""
+  return x.astype(mode.dtype).astype(x.dtype)
+
+
+def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
+  """``amax / max_value``, and 1 where ``amax == 0`` so zero tensors stay zero (not NaN)."""
+  amax = amax.astype(jnp.float32)
+  return jnp.where(amax == 0, jnp.float32(1), amax / jnp.float32(max_value))
+
+
+def amax_over(x: jax.Array, reduce_axes: Sequence[int]) -> jax.Array:
+  """``max |x|`` over ``reduce_axes``, keeping dims so it broadcasts against ``x``."""
+  return jnp.max(jnp.abs(x), axis=tuple(reduce_axes), keepdims=True)
+
+
+def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Quantize with a python-known mode: ``(values in the mode's grid, scale)``.
+
+  ``x ≈ values * scale``. For integer modes the values are integers held in float32.
+  """
+  if not mode.scaled:
+    values = x if mode.name == "fp32" else cast_round(x, mode)
+    return values, jnp.ones(amax.shape, jnp.float32)
+  scale = scale_from_amax(amax, mode.max_value)
+  # Clipping saturates out-of-range values under static (calibrated) scales; with scales
+  # from the tensor itself it only catches the last ulp of amax / scale.
+  scaled = jnp.clip(x.astype(jnp.float32) / scale, -mode.max_value, mode.max_value)
+  # Grid values are exact in any float dtype the operand may have (ints <= 127, fp8).
+  if mode.is_int:
+    return jnp.round(scaled).astype(x.dtype), scale  # jnp.round rounds half to even.
+  return cast_round(scaled, mode).astype(x.dtype), scale
+
+
+def quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | None = None,
+             amax: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Quantize ``x`` to the mode with (possibly traced) index ``mode``.
+
+  Args:
+    x: a float array.
+    mode: int index into ``MODE_TABLE``; may be a traced int32 scalar, so switching modes
+      never recompiles.
+    reduce_axes: axes that share one scale (default: all, i.e. a per-tensor scale). The
+      scale varies along the remaining axes, e.g. per output channel for a weight.
+    amax: a fixed range (static calibration), broadcastable to the scale's shape; default
+      is the tensor's own ``max |x|`` over ``reduce_axes``.
+
+  Returns:
+    ``(values, scale)`` with ``x ≈ values * scale``; ``scale`` keeps the reduced dims as
+    size 1. Unscaled modes (fp32, bf16, fp16) return a scale of ones.
+  """
+  if reduce_axes is None:
+    reduce_axes = tuple(range(x.ndim))
+  keep_shape = tuple(1 if i in reduce_axes else d for i, d in enumerate(x.shape))
+
+  def branch(m: Mode):
+    def run(x):
+      if not m.scaled:
+        return _quantize_static(x, m, jnp.zeros(keep_shape, jnp.float32))
+      a = amax_over(x, reduce_axes) if amax is None else jnp.broadcast_to(amax, keep_shape)
+      return _quantize_static(x, m, a)
+    return run
+
+  if isinstance(mode, (int, np.integer)):
+    return branch(MODE_TABLE[int(mode)])(x)
+  return lax.switch(mode, [branch(m) for m in MODE_TABLE], x)
+
+
+def in_range_mask(x: jax.Array, mode: jax.Array | int, scale: jax.Array) -> jax.Array:
+  """1 where ``x`` lies inside the mode's representable range at ``scale``, else 0.
+
+  Used by the clipped straight-through estimator: gradients stop where values saturated.
+  """
+  max_value = jnp.asarray(MODE_MAX_VALUE)[mode]
+  return (jnp.abs(x) <= max_value * scale).astype(x.dtype)
+
+
+class STE(str, enum.Enum):
+  """Straight-through estimator: identity, or identity masked to the clipping range."""
+
+  IDENTITY = "identity"
+  CLIPPED = "clipped"
+
+
+def fake_quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | None = None,
+                  amax: jax.Array | None = None, ste: STE = STE.IDENTITY) -> jax.Array:
+  """Quantize then dequantize (``values * scale``) with a straight-through gradient.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> g = jax.grad(lambda x: fake_quantize(x, mode_index("int4")).sum())(jnp.ones(3))
+    >>> g.tolist()
+    [1.0, 1.0, 1.0]
+  """
+  ste = STE(ste)
+
+  @jax.custom_jvp
+  def fq(x, mode, amax):
+    values, scale = quantize(x, mode, reduce_axes, amax)
+    return (values * scale).astype(x.dtype)
+
+  @fq.defjvp
+  def fq_jvp(primals, tangents):
+    x, mode, amax = primals
+    values, scale = quantize(x, mode, reduce_axes, amax)
+    t = tangents[0]
+    if ste is STE.CLIPPED:
+      t = t * in_range_mask(x, mode, scale)
+    return (values * scale).astype(x.dtype), t
+
+  return fq(x, jnp.asarray(mode, jnp.int32), amax)
