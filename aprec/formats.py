@@ -5,8 +5,8 @@ the number format of both operands of an op and its accumulator.
 
 Float modes round exactly like the real dtype casts (they *are* the casts). Integer modes
 are symmetric: ``q = clip(round_half_even(x / scale), -qmax, qmax)`` with
-``scale = amax / qmax``; an all-zero tensor gets ``scale = 1`` and quantizes to zeros.
-FP8 modes are scaled the same way (``scale = amax / max_value``) and saturate, as deployed
+``scale = amax * (1 / qmax)``; an all-zero tensor gets ``scale = 1`` and quantizes to zeros.
+FP8 modes are scaled the same way (``scale = amax * (1 / max_value)``) and saturate, as deployed
 FP8 pipelines do; BF16 and FP16 are plain casts (overflow gives inf, like the cast).
 
 Example:
@@ -120,9 +120,13 @@ def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
 
 
 def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
-  """``amax / max_value``, and 1 where ``amax == 0`` so zero tensors stay zero (not NaN)."""
+  """``amax * (1 / max_value)``, and 1 where ``amax == 0`` so zeros stay zero (not NaN).
+
+  Written as a product with the float32 reciprocal because XLA rewrites a division by a
+  constant into exactly that; spelling it out makes the rounding the same everywhere.
+  """
   amax = amax.astype(jnp.float32)
-  return jnp.where(amax == 0, jnp.float32(1), amax / jnp.float32(max_value))
+  return jnp.where(amax == 0, jnp.float32(1), amax * np.float32(1.0 / max_value))
 
 
 def amax_over(x: jax.Array, reduce_axes: Sequence[int]) -> jax.Array:

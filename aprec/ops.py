@@ -198,7 +198,7 @@ def _record(eqn, ins: list[_Info], found: Discovery) -> Op:
   kind = eqn.primitive.name
   weights = [i for i in (1, 0) if ins[i].param is not None]
   weight_operand = weights[0] if weights else None
-  if weight_operand is not None:
+  if weight_operand is not None and ins[weight_operand].param:
     base = ins[weight_operand].param
   else:
     scope = _common_scope(i.scope for i in ins) or _jaxpr.name_stack(eqn)

@@ -1,0 +1,12 @@
+"""Test configuration: 4 CPU devices (for sharding tests), a persistent compile cache,
+and strict rank promotion so silent broadcasting bugs fail loudly."""
+
+import os
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", 4)
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.expanduser(os.environ.get("APREC_JAX_CACHE", "~/.cache/aprec-jax")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+jax.config.update("jax_numpy_rank_promotion", "raise")
