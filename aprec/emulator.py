@@ -8,14 +8,15 @@ many assignments in one call, and ``grad`` flows through straight-through quanti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec import _jaxpr, formats, pak
+from aprec import _jaxpr, dma, formats, pak
+from aprec.dma import Packed
 from aprec.formats import MODES, STE
 from aprec.ops import INLINE, Op, Passthrough, _Info, discover, param_name
 from aprec.pak import ActivationScaling
@@ -161,7 +162,8 @@ class Emulator:
     return p_leaves + x_leaves
 
   def __call__(self, params: Any, inputs: Any, modes: Any, *,
-               activation_amax: jax.Array | None = None) -> Any:
+               activation_amax: jax.Array | None = None,
+               stored_weights: Sequence[Packed | None] | None = None) -> Any:
     """Run the model with op ``i`` in mode ``modes[i]``.
 
     Args:
@@ -171,15 +173,24 @@ class Emulator:
       activation_amax: optional ``(len(ops), 2)`` fixed ranges of the (lhs, rhs) operands
         from ``calibrate`` (static scales, as deployed NNPs use); weights keep their own
         per-channel scales.
+      stored_weights: optional per-op weights in their storage formats (``store_weights``);
+        the DMA converts each on the fly (``dma.load``) in place of the params' weight.
     """
     modes = self.check_modes(modes)
     if activation_amax is not None and np.shape(activation_amax) != (len(self.ops), 2):
       raise ValueError(f"activation_amax must have shape ({len(self.ops)}, 2), "
                        f"got {np.shape(activation_amax)}; use emulator.calibrate(...)")
+    if stored_weights is not None and len(stored_weights) != len(self.ops):
+      raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
+                       f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
     flat = self._flat_args(params, inputs)
 
     def run_op(i: int, eqn, lhs, rhs):
       op = self.ops[i]
+      if stored_weights is not None and stored_weights[i] is not None:
+        operands = [lhs, rhs]
+        operands[op.weight_operand] = dma.load(stored_weights[i]).astype(operands[op.weight_operand].dtype)
+        lhs, rhs = operands
       spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
                               eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,
                               activation_scaling=self.activation_scaling, ste=self.ste)
@@ -192,17 +203,40 @@ class Emulator:
     outs = _evaluate(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op)
     return jax.tree_util.tree_unflatten(self._out_tree, outs)
 
-  def operand_ranges(self, params: Any, inputs: Any) -> jax.Array:
-    """``max |operand|`` of every op's (lhs, rhs) at fp32, shape ``(len(ops), 2)``."""
+  def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
+    """``[fn(op, lhs, rhs) for each op]`` from one fp32 pass of the model."""
     flat = self._flat_args(params, inputs)
-    ranges: dict[int, jax.Array] = {}
+    seen: dict[int, Any] = {}
 
     def observe(i: int, eqn, lhs, rhs):
-      ranges[i] = jnp.stack([jnp.max(jnp.abs(lhs)), jnp.max(jnp.abs(rhs))]).astype(jnp.float32)
+      seen[i] = fn(self.ops[i], lhs, rhs)
       return _jaxpr.bind(eqn, [lhs, rhs])[0]
 
     _evaluate(self._closed.jaxpr, self._closed.consts, flat, self._plan, observe)
-    return jnp.stack([ranges[i] for i in range(len(self.ops))])
+    return [seen[i] for i in range(len(self.ops))]
+
+  def operand_ranges(self, params: Any, inputs: Any) -> jax.Array:
+    """``max |operand|`` of every op's (lhs, rhs) at fp32, shape ``(len(ops), 2)``."""
+    amax = lambda op, lhs, rhs: jnp.stack([jnp.max(jnp.abs(lhs)), jnp.max(jnp.abs(rhs))])
+    return jnp.stack(self._observe(params, inputs, amax)).astype(jnp.float32)
+
+  def store_weights(self, params: Any, modes: Any) -> tuple[Packed | None, ...]:
+    """Every op's weight in the storage format of its mode (None for ops without one).
+
+    Example:
+      >>> # stored = emu.store_weights(params, emu.assignment("int4"))
+      >>> # dma.storage_bytes(stored) is what the NNP's memory holds.
+    """
+    modes = np.asarray(self.check_modes(modes))
+    weights = self._observe(params, self._example_inputs(),
+                            lambda op, lhs, rhs: (lhs, rhs)[op.weight_operand]
+                            if op.has_weight else None)
+    return tuple(None if w is None else dma.pack(w, int(m), op.weight_channel_axes)
+                 for op, w, m in zip(self.ops, weights, modes))
+
+  def _example_inputs(self) -> Any:
+    zeros = [jnp.zeros(a.shape, a.dtype) for a in self._input_avals]
+    return jax.tree_util.tree_unflatten(self._inputs_tree, zeros)
 
   def calibrate(self, params: Any, batches: Iterable[Any]) -> jax.Array:
     """Static operand ranges: the maximum of ``operand_ranges`` over calibration batches."""

@@ -22,6 +22,7 @@ class Op:
     kind: ``"dot_general"`` or ``"conv_general_dilated"``.
     lhs_shape, rhs_shape, out_shape: operand and result shapes.
     weight_operand: 0 (lhs) or 1 (rhs) when that operand is a model parameter, else None.
+    weight_channel_axes: axes of the weight operand with their own scale (output channels).
     macs: multiply-accumulates of one call.
     contraction_size: MACs per output element (the ``K`` of the product).
     weight_elements: elements of the weight operand (0 without one).
@@ -37,6 +38,7 @@ class Op:
   weight_operand: int | None
   macs: int
   contraction_size: int
+  weight_channel_axes: tuple[int, ...] = ()
 
   @property
   def has_weight(self) -> bool:
@@ -206,8 +208,19 @@ def _record(eqn, ins: list[_Info], found: Discovery) -> Op:
   lhs, rhs = (tuple(v.aval.shape) for v in eqn.invars)
   out = tuple(eqn.outvars[0].aval.shape)
   k = _contraction_size(eqn)
+  channels = () if weight_operand is None else _channel_axes(eqn, weight_operand)
   return Op(name=found.unique(base), kind=kind, lhs_shape=lhs, rhs_shape=rhs, out_shape=out,
-            weight_operand=weight_operand, macs=math.prod(out) * k, contraction_size=k)
+            weight_operand=weight_operand, macs=math.prod(out) * k, contraction_size=k,
+            weight_channel_axes=channels)
+
+
+def _channel_axes(eqn, side: int) -> tuple[int, ...]:
+  """Axes of operand ``side`` that keep their own scale: all but the contracted ones."""
+  ndim = eqn.invars[side].aval.ndim
+  if eqn.primitive.name == "dot_general":
+    contracting = eqn.params["dimension_numbers"][0][side]
+    return tuple(a for a in range(ndim) if a not in contracting)
+  return (eqn.params["dimension_numbers"].rhs_spec[0],) if side == 1 else ()
 
 
 def param_name(path) -> str:

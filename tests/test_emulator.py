@@ -214,3 +214,18 @@ def test_sharded_sweep_equals_unsharded(cnn):
   for i in (0, 5):
     np.testing.assert_allclose(sharded[i], f(params, x, jnp.asarray(assignments[i])),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_vit"])
+def test_reference_models_fp32_bit_exact(name):
+  from aprec import models
+  model = models.load(name)
+  x = model.data.test.x[:16]
+  emu = Emulator(model.apply_fn, model.params, x)
+  fp32 = emu.assignment("fp32")
+  with jax.disable_jit():
+    assert np.array_equal(emu(model.params, x, fp32), model.apply_fn(model.params, x))
+  ours = jax.jit(emu)(model.params, x, fp32)
+  ref = jax.jit(model.apply_fn)(model.params, x)
+  assert float(jnp.max(jnp.abs(ours - ref) / jnp.maximum(jnp.abs(ref), 1e-6))) <= 1e-6
+  assert len(set(emu.op_names)) == len(emu.ops)

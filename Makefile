@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.11 with pip):
+#   make demo   – create .venv, install aprec, run the main job (writes runs/demo/)
+#   make test   – create .venv, install aprec with test extras, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test test-all bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/aprec demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python scripts/bench_emulator.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from aprec.cli import main
+
+main()

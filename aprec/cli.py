@@ -1,0 +1,81 @@
+"""The ``aprec`` command: ``aprec ops``, ``aprec eval``, ``aprec demo``."""
+
+from __future__ import annotations
+
+import json as json_lib
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import tyro
+
+from aprec import report
+from aprec.formats import MODES
+
+
+def _load(model: str):
+  from aprec import models
+  return models.load(model)
+
+
+def ops(model: tyro.conf.Positional[str], json: bool = False) -> None:
+  """Print a model's op table: every matmul and convolution the emulator switches."""
+  from aprec.evaluation import Evaluator
+  ev = Evaluator.for_model(_load(model))
+  emu = ev.emulator
+  if json:
+    print(json_lib.dumps({"model": model, "ops": [op.to_dict() for op in emu.ops],
+                          "passthrough": [vars(p) for p in emu.passthrough]}, indent=2))
+    return
+  con = report.console()
+  con.print(report.op_table(emu.ops, title=f"{model}: {emu!r}"))
+  for p in emu.passthrough:
+    con.print(f"[yellow]passed through:[/] {p.count} × {p.primitive}: {p.reason}")
+
+
+def eval(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = "test",
+         json: bool = False) -> None:
+  """Measured accuracy and loss of a model under a precision assignment.
+
+  Args:
+    model: a reference model name (digits_cnn, digits_vit).
+    modes: one mode for every op (`int8`), or a comma list where a bare mode sets the
+      default and `name=mode` sets one op (`int8,Dense_1=fp32`).
+    split: the data split to measure on (train, val, test).
+    json: print JSON instead of a table.
+  """
+  from aprec.evaluation import Evaluator
+  ev = Evaluator.for_model(_load(model), split)
+  assignment = ev.emulator.assignment(modes)
+  measured = ev.measure([assignment])
+  result = {"model": model, "split": split, "n_examples": int(len(ev.split.y)),
+            "modes": {op.name: MODES[int(m)] for op, m in zip(ev.emulator.ops, assignment)},
+            "accuracy": float(measured.accuracy[0]), "loss": float(measured.loss[0])}
+  if json:
+    print(json_lib.dumps(result, indent=2))
+    return
+  con = report.console()
+  con.print(report.rows_table([{"op": k, "mode": v} for k, v in result["modes"].items()],
+                              title=f"{model} assignment"))
+  con.print(f"{split} accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}  "
+            f"({result['n_examples']} examples)")
+
+
+def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
+         models: tuple[str, ...] = ("digits_cnn", "digits_vit")) -> None:
+  """The main job: op tables and measured accuracy per precision mode, with a bar chart."""
+  from aprec import demo as demo_lib
+  demo_lib.run(out=out, model_names=models)
+
+
+COMMANDS = {"ops": ops, "eval": eval, "demo": demo}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Entry point of the ``aprec`` console script and ``python -m aprec``."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  try:
+    tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args, prog="aprec")
+  except (ValueError, FileNotFoundError) as err:  # bad input: say what, not a traceback
+    print(f"aprec: error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -1,0 +1,67 @@
+"""Tables for the terminal and figures (PNG) for run directories."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from aprec.ops import Op
+
+
+def console() -> Console:
+  return Console(highlight=False)
+
+
+def op_table(ops: Sequence[Op], title: str = "") -> Table:
+  """The op table: name, kind, shapes, MACs, weight and activation elements."""
+  table = Table(title=title or None)
+  for col, justify in [("#", "right"), ("op", "left"), ("kind", "left"), ("lhs", "left"),
+                       ("rhs", "left"), ("out", "left"), ("MACs", "right"),
+                       ("weights", "right"), ("activations", "right")]:
+    table.add_column(col, justify=justify)
+  for i, op in enumerate(ops):
+    table.add_row(str(i), op.name, "conv" if op.kind.startswith("conv") else "matmul",
+                  str(op.lhs_shape), str(op.rhs_shape), str(op.out_shape), f"{op.macs:,}",
+                  f"{op.weight_elements:,}", f"{op.activation_elements:,}")
+  return table
+
+
+def rows_table(rows: Sequence[dict], title: str = "", formats: dict | None = None) -> Table:
+  """A table of dict rows (columns from the first row); ``formats`` maps column → format."""
+  formats = formats or {}
+  table = Table(title=title or None)
+  if not rows:
+    return table
+  for col in rows[0]:
+    table.add_column(col, justify="left" if isinstance(rows[0][col], str) else "right")
+  for row in rows:
+    table.add_row(*(format(v, formats.get(k, "")) if not isinstance(v, str) else v
+                    for k, v in row.items()))
+  return table
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], path: str | pathlib.Path, *,
+              title: str, ylabel: str, reference: float | None = None,
+              reference_label: str = "") -> pathlib.Path:
+  """Write a bar chart PNG; an optional dashed reference line (e.g. fp32 accuracy)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(labels) + 2), 3.6), dpi=120)
+  bars = ax.bar(range(len(labels)), values, color="#4C72B0")
+  ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+  ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  if reference is not None:
+    ax.axhline(reference, color="#C44E52", linestyle="--", linewidth=1, label=reference_label)
+    ax.legend(loc="lower left", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path

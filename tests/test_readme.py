@@ -1,0 +1,23 @@
+"""The README's quickstart runs as written."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_quickstart_runs():
+  text = README.read_text()
+  section = text.split("## Quickstart", 1)[1]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  scope: dict = {}
+  exec(compile(code, "README.md", "exec"), scope)
+  assert [op.name for op in scope["emu"].ops] == ["layers_0", "layers_2"]
+  assert scope["y_int8"].shape == (4, 10) and scope["y_fp8"].shape == (4, 10)
+  assert scope["run"]._cache_size() == 1
+
+
+def test_readme_starts_with_the_two_commands():
+  first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
+  assert first_block.splitlines()[0].startswith("make demo")
+  assert first_block.splitlines()[1].startswith("make test")
