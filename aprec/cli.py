@@ -1,4 +1,4 @@
-"""The ``aprec`` command: ``aprec ops``, ``aprec eval``, ``aprec demo``."""
+"""The ``aprec`` command: ``ops``, ``eval``, ``simulate``, ``demo``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,53 @@ def eval(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = "te
             f"({result['n_examples']} examples)")
 
 
+def simulate(scenario: tyro.conf.Positional[str], model: str = "digits_cnn",
+             spec: str = "edge_npu", modes: str = "fp16", steps: int = 300,
+             faults: str = "none", seed: int = 0,
+             out: pathlib.Path = pathlib.Path("runs/simulate"), json: bool = False) -> None:
+  """Run the NNP runtime simulator with a fixed assignment and plot the trace (PNG).
+
+  Args:
+    scenario: steady, contention, thermal, battery or burst.
+    model: whose op table the NNP runs (digits_cnn, digits_vit).
+    spec: NNP preset (edge_npu, datacenter_gpu).
+    modes: the assignment, as for `aprec eval`.
+    steps: simulated steps (one inference batch each).
+    faults: sensor fault preset (none, mild, severe).
+    seed: random seed of the scenario.
+    out: directory for the trace PNG and the metrics JSONL.
+    json: print the summary as JSON.
+  """
+  import jax
+  import numpy as np
+
+  from aprec import hardware, simulator
+  from aprec.evaluation import Evaluator
+  if steps <= 0:
+    raise ValueError(f"steps must be positive, got {steps}")
+  emu = Evaluator.for_model(_load(model)).emulator
+  params = simulator.scenario(scenario, hardware.get_spec(spec), emu.ops, faults=faults)
+  assignment = emu.assignment(modes)
+  _, metrics = simulator.rollout(params, simulator.init_state(params), assignment,
+                                 jax.random.key(seed), n_steps=steps)
+  summary = {"scenario": scenario, "model": model, "spec": spec, "modes": modes,
+             "faults": faults, "seed": seed, **simulator.summarize(metrics)}
+  out.mkdir(parents=True, exist_ok=True)
+  columns = {k: np.asarray(v).tolist() for k, v in metrics._asdict().items()}
+  with open(out / f"{scenario}.jsonl", "w") as f:
+    for t in range(steps):
+      f.write(json_lib.dumps({k: v[t] for k, v in columns.items()}) + "\n")
+  figure = report.plot_sim_trace(metrics, out / f"{scenario}.png",
+                                 title=f"{scenario}: {model} on {spec} at {modes}")
+  summary["figure"] = str(figure)
+  if json:
+    print(json_lib.dumps(summary, indent=2))
+    return
+  con = report.console()
+  con.print(report.rows_table([{"metric": k, "value": v} for k, v in summary.items()],
+                              title=f"simulate {scenario}"))
+
+
 def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
          models: tuple[str, ...] = ("digits_cnn", "digits_vit")) -> None:
   """The main job: op tables and measured accuracy per precision mode, with a bar chart."""
@@ -68,7 +115,7 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
   demo_lib.run(out=out, model_names=models)
 
 
-COMMANDS = {"ops": ops, "eval": eval, "demo": demo}
+COMMANDS = {"ops": ops, "eval": eval, "simulate": simulate, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,6 +8,7 @@ int32.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -63,8 +64,8 @@ def load_digits_splits(seed: int = 0) -> DatasetSplits:
   x = (digits.images / _PIXEL_MAX).reshape(-1, 8, 8, 1)
   y = digits.target
   n_total = len(y)
-  n_test = round(TEST_FRACTION * n_total)
-  n_val = round(VAL_FRACTION * n_total)
+  n_test = math.ceil(TEST_FRACTION * n_total)  # rounds up like sklearn's fractional test_size
+  n_val = math.ceil(VAL_FRACTION * n_total)
   x_rest, x_test, y_rest, y_test = train_test_split(
       x, y, test_size=n_test, stratify=y, random_state=seed)
   x_train, x_val, y_train, y_val = train_test_split(
@@ -112,3 +113,24 @@ def batches(
   for start in range(0, stop, batch_size):
     idx = order[start:start + batch_size]
     yield split.x[idx], split.y[idx]
+
+
+def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift_px: int = 1) -> np.ndarray:
+  """Translates each image ``(N, H, W, C)`` by up to ``max_shift_px`` pixels, zero-filled.
+
+  Each image gets its own vertical and horizontal shift, drawn uniformly from
+  ``[-max_shift_px, max_shift_px]`` (vertical first, then horizontal) with ``rng``.
+  Used as training augmentation.
+  """
+  if max_shift_px < 0:
+    raise ValueError(f"max_shift_px must be >= 0, got {max_shift_px}.")
+  if x.ndim != 4:
+    raise ValueError(f"random_shift expects images of shape (N, H, W, C), got {x.shape}.")
+  n, h, w, _ = x.shape
+  m = max_shift_px
+  padded = np.pad(x, ((0, 0), (m, m), (m, m), (0, 0)))
+  dy = rng.integers(0, 2 * m + 1, n)
+  dx = rng.integers(0, 2 * m + 1, n)
+  rows = dy[:, None] + np.arange(h)  # (N, H)
+  cols = dx[:, None] + np.arange(w)  # (N, W)
+  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]

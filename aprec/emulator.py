@@ -189,7 +189,8 @@ class Emulator:
       op = self.ops[i]
       if stored_weights is not None and stored_weights[i] is not None:
         operands = [lhs, rhs]
-        operands[op.weight_operand] = dma.load(stored_weights[i]).astype(operands[op.weight_operand].dtype)
+        weight = operands[op.weight_operand]
+        operands[op.weight_operand] = dma.load(stored_weights[i]).astype(weight.dtype)
         lhs, rhs = operands
       spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
                               eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,

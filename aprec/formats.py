@@ -120,13 +120,17 @@ def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
 
 
 def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
-  """``amax * (1 / max_value)``, and 1 where ``amax == 0`` so zeros stay zero (not NaN).
+  """``amax * (1 / max_value)``, kept a normal float32; 1 for an (effectively) zero tensor.
 
   Written as a product with the float32 reciprocal because XLA rewrites a division by a
   constant into exactly that; spelling it out makes the rounding the same everywhere.
+  ``amax`` below the smallest normal float32 counts as zero (XLA on CPU flushes subnormals
+  anyway), so a zero tensor quantizes to zeros, never NaN, and the scale never underflows.
   """
   amax = amax.astype(jnp.float32)
-  return jnp.where(amax == 0, jnp.float32(1), amax * np.float32(1.0 / max_value))
+  tiny = np.finfo(np.float32).tiny
+  return jnp.where(amax < tiny, jnp.float32(1),
+                   jnp.maximum(amax * np.float32(1.0 / max_value), tiny))
 
 
 def amax_over(x: jax.Array, reduce_axes: Sequence[int]) -> jax.Array:

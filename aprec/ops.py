@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from aprec import _jaxpr
+from aprec.pak import contraction_size
 
 KINDS = ("dot_general", "conv_general_dilated")
 
@@ -120,11 +121,7 @@ def _common_scope(scopes) -> str:
 
 def _contraction_size(eqn) -> int:
   lhs, rhs = (v.aval.shape for v in eqn.invars)
-  if eqn.primitive.name == "dot_general":
-    (lc, _), _ = eqn.params["dimension_numbers"]
-    return math.prod(lhs[a] for a in lc)
-  out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
-  return math.prod(rhs) // rhs[out_feature_dim]
+  return contraction_size(eqn.primitive.name, eqn.params, lhs, rhs)
 
 
 def _is_float(aval) -> bool:

@@ -6,8 +6,9 @@ scale the output back to the common format. Here:
 1. both operands are quantized to the mode (``formats.quantize``): weights with one scale
    per output channel, activations with one scale per tensor (or per token);
 2. the product runs on the quantized grid values: integer modes as an int8 × int8 product
-   accumulated exactly in int32, float modes as a float32-accumulated product of the
-   rounded operands (whose pairwise products are exact in float32);
+   accumulated exactly in int32 (computed in float32 where that is provably the same:
+   ``K * 127**2 < 2**24``), float modes as a float32-accumulated product of the rounded
+   operands (whose pairwise products are exact in float32);
 3. the accumulator is multiplied by ``lhs_scale * rhs_scale`` laid out along the output.
 
 The mode is a traced int32, so switching precision never recompiles. Gradients use the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +54,7 @@ class ProductSpec:
   lhs_to_out: Callable[[jax.Array], jax.Array]
   rhs_to_out: Callable[[jax.Array], jax.Array]
   ste: STE
+  int_exact_in_float: bool = False
 
   def float_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     return self.primitive.bind(lhs, rhs, **self.params)
@@ -120,13 +123,31 @@ def product_spec(primitive, params: dict, lhs_shape, rhs_shape, out_ndim: int, *
                  ste=STE.IDENTITY) -> ProductSpec:
   """The static part of a PAK call for a primitive with the given parameters and shapes."""
   scaling = ActivationScaling(activation_scaling)
+  k = contraction_size(primitive.name, params, lhs_shape, rhs_shape)
   if primitive.name == "dot_general":
     layout = _dot_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, scaling)
   elif primitive.name == "conv_general_dilated":
     layout = _conv_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim)
   else:
     raise ValueError(f"the PAK handles dot_general and conv_general_dilated, not {primitive.name}")
-  return ProductSpec(primitive, dict(params), *layout, ste=STE(ste))
+  return ProductSpec(primitive, dict(params), *layout, ste=STE(ste),
+                     int_exact_in_float=k * _INT8_MAX_PRODUCT < _F32_EXACT_INTEGERS)
+
+
+# Every partial sum of K products of int8 grid values is an integer below K * 127**2; while
+# that stays below 2**24, float32 holds each partial sum exactly, so a float32-accumulated
+# product of the grid values *is* the int32 accumulation, in any summation order.
+_INT8_MAX_PRODUCT = 127 * 127
+_F32_EXACT_INTEGERS = 2 ** 24
+
+
+def contraction_size(primitive_name: str, params: dict, lhs_shape, rhs_shape) -> int:
+  """Multiply-accumulates per output element (the ``K`` of the product)."""
+  if primitive_name == "dot_general":
+    (lhs_contracting, _), _ = params["dimension_numbers"]
+    return math.prod(lhs_shape[a] for a in lhs_contracting)
+  out_feature_dim = params["dimension_numbers"].rhs_spec[0]
+  return math.prod(rhs_shape) // rhs_shape[out_feature_dim]
 
 
 # --------------------------------------------------------------------------------------
@@ -136,8 +157,11 @@ def product_spec(primitive, params: dict, lhs_shape, rhs_shape, out_ndim: int, *
 def _forward(spec: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
   ql, sl = formats.quantize(lhs, mode, spec.lhs_reduce_axes, lhs_amax)
   qr, sr = formats.quantize(rhs, mode, spec.rhs_reduce_axes, rhs_amax)
-  is_int = jnp.asarray(formats.MODE_IS_INT)[mode]
-  acc = lax.cond(is_int, spec.int_product, spec.float_product, ql, qr)
+  if spec.int_exact_in_float:
+    acc = spec.float_product(ql, qr)
+  else:
+    is_int = jnp.asarray(formats.MODE_IS_INT)[mode]
+    acc = lax.cond(is_int, spec.int_product, spec.float_product, ql, qr)
   out = acc * spec.lhs_to_out(sl).astype(acc.dtype) * spec.rhs_to_out(sr).astype(acc.dtype)
   return out, (ql, sl, qr, sr)
 

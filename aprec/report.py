@@ -65,3 +65,40 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], path: str | pathli
   fig.savefig(path)
   plt.close(fig)
   return path
+
+
+def plot_sim_trace(metrics, path: str | pathlib.Path, title: str | None = None) -> pathlib.Path:
+  """PNG trace of a simulator run: power vs cap, buffer occupancy, PE availability, latency
+  vs deadline, temperature (sensor readings as dots, ground truth as lines)."""
+  import jax
+  import numpy as np
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  m = jax.tree.map(np.asarray, metrics)
+  t = np.arange(m.latency_s.shape[0])
+  fig = Figure(figsize=(9, 10), constrained_layout=True)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(5, 1, sharex=True)
+  panels = (
+      ("power (W)", m.true_power_w, m.power_w, m.power_cap_w, "cap"),
+      ("buffer occupancy", m.true_buffer_occupancy, m.buffer_occupancy, None, None),
+      ("PE availability", m.true_pe_availability, m.pe_availability, None, None),
+      ("latency (ms)", m.latency_s * 1e3, None, m.deadline_s * 1e3, "deadline"),
+      ("temperature (C)", m.true_temperature_c, m.temperature_c, None, None),
+  )
+  for ax, (label, truth, sensor, limit, limit_label) in zip(axes, panels):
+    ax.plot(t, truth, lw=1.2, label="true")
+    if sensor is not None:
+      ax.plot(t, sensor, ".", ms=2, alpha=0.6, label="sensor")
+    if limit is not None:
+      ax.plot(t, limit, "r--", lw=1, label=limit_label)
+    ax.set_ylabel(label)
+    ax.legend(loc="upper right", fontsize=7)
+  axes[-1].set_xlabel("step")
+  if title:
+    fig.suptitle(title)
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  return path

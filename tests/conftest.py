@@ -4,6 +4,11 @@ and strict rank promotion so silent broadcasting bugs fail loudly."""
 import os
 
 import jax
+from hypothesis import settings
+
+# Same examples on every run, so CI cannot turn red by chance.
+settings.register_profile("aprec", derandomize=True, deadline=None)
+settings.load_profile("aprec")
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_compilation_cache_dir",

@@ -68,15 +68,19 @@ def test_unscaled_quantize_is_the_cast(x):
 def _ref_scaled(x, mode, reduce_axes):
   """Independent float32 NumPy reference of a scaled mode."""
   amax = np.max(np.abs(x), axis=reduce_axes, keepdims=True).astype(np.float32)
-  scale = np.where(amax == 0, np.float32(1), amax * np.float32(1.0 / mode.max_value)).astype(np.float32)
+  tiny = np.finfo(np.float32).tiny
+  scale = np.where(amax < tiny, np.float32(1),
+                   np.maximum(amax * np.float32(1.0 / mode.max_value), tiny)).astype(np.float32)
   scaled = np.clip(x / scale, -mode.max_value, mode.max_value).astype(np.float32)
   if mode.is_int:
     return np.round(scaled), scale  # numpy rounds half to even
   return scaled.astype(mode.dtype).astype(np.float32), scale
 
 
+# Subnormal *inputs* to the scaled modes are excluded: XLA on CPU treats them as zero
+# (denormals-are-zero) where NumPy divides them; casts above do cover subnormals.
 finite_arrays = hnp.arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 6)),
-                           elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=True))
+                           elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False))
 
 
 @settings(max_examples=60, deadline=None)

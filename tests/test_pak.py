@@ -15,7 +15,8 @@ INT8, INT4 = formats.mode_index("int8"), formats.mode_index("int4")
 def _np_quant(x, mode, axes):
   """Independent reference of the symmetric quantizer, in float32 NumPy."""
   amax = np.max(np.abs(x), axis=axes, keepdims=True).astype(np.float32)
-  scale = np.where(amax == 0, np.float32(1), amax * np.float32(1.0 / mode.max_value))
+  tiny = np.finfo(np.float32).tiny
+  scale = np.where(amax < tiny, np.float32(1), np.maximum(amax * np.float32(1.0 / mode.max_value), tiny))
   q = np.clip(x / scale.astype(np.float32), -mode.max_value, mode.max_value)
   if mode.is_int:
     return np.round(q).astype(np.int64), scale.astype(np.float32)
@@ -38,6 +39,21 @@ def test_int_dot_equals_int64_numpy(xw, mode):
   ref = (acc.astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
   ours = jax.jit(lambda x, w, m: pak.dot_general(x, w, m, DN))(x, w, jnp.int32(mode))
   np.testing.assert_array_equal(np.asarray(ours), ref)
+
+
+def test_int_dot_beyond_float_exact_range_accumulates_in_int32():
+  # K * 127**2 >= 2**24: the kernel switches to a true int8 x int8 -> int32 product.
+  x = np.asarray(jax.random.normal(jax.random.key(8), (3, 2048)), np.float32)
+  w = np.asarray(jax.random.normal(jax.random.key(9), (2048, 2)), np.float32)
+  spec = pak.product_spec(lax.dot_general_p, dict(
+      dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
+      out_sharding=None), x.shape, w.shape, 2, weight_operand=1)
+  assert not spec.int_exact_in_float
+  ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
+  qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
+  ref = ((ql @ qr).astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
+  np.testing.assert_array_equal(np.asarray(jax.jit(pak.apply, static_argnums=0)(
+      spec, x, w, jnp.int32(INT8))), ref)
 
 
 def _np_conv_nhwc(x, k):
@@ -140,7 +156,7 @@ def test_per_token_scales(xw):
 def test_batched_dot_scales_line_up():
   # 'bij,bjk->bik' with a weight that has a batch axis: per-(batch, channel) scales.
   x = jax.random.normal(jax.random.key(6), (3, 4, 5))
-  w = jax.random.normal(jax.random.key(7), (3, 5, 2)) * jnp.arange(1, 4)[:, None, None]
+  w = jax.random.normal(jax.random.key(7), (3, 5, 2)) * jnp.arange(1.0, 4.0)[:, None, None]
   dn = (((2,), (1,)), ((0,), (0,)))
   ours = pak.dot_general(x, w, INT8, dn)
   xn, wn = np.asarray(x), np.asarray(w)

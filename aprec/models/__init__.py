@@ -61,10 +61,16 @@ def _check_name(name: str) -> None:
     raise ValueError(f"Unknown model {name!r}; known models: {', '.join(NAMES)}.")
 
 
-def build(name: str, seed: int = 0) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
-  """Returns ``(apply_fn, params)`` with freshly initialised (untrained) parameters."""
+def build(
+    name: str, seed: int = 0, *, abstract: bool = False
+) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
+  """Returns ``(apply_fn, params)`` with freshly initialised (untrained) parameters.
+
+  With ``abstract=True`` the params are ``jax.ShapeDtypeStruct`` leaves (no compute),
+  e.g. to restore a checkpoint into.
+  """
   _check_name(name)
-  return _BUILDERS[name](seed)
+  return _BUILDERS[name](seed, abstract=abstract)
 
 
 def default_checkpoint_dir() -> pathlib.Path:
@@ -92,8 +98,7 @@ def load(name: str, checkpoint_dir: str | os.PathLike[str] | None = None) -> Loa
   root = default_checkpoint_dir() if checkpoint_dir is None else pathlib.Path(checkpoint_dir)
   directory = root / name
   metadata = checkpoint.load_metadata(directory)
-  apply_fn, fresh = build(name)
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), fresh)
+  apply_fn, abstract = build(name, abstract=True)
   params = checkpoint.restore(directory, abstract)
   seed = metadata.get("data_seed", DATA_SEED)
   return LoadedModel(

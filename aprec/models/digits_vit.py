@@ -72,17 +72,27 @@ class DigitsViT(nnx.Module):
     self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = self.patch_embed(patchify(x, self.patch_size)) + self.pos_embed[...]
+    x = self.patch_embed(patchify(x, self.patch_size))
+    # Broadcast explicitly so the model also runs with jax_numpy_rank_promotion="raise".
+    x = x + jnp.broadcast_to(self.pos_embed[...], x.shape)
     for block in self.blocks:
       x = block(x)
     return self.head(jnp.mean(self.norm(x), axis=-2))
 
 
-def build(seed: int = 0) -> tuple[Callable[[nnx.State, jax.Array], jax.Array], nnx.State]:
+def _init_state(seed: int) -> nnx.State:
+  return nnx.split(DigitsViT(rngs=nnx.Rngs(params=seed)))[1]
+
+
+def build(
+    seed: int = 0, *, abstract: bool = False
+) -> tuple[Callable[[nnx.State, jax.Array], jax.Array], nnx.State]:
   """Returns ``(apply_fn, state)``: a pure ``apply_fn(state, x) -> logits`` and the
-  freshly initialised ``nnx.State`` (float32 parameters only)."""
-  model = DigitsViT(rngs=nnx.Rngs(params=seed))
-  graphdef, state = nnx.split(model)
+  freshly initialised ``nnx.State`` (float32 parameters only), or only its shapes and
+  dtypes (``jax.ShapeDtypeStruct`` leaves, nothing computed) when ``abstract``."""
+  graphdef, abstract_state = nnx.split(
+      nnx.eval_shape(lambda: DigitsViT(rngs=nnx.Rngs(params=seed))))
+  state = abstract_state if abstract else jax.jit(_init_state, static_argnums=0)(seed)
 
   def apply_fn(state: nnx.State, x: jax.Array) -> jax.Array:
     return nnx.merge(graphdef, state)(x)

@@ -1,0 +1,657 @@
+"""Benchmarks the NNP emulator: speed against plain JAX and qwix, and recompilation cost.
+
+Usage::
+
+  python scripts/bench_emulator.py [--repeats 30] [--out runs/bench/emulator.json]
+
+Prints a table and writes JSON whose ``"ratios"`` hold the headline figures, measured on
+this machine's CPU (and repeated on the first accelerator when JAX sees one; every number
+in ``"runs"`` carries its ``platform`` and ``device_kind``, and the top-level ``"ratios"``
+are the CPU run's). Lower is better for every ratio:
+
+- ``int8_over_fp32`` (target <= 1.5): one forward pass of the digits CNN on the test split,
+  through ``jax.jit(emulator)`` with every op at ``int8``, over the plain
+  ``jax.jit(apply_fn)`` fp32 forward. ``int8_over_fp32_vit`` is the same for the ViT.
+- ``vmapped_over_loop`` (target <= 1.0): 32 random assignments (all seven modes) in one
+  ``jax.jit(jax.vmap(emulator, in_axes=(None, None, 0)))`` call, over 32 separate calls
+  of the already compiled ``jax.jit(emulator)`` (dispatch included). Digits CNN;
+  ``vmapped_over_loop_vit`` for the ViT.
+- ``ours_over_qwix`` (target <= 1.0): the emulator at uniform ``int8`` over the same CNN
+  quantized to int8 by qwix (``QtProvider``, dynamic-range int8 weights and activations,
+  int8 x int8 -> int32 products), configured with our granularity and grid: weights per
+  output channel, activations per tensor, ``scale = absmax / 127``. The JSON also holds
+  qwix's default granularity (activations per example/token, ``absmax / 127.5``) as
+  ``ours_over_qwix_default``, and the relative logit differences ours/qwix/fp32.
+- ``compiles_per_100_switches`` (expect 1): XLA compilations while switching 100 times
+  among 10 random per-layer assignments (fp32 / int8 / fp8_e4m3 per layer) through one
+  ``jax.jit(emulator)``, starting cold. ``qwix_compiles_per_100_switches``: the same
+  schedule with qwix, which bakes precisions into the model, so each distinct assignment
+  is a new quantized model and a new compilation (even with the models cached by
+  assignment, which this benchmark does; rebuilding per switch would compile every switch).
+  Wall times of the 100 switches (compilation included) sit next to the counts.
+
+Timing: everything is compiled first; each side of a ratio is timed as a loop of calls
+ended by ``block_until_ready``, the sides interleaved (A, B, A, B, ... in a rotating order)
+and each ratio is the median over repeats of the paired per-repeat ratios.
+
+The trained checkpoints are read from ``checkpoints/`` (polled for up to ``--wait``
+seconds while they are being written); ``--untrained`` uses freshly initialised parameters
+instead (timings are the same, accuracies and differences are not meaningful).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform as platform_lib
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+  sys.path.insert(0, str(_REPO))  # run from a checkout without installing the package
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import qwix  # noqa: E402
+from qwix._src.utils import flax_util as qwix_flax_util  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import aprec  # noqa: E402
+from aprec import data as data_lib  # noqa: E402
+from aprec import models  # noqa: E402
+from aprec.models import digits_cnn  # noqa: E402
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "int8_over_fp32": ("<=", 1.5),
+    "int8_over_fp32_vit": ("<=", 1.5),
+    "vmapped_over_loop": ("<=", 1.0),
+    "vmapped_over_loop_vit": ("<=", 1.0),
+    "ours_over_qwix": ("<=", 1.0),
+    "compiles_per_100_switches": ("<=", 1.0),
+}
+N_VMAPPED = 32
+N_SWITCHES = 100
+N_DISTINCT = 10
+SWITCH_MODES = ("fp32", "int8", "fp8_e4m3")  # per-layer choices qwix can also express on CPU
+_QWIX_QTYPES = {"fp32": None, "int8": "int8", "fp8_e4m3": jnp.float8_e4m3fn}
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_TARGET_SAMPLE_S = 0.02  # each timed sample loops calls for about this long
+
+
+# --------------------------------------------------------------------------------------
+# Measurement helpers.
+
+
+class CompileCounter:
+  """Counts XLA backend compilations (``jax.monitoring``) while it is installed."""
+
+  def __init__(self) -> None:
+    self.count = 0
+
+  def _listener(self, event: str, duration: float, **kwargs: Any) -> None:
+    del duration, kwargs
+    if event == _BACKEND_COMPILE_EVENT:
+      self.count += 1
+
+  def __enter__(self) -> CompileCounter:
+    jax.monitoring.register_event_duration_secs_listener(self._listener)
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def _time_once(fn: Callable[[], Any]) -> float:
+  t = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t
+
+
+def _inner_calls(fn: Callable[[], Any]) -> int:
+  """Calls per timed sample so that one sample lasts about ``_TARGET_SAMPLE_S``."""
+  single = min(_time_once(fn) for _ in range(3))
+  return max(1, int(round(_TARGET_SAMPLE_S / max(single, 1e-6))))
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
+                inner: dict[str, int] | None = None) -> dict[str, list[float]]:
+  """Per-call seconds of each (compiled) function, sampled in interleaved order.
+
+  Each repeat times every function once (``inner[name]`` calls, then
+  ``block_until_ready``); the order rotates between repeats so no side always runs first.
+  """
+  names = list(fns)
+  if inner is None:
+    inner = {n: _inner_calls(fns[n]) for n in names}
+  samples: dict[str, list[float]] = {n: [] for n in names}
+  for r in range(repeats):
+    for k in range(len(names)):
+      name = names[(r + k) % len(names)]
+      fn, n = fns[name], inner[name]
+      t = time.perf_counter()
+      out = None
+      for _ in range(n):
+        out = fn()
+      jax.block_until_ready(out)
+      samples[name].append((time.perf_counter() - t) / n)
+  return samples
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
+  """Median of the per-repeat ratios ``num[i] / den[i]`` (robust to drift)."""
+  return float(statistics.median(a / b for a, b in zip(num, den)))
+
+
+def ratio_quartiles(num: Sequence[float], den: Sequence[float]) -> list[float]:
+  """25th and 75th percentiles of the per-repeat ratios: how noisy the machine was."""
+  return [round(float(q), 4) for q in np.percentile(np.divide(num, den), [25, 75])]
+
+
+def _ms(samples: Sequence[float]) -> float:
+  return round(1e3 * statistics.median(samples), 4)
+
+
+def _rel(a: jax.Array, b: jax.Array) -> float:
+  """``||a - b|| / ||b||``."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _accuracy(logits: jax.Array, labels: np.ndarray) -> float:
+  return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
+
+
+_HLO_PRODUCT = re.compile(r"= (\w+)\[[^\]]*\][^ ]* (convolution|dot)\(")
+
+
+def jaxpr_stats(fn: Callable, *args: Any) -> dict[str, int]:
+  """Primitive counts in ``fn``'s jaxpr, sub-jaxprs included (tracing only, no compile)."""
+  text = str(jax.make_jaxpr(fn)(*args))
+  names = ("cond", "conv_general_dilated", "dot_general", "select_n", "round")
+  return {n: len(re.findall(rf"\b{n}\[", text)) + len(re.findall(rf"= {n} ", text))
+          for n in names}
+
+
+def hlo_stats(fn: Callable, *args: Any) -> dict[str, Any]:
+  """Counts of the ops that matter in ``fn``'s optimised HLO (compiles once more)."""
+  text = jax.jit(fn).lower(*args).compile().as_text()
+  products: dict[str, int] = {}
+  for dtype, kind in _HLO_PRODUCT.findall(text):
+    products[f"{kind}->{dtype}"] = products.get(f"{kind}->{dtype}", 0) + 1
+  return {
+      "conditionals": len(re.findall(r" conditional\(", text)),
+      "fusions": len(re.findall(r" fusion\(", text)),
+      "copies": len(re.findall(r" copy\(", text)),
+      "custom_calls": len(re.findall(r" custom-call\(", text)),
+      "products": dict(sorted(products.items())),
+  }
+
+
+# --------------------------------------------------------------------------------------
+# Models and qwix.
+
+
+def load_model(name: str, *, wait_s: float, untrained: bool) -> models.LoadedModel:
+  """``models.load(name)``, polling every 60 s while its checkpoint is still missing."""
+  if untrained:
+    apply_fn, params = models.build(name)
+    return models.LoadedModel(apply_fn=apply_fn, params=params,
+                              data=data_lib.load_digits_splits(models.DATA_SEED),
+                              metadata={"untrained": True}, name=name)
+  deadline = time.monotonic() + wait_s
+  while True:
+    try:
+      return models.load(name)
+    except FileNotFoundError:
+      if time.monotonic() >= deadline:
+        raise
+      print(f"checkpoint for {name} not found yet; polling again in 60 s", flush=True)
+      time.sleep(60)
+
+
+class _MatchedQtProvider(qwix.QtProvider):
+  """qwix's QT provider with our granularity: activations per tensor, weights per channel.
+
+  Public QtRule fields can only disable channelwise scales for both operands at once
+  (``disable_channelwise_axes``), which would make the weights per-tensor too; the conv
+  config ignores ``additional_qt_config``. So this overrides the two (private) config
+  builders to disable channelwise scales on the non-weight operand only.
+  """
+
+  def _create_conv_general_qt_config(self, rule, op_id, lhs, rhs):
+    config = super()._create_conv_general_qt_config(rule, op_id, lhs, rhs)
+    return dataclasses.replace(config, lhs_disable_channelwise_axes=True)  # lhs = activation
+
+  def _create_dot_general_qt_config(self, rule, op_id, lhs, rhs):
+    config = super()._create_dot_general_qt_config(rule, op_id, lhs, rhs)
+    return dataclasses.replace(
+        config,
+        lhs_disable_channelwise_axes=qwix_flax_util.find_param(lhs) is None,
+        rhs_disable_channelwise_axes=qwix_flax_util.find_param(rhs) is None)
+
+
+# qwix's symmetric int8 bound is 127.5 (scale = absmax / 127.5); ours is 127. Scaling the
+# calibrated absmax by 127.5 / 127 gives qwix exactly our grid, scale = absmax / 127.
+_INT8_TO_OUR_GRID = f"absmax,{127.5 / 127!r}"
+
+
+def qwix_int8_cnn(matched: bool, module_path: str = ".*") -> Callable[[Any, jax.Array], jax.Array]:
+  """The digits CNN with the layers matching ``module_path`` quantized to int8 by qwix."""
+  if matched:
+    rule = qwix.QtRule(module_path=module_path, weight_qtype="int8", act_qtype="int8",
+                       weight_calibration_method=_INT8_TO_OUR_GRID,
+                       act_calibration_method=_INT8_TO_OUR_GRID)
+    provider: qwix.QtProvider = _MatchedQtProvider([rule])
+  else:
+    provider = qwix.QtProvider([qwix.QtRule(module_path=module_path, weight_qtype="int8",
+                                            act_qtype="int8")])
+  return jax.jit(qwix.quantize_model(digits_cnn.DigitsCNN(), provider).apply)
+
+
+def qwix_per_layer_cnn(assignment: dict[str, str]) -> Callable[[Any, jax.Array], jax.Array]:
+  """A qwix model of the digits CNN with one precision per layer (``SWITCH_MODES``)."""
+  rules = []
+  for layer, mode in assignment.items():
+    qtype = _QWIX_QTYPES[mode]
+    if qtype is not None:
+      rules.append(qwix.QtRule(module_path=re.escape(layer), weight_qtype=qtype,
+                               act_qtype=qtype))
+  return jax.jit(qwix.quantize_model(digits_cnn.DigitsCNN(), qwix.QtProvider(rules)).apply)
+
+
+QWIX_GRANULARITY = {
+    "provider": "qwix.QtProvider (quantized training; forward = dynamic-range quantization)",
+    "product": "int8 x int8 -> int32 (lax.conv_general_dilated / dot_general with "
+               "preferred_element_type=int32), then scales multiplied onto the output",
+    "matched (ours_over_qwix)": {
+        "weights": "per output channel, symmetric absmax (same as ours)",
+        "activations": "per tensor, symmetric absmax, dynamic (same as ours), via a "
+                       "QtProvider subclass overriding _create_{conv,dot}_general_qt_config "
+                       "to set *_disable_channelwise_axes on the activation operand only",
+        "grid": "weight/act_calibration_method='absmax,127.5/127' so scale = absmax / 127 "
+                "(qwix's int8 bound is 127.5); rounding half-to-even like ours",
+    },
+    "default (ours_over_qwix_default)": {
+        "weights": "per output channel, symmetric absmax",
+        "activations": "dynamic, one scale per example for convs (channelwise on the "
+                       "batch axis) and per row (example/token) for dense layers: finer "
+                       "than ours (per tensor)",
+        "grid": "scale = absmax / 127.5 (qwix's symmetric int8 bound): a step 0.4% "
+                "finer than ours, absmax itself lands on a rounding tie",
+    },
+    "caveats": "qwix's QT forward is real integer arithmetic (QArray int8 operands, "
+               "int32 accumulation), not dequantize-then-float fake quantization; qwix "
+               "int4 products fail to compile on XLA:CPU ('custom element sizes on "
+               "non-sub-byte types'), so the switching benchmark uses fp32 / int8 / "
+               "fp8_e4m3 per layer on both sides",
+}
+
+
+# --------------------------------------------------------------------------------------
+# The benchmarks. Each returns details; ratios are collected by the caller.
+
+
+def bench_int8_over_fp32(model: models.LoadedModel, repeats: int,
+                         device: jax.Device) -> dict[str, Any]:
+  params = jax.device_put(model.params, device)
+  x = jax.device_put(jnp.asarray(model.data.test.x), device)
+  emu = aprec.Emulator(model.apply_fn, params, x)
+  fp32 = jax.jit(model.apply_fn)
+  ours = jax.jit(emu)
+  int8 = jax.device_put(emu.assignment("int8"), device)
+  at_fp32 = jax.device_put(emu.assignment("fp32"), device)
+  t_compile_fp32 = _time_once(lambda: fp32(params, x))
+  t_compile_ours = _time_once(lambda: ours(params, x, int8))
+  s = interleaved({"fp32": lambda: fp32(params, x), "int8": lambda: ours(params, x, int8),
+                   "emu_fp32": lambda: ours(params, x, at_fp32)}, repeats)
+  y32, y8 = fp32(params, x), ours(params, x, int8)
+  labels = np.asarray(model.data.test.y)
+  return {
+      "ratio": paired_ratio(s["int8"], s["fp32"]),
+      "ratio_quartiles": ratio_quartiles(s["int8"], s["fp32"]),
+      "emulator_int8_ms": _ms(s["int8"]), "jit_fp32_ms": _ms(s["fp32"]),
+      # The emulator with every op at fp32 runs the original products: what it costs over
+      # plain jit is the traced-mode machinery alone (conditionals, scale bookkeeping).
+      "emulator_fp32_ms": _ms(s["emu_fp32"]),
+      "emulator_fp32_over_jit_fp32": paired_ratio(s["emu_fp32"], s["fp32"]),
+      "compile_s": {"jit_fp32": round(t_compile_fp32, 3), "emulator": round(t_compile_ours, 3)},
+      "ops": len(emu.ops), "macs": int(sum(o.macs for o in emu.ops)),
+      "int8_rel_diff_vs_fp32": _rel(y8, y32),
+      "accuracy": {"fp32": _accuracy(y32, labels), "int8": _accuracy(y8, labels)},
+      "_emu": emu, "_params": params, "_x": x,
+  }
+
+
+def bench_vmapped_over_loop(emu: aprec.Emulator, params: Any, x: jax.Array, repeats: int,
+                            device: jax.Device, seed: int) -> dict[str, Any]:
+  rng = np.random.default_rng(seed)
+  table = rng.integers(0, len(aprec.MODES), (N_VMAPPED, len(emu.ops))).astype(np.int32)
+  batch = jax.device_put(table, device)
+  rows = [jax.device_put(r, device) for r in table]
+  single = jax.jit(emu)
+  vmapped = jax.jit(jax.vmap(emu, in_axes=(None, None, 0)))
+  t_compile_single = _time_once(lambda: single(params, x, rows[0]))
+  t_compile_vmapped = _time_once(lambda: vmapped(params, x, batch))
+
+  def loop():
+    return [single(params, x, r) for r in rows]
+
+  s = interleaved({"vmapped": lambda: vmapped(params, x, batch), "loop": loop}, repeats,
+                  inner={"vmapped": 1, "loop": 1})
+  out_v = vmapped(params, x, batch)
+  out_l = jnp.stack(loop())
+  # Why vmapped may be slow: a batched mode index turns every lax.switch / lax.cond into
+  # select_n over all branches, so every mode's quantizer and both products run.
+  structure = {"single": jaxpr_stats(emu, params, x, rows[0]),
+               "vmapped": jaxpr_stats(jax.vmap(emu, in_axes=(None, None, 0)), params, x,
+                                      batch)}
+  return {
+      "ratio": paired_ratio(s["vmapped"], s["loop"]),
+      "ratio_quartiles": ratio_quartiles(s["vmapped"], s["loop"]),
+      "vmapped_ms": _ms(s["vmapped"]), "loop_ms": _ms(s["loop"]),
+      "n_assignments": N_VMAPPED, "repeats": repeats,
+      "compile_s": {"single": round(t_compile_single, 3),
+                    "vmapped": round(t_compile_vmapped, 3)},
+      "max_abs_diff_vmapped_vs_loop": float(jnp.max(jnp.abs(out_v - out_l))),
+      "single_jit_cache_size_after_32_assignments": single._cache_size(),
+      "jaxpr_primitive_counts": structure,
+  }
+
+
+def bench_ours_over_qwix(model: models.LoadedModel, emu: aprec.Emulator, params: Any,
+                         x: jax.Array, repeats: int) -> dict[str, Any]:
+  ours = jax.jit(emu)
+  int8 = jax.device_put(emu.assignment("int8"), x.device)
+  fp32 = jax.jit(model.apply_fn)
+  q_matched, q_default = qwix_int8_cnn(matched=True), qwix_int8_cnn(matched=False)
+  t_compile = {"qwix_matched": round(_time_once(lambda: q_matched(params, x)), 3),
+               "qwix_default": round(_time_once(lambda: q_default(params, x)), 3)}
+  jax.block_until_ready(ours(params, x, int8))
+  s = interleaved({"ours": lambda: ours(params, x, int8),
+                   "qwix_matched": lambda: q_matched(params, x),
+                   "qwix_default": lambda: q_default(params, x),
+                   "fp32": lambda: fp32(params, x)}, repeats)
+  y_ours, y_m, y_d, y32 = (ours(params, x, int8), q_matched(params, x), q_default(params, x),
+                           fp32(params, x))
+  labels = np.asarray(model.data.test.y)
+  args = (params, x)
+  # One layer at int8, the rest fp32: the same arithmetic on both sides, so differences are
+  # rounding ties (x / scale landing on .5, decided differently because qwix computes the
+  # scale as absmax * c / 127.5, we as amax * (1 / 127)); in the full model they compound.
+  per_layer = {}
+  for layer in emu.op_names:
+    modes = jax.device_put(emu.assignment(f"fp32,{layer}=int8"), x.device)
+    y_layer = qwix_int8_cnn(matched=True, module_path=re.escape(layer))(params, x)
+    per_layer[layer] = _rel(ours(params, x, modes), y_layer)
+  return {
+      "ratio": paired_ratio(s["ours"], s["qwix_matched"]),
+      "ratio_quartiles": ratio_quartiles(s["ours"], s["qwix_matched"]),
+      "ratio_default": paired_ratio(s["ours"], s["qwix_default"]),
+      "ours_int8_ms": _ms(s["ours"]), "qwix_matched_ms": _ms(s["qwix_matched"]),
+      "qwix_default_ms": _ms(s["qwix_default"]), "jit_fp32_ms": _ms(s["fp32"]),
+      "ours_int8_over_fp32": paired_ratio(s["ours"], s["fp32"]),
+      "qwix_matched_int8_over_fp32": paired_ratio(s["qwix_matched"], s["fp32"]),
+      "compile_s": t_compile,
+      "rel_diff": {
+          "ours_vs_qwix_matched": _rel(y_ours, y_m),
+          "ours_vs_qwix_default": _rel(y_ours, y_d),
+          "ours_vs_fp32": _rel(y_ours, y32),
+          "qwix_matched_vs_fp32": _rel(y_m, y32),
+          "qwix_default_vs_fp32": _rel(y_d, y32),
+      },
+      "rel_diff_ours_vs_qwix_matched_one_layer_at_int8": per_layer,
+      "max_abs_diff_ours_vs_qwix_matched": float(jnp.max(jnp.abs(y_ours - y_m))),
+      "argmax_agreement_ours_vs_qwix_matched": float(np.mean(
+          np.argmax(np.asarray(y_ours), -1) == np.argmax(np.asarray(y_m), -1))),
+      "accuracy": {"fp32": _accuracy(y32, labels), "ours_int8": _accuracy(y_ours, labels),
+                   "qwix_matched": _accuracy(y_m, labels),
+                   "qwix_default": _accuracy(y_d, labels)},
+      "qwix_granularity": QWIX_GRANULARITY,
+      "hlo": {"ours_int8": hlo_stats(emu, params, x, int8),
+              "qwix_matched": hlo_stats(q_matched, *args),
+              "jit_fp32": hlo_stats(model.apply_fn, *args)},
+  }
+
+
+def _switch_schedule(rng: np.random.Generator) -> list[int]:
+  """``N_SWITCHES`` indices into the distinct assignments, each different from the last."""
+  schedule = [int(rng.integers(N_DISTINCT))]
+  while len(schedule) < N_SWITCHES:
+    i = int(rng.integers(N_DISTINCT))
+    if i != schedule[-1]:
+      schedule.append(i)
+  return schedule
+
+
+def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
+                   seed: int) -> dict[str, Any]:
+  rng = np.random.default_rng(seed)
+  emu = aprec.Emulator(model.apply_fn, params, x)  # a fresh emulator: starts cold
+  layers = list(emu.op_names)
+  distinct: list[tuple[str, ...]] = []
+  while len(distinct) < N_DISTINCT:
+    a = tuple(SWITCH_MODES[i] for i in rng.integers(0, len(SWITCH_MODES), len(layers)))
+    if a not in distinct:
+      distinct.append(a)
+  schedule = _switch_schedule(rng)
+  ours_modes = [jax.device_put(emu.assignment(dict(zip(layers, a))), x.device)
+                for a in distinct]
+
+  f = jax.jit(emu)
+  with CompileCounter() as ours_compiles:
+    t = time.perf_counter()
+    for i in schedule:
+      jax.block_until_ready(f(params, x, ours_modes[i]))
+    ours_wall = time.perf_counter() - t
+  # 100 more switches among fully random assignments (all seven modes, int4 included).
+  random_modes = [jax.device_put(a, x.device) for a in
+                  rng.integers(0, len(aprec.MODES), (N_SWITCHES, len(layers))).astype(np.int32)]
+  with CompileCounter() as ours_random_compiles:
+    t = time.perf_counter()
+    for m in random_modes:
+      jax.block_until_ready(f(params, x, m))
+    ours_random_wall = time.perf_counter() - t
+
+  cache: dict[int, Callable] = {}
+  with CompileCounter() as qwix_compiles:
+    t = time.perf_counter()
+    for i in schedule:
+      if i not in cache:
+        cache[i] = qwix_per_layer_cnn(dict(zip(layers, distinct[i])))
+      jax.block_until_ready(cache[i](params, x))
+    qwix_wall = time.perf_counter() - t
+  # Rebuilding a model for an assignment already seen: does jit reuse the executable?
+  with CompileCounter() as rebuild_compiles:
+    t = time.perf_counter()
+    jax.block_until_ready(qwix_per_layer_cnn(dict(zip(layers, distinct[schedule[0]])))(
+        params, x))
+    rebuild_s = time.perf_counter() - t
+
+  return {
+      "compiles": ours_compiles.count,
+      "jit_cache_size": f._cache_size(),
+      "wall_s": round(ours_wall, 3),
+      "random_all_modes": {"extra_compiles": ours_random_compiles.count,
+                           "jit_cache_size": f._cache_size(),
+                           "wall_s": round(ours_random_wall, 3)},
+      "qwix_compiles": qwix_compiles.count,
+      "qwix_distinct_jitted_models": len(cache),
+      "qwix_jit_cache_sizes_sum": sum(g._cache_size() for g in cache.values()),
+      "qwix_wall_s": round(qwix_wall, 3),
+      "qwix_rebuild_same_assignment": {"compiles": rebuild_compiles.count,
+                                       "wall_s": round(rebuild_s, 3)},
+      "n_switches": N_SWITCHES, "n_distinct_assignments": N_DISTINCT,
+      "per_layer_modes": list(SWITCH_MODES), "layers": layers,
+      "distinct_assignments": [list(a) for a in distinct],
+      "method": "compiles = XLA backend compilations counted with jax.monitoring "
+                f"({_BACKEND_COMPILE_EVENT}) during the 100 switches, starting cold; qwix "
+                "models are cached per distinct assignment (its best case)",
+  }
+
+
+# --------------------------------------------------------------------------------------
+
+
+def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedModel,
+               vit: models.LoadedModel, console: Console) -> dict[str, Any]:
+  """All benchmarks on one device; returns ``{"ratios": ..., "details": ...}``."""
+  where = {"platform": device.platform, "device_kind": device.device_kind}
+  details: dict[str, Any] = {}
+  ratios: dict[str, float] = {}
+  with jax.default_device(device):
+    console.log(f"[{device.platform}] (a) int8 over fp32: digits_cnn")
+    a_cnn = bench_int8_over_fp32(cnn, args.repeats, device)
+    emu_cnn, params_cnn, x = a_cnn.pop("_emu"), a_cnn.pop("_params"), a_cnn.pop("_x")
+    console.log(f"[{device.platform}] (a) int8 over fp32: digits_vit")
+    a_vit = bench_int8_over_fp32(vit, args.repeats, device)
+    emu_vit, params_vit, x_vit = a_vit.pop("_emu"), a_vit.pop("_params"), a_vit.pop("_x")
+    ratios["int8_over_fp32"] = a_cnn["ratio"]
+    ratios["int8_over_fp32_vit"] = a_vit["ratio"]
+    details["int8_over_fp32"] = {"digits_cnn": a_cnn, "digits_vit": a_vit}
+
+    console.log(f"[{device.platform}] (c) ours over qwix")
+    c = bench_ours_over_qwix(cnn, emu_cnn, params_cnn, x, args.repeats)
+    ratios["ours_over_qwix"] = c["ratio"]
+    ratios["ours_over_qwix_default"] = c["ratio_default"]
+    details["ours_over_qwix"] = {"digits_cnn": c}
+
+    console.log(f"[{device.platform}] (d) compilations per 100 switches")
+    d = bench_switches(cnn, params_cnn, x, args.seed)
+    ratios["compiles_per_100_switches"] = float(d["compiles"])
+    ratios["qwix_compiles_per_100_switches"] = float(d["qwix_compiles"])
+    ratios["switch_wall_ours_over_qwix"] = d["wall_s"] / d["qwix_wall_s"]
+    details["compiles_per_100_switches"] = {"digits_cnn": d}
+
+    console.log(f"[{device.platform}] (b) vmapped over loop: digits_cnn")
+    b_cnn = bench_vmapped_over_loop(emu_cnn, params_cnn, x, args.vmap_repeats, device,
+                                    args.seed)
+    ratios["vmapped_over_loop"] = b_cnn["ratio"]
+    details["vmapped_over_loop"] = {"digits_cnn": b_cnn}
+    if not args.skip_vit_vmap:
+      console.log(f"[{device.platform}] (b) vmapped over loop: digits_vit")
+      b_vit = bench_vmapped_over_loop(emu_vit, params_vit, x_vit, args.vmap_repeats, device,
+                                      args.seed)
+      ratios["vmapped_over_loop_vit"] = b_vit["ratio"]
+      details["vmapped_over_loop"]["digits_vit"] = b_vit
+  for group in details.values():
+    for entry in group.values():
+      entry.update(where)
+  return {**where, "ratios": ratios, "details": details}
+
+
+def _fmt(v: float) -> str:
+  return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
+
+
+def print_table(console: Console, run: dict[str, Any]) -> None:
+  r, d = run["ratios"], run["details"]
+  a, c = d["int8_over_fp32"], d["ours_over_qwix"]["digits_cnn"]
+  sw, b = d["compiles_per_100_switches"]["digits_cnn"], d["vmapped_over_loop"]
+  table = Table(title=f"aprec emulator benchmark — {run['platform']} ({run['device_kind']})")
+  for col in ("ratio", "model", "ours", "baseline", "value", "target", "met"):
+    table.add_column(col, justify="right" if col in ("value", "target") else "left")
+
+  def row(key: str, model: str, ours: str, base: str) -> None:
+    value = r[key]
+    op, limit = TARGETS.get(key, ("", None))
+    met = "" if limit is None else ("[green]yes[/]" if value <= limit else "[red]no[/]")
+    table.add_row(key, model, ours, base, _fmt(value),
+                  "" if limit is None else f"{op} {_fmt(limit)}", met)
+
+  for key, name in (("int8_over_fp32", "digits_cnn"), ("int8_over_fp32_vit", "digits_vit")):
+    row(key, name, f"{a[name]['emulator_int8_ms']:.2f} ms int8",
+        f"{a[name]['jit_fp32_ms']:.2f} ms jit fp32")
+  for key, name in (("vmapped_over_loop", "digits_cnn"), ("vmapped_over_loop_vit", "digits_vit")):
+    if key in r:
+      row(key, name, f"{b[name]['vmapped_ms']:.1f} ms vmap x{N_VMAPPED}",
+          f"{b[name]['loop_ms']:.1f} ms {N_VMAPPED} calls")
+  row("ours_over_qwix", "digits_cnn", f"{c['ours_int8_ms']:.2f} ms",
+      f"{c['qwix_matched_ms']:.2f} ms qwix (matched)")
+  row("ours_over_qwix_default", "digits_cnn", f"{c['ours_int8_ms']:.2f} ms",
+      f"{c['qwix_default_ms']:.2f} ms qwix (default)")
+  row("compiles_per_100_switches", "digits_cnn", f"{sw['wall_s']:.2f} s wall",
+      f"jit cache {sw['jit_cache_size']}")
+  row("qwix_compiles_per_100_switches", "digits_cnn", f"{sw['qwix_wall_s']:.2f} s wall",
+      f"{sw['qwix_distinct_jitted_models']} models")
+  row("switch_wall_ours_over_qwix", "digits_cnn", f"{sw['wall_s']:.2f} s",
+      f"{sw['qwix_wall_s']:.2f} s")
+  console.print(table)
+  rel = c["rel_diff"]
+  console.print(
+      f"logit rel. diff (digits_cnn int8): ours vs qwix matched {rel['ours_vs_qwix_matched']:.2e}, "
+      f"vs qwix default {rel['ours_vs_qwix_default']:.2e}; vs fp32: ours "
+      f"{rel['ours_vs_fp32']:.2e}, qwix matched {rel['qwix_matched_vs_fp32']:.2e}, "
+      f"qwix default {rel['qwix_default_vs_fp32']:.2e}; accuracy {c['accuracy']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--repeats", type=int, default=30,
+                      help="timed samples per side of the fast ratios (a, c)")
+  parser.add_argument("--vmap-repeats", type=int, default=3,
+                      help="timed samples per side of vmapped_over_loop (slow on CPU)")
+  parser.add_argument("--out", type=pathlib.Path,
+                      default=_REPO / "runs" / "bench" / "emulator.json")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--wait", type=float, default=3600.0,
+                      help="seconds to poll for missing checkpoints")
+  parser.add_argument("--untrained", action="store_true",
+                      help="use freshly initialised parameters instead of checkpoints")
+  parser.add_argument("--skip-vit-vmap", action="store_true",
+                      help="skip vmapped_over_loop_vit (saves ~30 s on CPU)")
+  parser.add_argument("--cpu-only", action="store_true", help="skip the accelerator run")
+  args = parser.parse_args(argv)
+  console = Console()
+  if not console.is_terminal:
+    console = Console(width=150)
+  start = time.perf_counter()
+
+  cnn = load_model("digits_cnn", wait_s=args.wait, untrained=args.untrained)
+  vit = load_model("digits_vit", wait_s=args.wait, untrained=args.untrained)
+  devices = [jax.devices("cpu")[0]]
+  if jax.default_backend() != "cpu" and not args.cpu_only:
+    devices.append(jax.devices()[0])
+
+  runs = []
+  for device in devices:
+    run = run_device(device, args, cnn, vit, console)
+    print_table(console, run)
+    runs.append(run)
+
+  cpu = runs[0]
+  result = {
+      "ratios": cpu["ratios"],
+      "ratios_platform": {"platform": cpu["platform"], "device_kind": cpu["device_kind"]},
+      "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+      "met": {k: cpu["ratios"][k] <= v for k, (_, v) in TARGETS.items() if k in cpu["ratios"]},
+      "runs": runs,
+      "setup": {
+          "batch": list(np.shape(cnn.data.test.x)), "repeats": args.repeats,
+          "vmap_repeats": args.vmap_repeats, "seed": args.seed,
+          "trained_checkpoints": not args.untrained,
+          "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+          "cpu_count": os.cpu_count(), "machine": platform_lib.machine(),
+          "versions": {p: importlib.metadata.version(p)
+                       for p in ("jax", "jaxlib", "flax", "qwix", "numpy")},
+          "wall_s": round(time.perf_counter() - start, 1),
+      },
+  }
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+  console.print(f"wrote {args.out} in {result['setup']['wall_s']} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
