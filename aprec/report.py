@@ -12,20 +12,23 @@ from aprec.ops import Op
 
 
 def console() -> Console:
-  return Console(highlight=False)
+  """A console that keeps tables readable when output goes to a file or pipe (width 120)."""
+  con = Console(highlight=False)
+  return con if con.is_terminal else Console(highlight=False, width=120)
 
 
 def op_table(ops: Sequence[Op], title: str = "") -> Table:
   """The op table: name, kind, shapes, MACs, weight and activation elements."""
   table = Table(title=title or None)
-  for col, justify in [("#", "right"), ("op", "left"), ("kind", "left"), ("lhs", "left"),
-                       ("rhs", "left"), ("out", "left"), ("MACs", "right"),
-                       ("weights", "right"), ("activations", "right")]:
-    table.add_column(col, justify=justify)
+  for col, justify in [("#", "right"), ("op", "left"), ("kind", "left"),
+                       ("lhs × rhs → out", "left"), ("MACs", "right"), ("weights", "right"),
+                       ("activations", "right")]:
+    table.add_column(col, justify=justify, no_wrap=col != "lhs × rhs → out")
+  shape = lambda s: "×".join(map(str, s))
   for i, op in enumerate(ops):
     table.add_row(str(i), op.name, "conv" if op.kind.startswith("conv") else "matmul",
-                  str(op.lhs_shape), str(op.rhs_shape), str(op.out_shape), f"{op.macs:,}",
-                  f"{op.weight_elements:,}", f"{op.activation_elements:,}")
+                  f"{shape(op.lhs_shape)} · {shape(op.rhs_shape)} → {shape(op.out_shape)}",
+                  f"{op.macs:,}", f"{op.weight_elements:,}", f"{op.activation_elements:,}")
   return table
 
 
