@@ -11,6 +11,9 @@ Prints a table and writes JSON whose ``"ratios"`` hold the headline figures:
 - ``sim_steps_per_s``: simulator steps per second in one jitted ``lax.scan`` episode
   (contention scenario with mild sensor faults, digits op table, batch 360);
   ``sim_steps_per_s_batched`` runs 256 episodes under ``vmap``.
+- ``int4_bytes_over_fp32``: bytes of the digits CNN's weights stored at int4 (two per byte,
+  plus float32 per-channel scales) over their fp32 bytes, measured on the packed arrays
+  (``_vit`` for the ViT); the data alone is 1/8.
 - ``gpu_fit_mape``: held-out mean absolute percentage error of ``datacenter_gpu`` fitted to
   the H200 anchors (the n = 8192 products held out); also every-third-row hold-out.
 """
@@ -32,7 +35,8 @@ if str(_REPO) not in sys.path:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aprec import calibrate, cost, hardware, simulator  # noqa: E402
+from aprec import calibrate, cost, dma, hardware, models, simulator  # noqa: E402
+from aprec.emulator import Emulator  # noqa: E402
 from aprec.formats import MODES  # noqa: E402
 from aprec.ops import Op  # noqa: E402
 
@@ -41,19 +45,25 @@ SIM_STEPS = 100_000
 BATCH_EPISODES, BATCH_STEPS = 256, 2_000
 
 
-def digits_cnn_ops(batch: int = 360) -> list[Op]:
-  """The op table of ``aprec.models.digits_cnn`` at ``batch`` (3.4e5 MACs per image)."""
-  b = batch
-  return [
-      Op(name="Conv_0", kind="conv_general_dilated", lhs_shape=(b, 8, 8, 1),
-         rhs_shape=(3, 3, 1, 16), out_shape=(b, 8, 8, 16), weight_operand=1,
-         macs=b * 64 * 9 * 16, contraction_size=9),
-      Op(name="Conv_1", kind="conv_general_dilated", lhs_shape=(b, 8, 8, 16),
-         rhs_shape=(3, 3, 16, 32), out_shape=(b, 8, 8, 32), weight_operand=1,
-         macs=b * 64 * 144 * 32, contraction_size=144),
-      calibrate.dot_op(b, 512, 64, "Dense_0"),
-      calibrate.dot_op(b, 64, 10, "Dense_1"),
-  ]
+def model_emulator(name: str):
+  """The emulator of a shipped model on its 360-image test batch, and the params."""
+  model = models.load(name)
+  return Emulator(model.apply_fn, model.params, model.data.test.x), model.params
+
+
+def bench_dma() -> dict:
+  """Weight bytes at int4 (packed, with per-channel scales) over fp32, on the real arrays."""
+  out = {}
+  for name in models.NAMES:
+    emu, params = model_emulator(name)
+    fp32 = dma.storage_bytes(emu.store_weights(params, emu.assignment("fp32")))
+    int4 = emu.store_weights(params, emu.assignment("int4"))
+    data = sum(int(np.asarray(p.data).nbytes) for p in int4 if p is not None)
+    out[name] = {"fp32_bytes": fp32, "int4_bytes": dma.storage_bytes(int4),
+                 "int4_data_bytes": data, "int4_scale_bytes": dma.storage_bytes(int4) - data,
+                 "int4_over_fp32": dma.storage_bytes(int4) / fp32,
+                 "int4_data_over_fp32": data / fp32}
+  return out
 
 
 def _best_of(fn, repeats: int = 5) -> float:
@@ -118,7 +128,8 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default=str(_REPO / "runs" / "bench" / "cost.json"))
   args = parser.parse_args(argv)
 
-  ops, spec = digits_cnn_ops(), hardware.edge_npu()
+  ops, spec = model_emulator("digits_cnn")[0].ops, hardware.edge_npu()
+  storage = bench_dma()
   evals_per_s = bench_cost(ops, spec)
   steps_per_s, batched_steps_per_s = bench_simulator(ops, spec)
   fit = bench_fit()
@@ -130,6 +141,10 @@ def main(argv=None) -> None:
   for protocol, r in fit.items():
     print(f"{'gpu_fit_mape held ' + protocol:<34}{r['mape_held_pct']:>15.1f}%"
           f"   (train {r['mape_train_pct']:.1f}%, unfitted {r['mape_held_unfitted_pct']:.1f}%)")
+  for name, r in storage.items():
+    print(f"{'int4_bytes_over_fp32 ' + name:<34}{r['int4_over_fp32']:>16.4f}"
+          f"   ({r['int4_bytes']:,} of {r['fp32_bytes']:,} B; data alone "
+          f"{r['int4_data_over_fp32']:.4f})")
   print(f"\ncalibration, n = 8192 held out (fitted: {fit['n8192']['fitted']})")
   print(f"{'row':<34}{'measured ms':>12}{'predicted ms':>14}{'error':>8}")
   for r in fit["n8192"]["table"]:
@@ -144,7 +159,10 @@ def main(argv=None) -> None:
           "sim_steps_per_s_batched": batched_steps_per_s,
           "gpu_fit_mape": fit["n8192"]["mape_held_pct"],
           "gpu_fit_mape_every_third": fit["every_third"]["mape_held_pct"],
+          "int4_bytes_over_fp32": storage["digits_cnn"]["int4_over_fp32"],
+          "int4_bytes_over_fp32_vit": storage["digits_vit"]["int4_over_fp32"],
       },
+      "dma": storage,
       "setup": {
           "ops": "digits_cnn, batch 360", "spec": spec.name, "assignments": N_ASSIGNMENTS,
           "sim_steps": SIM_STEPS, "batched": [BATCH_EPISODES, BATCH_STEPS],
