@@ -253,16 +253,15 @@ class Emulator:
   def sweep(self, params: Any, inputs: Any, assignments: Any, *, devices=None) -> Any:
     """Outputs for a batch of assignments ``(n, len(ops))``, in one compiled call.
 
-    The batch is vmapped and sharded over ``devices`` (default: every device JAX sees).
+    The batch is sharded over ``devices`` (default: every device JAX sees); each device
+    runs its share one assignment after another (see ``aprec.sharding.sweep``).
     """
     from aprec import sharding
     assignments = np.asarray(assignments)
-    if assignments.ndim != 2:
-      raise ValueError(f"assignments must have shape (n, {len(self.ops)}), got "
+    if assignments.ndim != 2 or len(assignments) == 0:
+      raise ValueError(f"assignments must have shape (n, {len(self.ops)}) with n >= 1, got "
                        f"{assignments.shape}")
-    for row in assignments[:1]:
-      self.check_modes(row)
-    self.check_modes(assignments.max(0))
+    self.check_modes(assignments.max(0))  # range checks on the extremes cover every row
     self.check_modes(assignments.min(0))
     return sharding.sweep(self._modes_first, assignments, params, inputs, devices=devices)
 
