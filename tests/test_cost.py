@@ -12,7 +12,7 @@ import pytest
 
 from aprec import cost, hardware
 from aprec.cost import HardwareState
-from aprec.ops import Op
+from op_tables import digits_ops, dot
 
 # Written out here, not read from aprec.formats, so the reference is independent.
 MODES = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
@@ -20,23 +20,6 @@ BITS = (32, 16, 16, 8, 8, 8, 4)
 SCALED = (False, False, False, True, True, True, True)
 
 
-def dot(m, k, n, name="dot"):
-  return Op(name=name, kind="dot_general", lhs_shape=(m, k), rhs_shape=(k, n),
-            out_shape=(m, n), weight_operand=1, macs=m * k * n, contraction_size=k)
-
-
-def digits_ops(b=8):
-  """The digits CNN's four ops at batch ``b`` (convs SAME-padded on 8x8 images)."""
-  return [
-      Op(name="Conv_0", kind="conv_general_dilated", lhs_shape=(b, 8, 8, 1),
-         rhs_shape=(3, 3, 1, 16), out_shape=(b, 8, 8, 16), weight_operand=1,
-         macs=b * 64 * 9 * 16, contraction_size=9),
-      Op(name="Conv_1", kind="conv_general_dilated", lhs_shape=(b, 8, 8, 16),
-         rhs_shape=(3, 3, 16, 32), out_shape=(b, 8, 8, 32), weight_operand=1,
-         macs=b * 64 * 144 * 32, contraction_size=144),
-      dot(b, 512, 64, "Dense_0"),
-      dot(b, 64, 10, "Dense_1"),
-  ]
 
 
 def ref_cost(ops, modes, spec, availability=1.0, free_bytes=None, clock_scale=1.0):
@@ -272,3 +255,4 @@ def test_bad_spec_and_ops_raise():
                   hardware.edge_npu().replace(static_power_w=-1.0))
   with pytest.raises(ValueError, match="op table is empty"):
     cost.op_arrays([])
+

@@ -10,30 +10,13 @@ import numpy as np
 import pytest
 
 from aprec import cost, hardware, simulator
-from aprec.ops import Op
+from op_tables import digits_ops
 
 FP16, INT8, INT4 = 2, 5, 6
 N_STEPS = 400  # one episode length everywhere: every rollout shares one compilation
 
 
-def digits_ops(b=360):
-  """The digits CNN's four ops at batch ``b`` (~3.4e5 MACs per image)."""
-  def dot(m, k, n, name):
-    return Op(name=name, kind="dot_general", lhs_shape=(m, k), rhs_shape=(k, n),
-              out_shape=(m, n), weight_operand=1, macs=m * k * n, contraction_size=k)
-  return [
-      Op(name="Conv_0", kind="conv_general_dilated", lhs_shape=(b, 8, 8, 1),
-         rhs_shape=(3, 3, 1, 16), out_shape=(b, 8, 8, 16), weight_operand=1,
-         macs=b * 64 * 9 * 16, contraction_size=9),
-      Op(name="Conv_1", kind="conv_general_dilated", lhs_shape=(b, 8, 8, 16),
-         rhs_shape=(3, 3, 16, 32), out_shape=(b, 8, 8, 32), weight_operand=1,
-         macs=b * 64 * 144 * 32, contraction_size=144),
-      dot(b, 512, 64, "Dense_0"),
-      dot(b, 64, 10, "Dense_1"),
-  ]
-
-
-OPS = digits_ops()
+OPS = digits_ops(360)
 SPEC = hardware.edge_npu()
 
 
