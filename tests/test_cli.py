@@ -64,3 +64,19 @@ def test_python_dash_m_aprec():
   out = subprocess.run([sys.executable, "-m", "aprec", "--help"], capture_output=True,
                        text=True, timeout=120)
   assert out.returncode == 0 and "ops" in out.stdout and "demo" in out.stdout
+
+
+def test_simulate_writes_trace_and_lower_precision_meets_the_cap(tmp_path, capsys):
+  summaries = {}
+  for modes in ("fp16", "int8"):
+    cli.main(["simulate", "thermal", "--modes", modes, "--steps", "200", "--out",
+              str(tmp_path / modes), "--json"])
+    summaries[modes] = json.loads(capsys.readouterr().out)
+  assert summaries["int8"]["over_cap_frac"] < summaries["fp16"]["over_cap_frac"]
+  assert summaries["int8"]["mean_power_w"] < summaries["fp16"]["mean_power_w"]
+  lines = (tmp_path / "int8" / "thermal.jsonl").read_text().splitlines()
+  assert len(lines) == 200 and "power_w" in json.loads(lines[0])
+  assert (tmp_path / "int8" / "thermal.png").read_bytes()[:4] == b"\x89PNG"
+  with pytest.raises(SystemExit):
+    cli.main(["simulate", "meteor"])
+  assert "unknown scenario 'meteor'" in capsys.readouterr().err
