@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-fast bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,17 @@ demo: $(STAMP)
 	$(BIN)/aprec demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow"
-
-test-all: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python scripts/bench_emulator.py
+	$(BIN)/python scripts/bench_cost.py
+	$(BIN)/python scripts/bench_sensitivity.py
+	$(BIN)/python scripts/bench_rpm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

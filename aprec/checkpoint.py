@@ -11,12 +11,13 @@ interrupted or failed save never replaces a good checkpoint with a broken one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -86,19 +87,30 @@ def save(
         f"{METADATA_FILE}); refusing to replace it. Choose an empty or new directory.")
   directory.parent.mkdir(parents=True, exist_ok=True)
 
-  tag = uuid.uuid4().hex[:8]
-  staging = directory.parent / f".{directory.name}.tmp-{tag}"
-  backup = directory.parent / f".{directory.name}.old-{tag}"
-  try:
-    staging.mkdir()
+  with replace_atomically(directory) as staging:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(staging / PARAMS_DIR, params)
       checkpointer.wait_until_finished()
     (staging / METADATA_FILE).write_text(metadata_text)
+  return directory
+
+
+@contextlib.contextmanager
+def replace_atomically(directory: pathlib.Path) -> Iterator[pathlib.Path]:
+  """Yields an empty staging directory that replaces ``directory`` once the block succeeds.
+
+  A failed or interrupted write removes the staging directory and leaves any previous
+  ``directory`` untouched: a half-written artifact never takes a good one's place.
+  """
+  tag = uuid.uuid4().hex[:8]
+  staging = directory.parent / f".{directory.name}.tmp-{tag}"
+  backup = directory.parent / f".{directory.name}.old-{tag}"
+  staging.mkdir(parents=True)
+  try:
+    yield staging
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
-
   had_old = directory.exists()
   if had_old:
     os.rename(directory, backup)
@@ -111,7 +123,6 @@ def save(
     raise
   if had_old:
     shutil.rmtree(backup, ignore_errors=True)
-  return directory
 
 
 def _check_exists(directory: pathlib.Path) -> None:

@@ -1,4 +1,5 @@
-"""The ``aprec`` command: ``ops``, ``eval``, ``simulate``, ``demo``."""
+"""The ``aprec`` command: ``ops``, ``eval``, ``simulate``, ``train-policy``, ``run``, ``report``,
+``demo``."""
 
 from __future__ import annotations
 
@@ -109,20 +110,36 @@ def simulate(scenario: tyro.conf.Positional[str], model: str = "digits_cnn",
 
 
 def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
-         models: tuple[str, ...] = ("digits_cnn", "digits_vit")) -> None:
-  """The main job: op tables and measured accuracy per precision mode, with a bar chart."""
+         models: tuple[str, ...] = ("digits_cnn", "digits_vit"),
+         rpm_models: tuple[str, ...] = ("digits_cnn",), scenario: str = "contention",
+         steps: int = 300) -> None:
+  """The main job: accuracy per precision mode, then every RPM policy in the closed loop.
+
+  Args:
+    out: run directory (`modes/` holds the per-mode tables and bar charts; the closed-loop
+      report, metrics and figures go in `out` itself).
+    models: models for the per-mode accuracy table.
+    rpm_models: models run in the closed loop with every policy.
+    scenario: the simulator scenario of the closed loop.
+    steps: closed-loop steps (one 32-image test batch each).
+  """
   from aprec import demo as demo_lib
-  demo_lib.run(out=out, model_names=models)
+  from aprec.rpm import demo as rpm_demo
+  demo_lib.run(out=out / "modes", model_names=models)
+  rpm_demo.run(out, model_names=rpm_models, scenario=scenario, steps=steps)
 
 
-COMMANDS = {"ops": ops, "eval": eval, "simulate": simulate, "demo": demo}
+def _commands() -> dict:
+  from aprec.rpm import cli as rpm_cli
+  return {"ops": ops, "eval": eval, "simulate": simulate, "train-policy": rpm_cli.train_policy,
+          "run": rpm_cli.run, "report": rpm_cli.report, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   """Entry point of the ``aprec`` console script and ``python -m aprec``."""
   args = list(sys.argv[1:] if argv is None else argv)
   try:
-    tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args, prog="aprec")
+    tyro.extras.subcommand_cli_from_dict(_commands(), args=args, prog="aprec")
   except (ValueError, FileNotFoundError) as err:  # bad input: say what, not a traceback
     print(f"aprec: error: {err}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -48,8 +48,9 @@ def test_missing_checkpoint_message(tmp_path, monkeypatch, capsys):
   assert "digits_cnn" in err and "train_models.py" in err
 
 
-def test_demo_writes_chart_and_summary(tmp_path, capsys):
-  cli.main(["demo", "--out", str(tmp_path), "--models", "digits_cnn"])
+def test_demo_modes_part_writes_chart_and_summary(tmp_path, capsys):
+  from aprec import demo
+  demo.run(tmp_path, ["digits_cnn"])
   summary = json.loads((tmp_path / "summary.json").read_text())
   rows = {r["assignment"]: r for r in summary["digits_cnn"]["rows"]}
   assert set(rows) == {"fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "mixed"}

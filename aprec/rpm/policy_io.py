@@ -1,0 +1,104 @@
+"""Saving and loading a trained policy: orbax arrays plus a JSON record of what it fits.
+
+A policy directory holds ``params/`` (orbax), ``policy.json`` (model, op-table fingerprint,
+network and training settings, library versions), ``training_curve.json`` and its PNG. ``load``
+refuses a policy trained for another op table, naming both fingerprints.
+
+Example:
+  >>> # save(directory, params, model="digits_cnn", ops=emu.ops, hidden=64, config={...})
+  >>> # params, meta = load(directory, expect_ops=emu.ops)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from aprec.ops import Op
+from aprec.profile import fingerprint, library_versions
+from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
+
+JSON_FILE = "policy.json"
+PARAMS_DIR = "params"
+CURVE_FILE = "training_curve.json"
+
+
+class PolicyCheckpointError(ValueError):
+  """A policy checkpoint cannot be read or does not fit the model it is used with."""
+
+
+def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Sequence[Op],
+         hidden: int, config: dict, history: list[dict] | None = None) -> pathlib.Path:
+  """Writes a policy atomically (staging directory, then rename); replaces an older one."""
+  import orbax.checkpoint as ocp
+  directory = pathlib.Path(directory).expanduser().resolve()
+  if directory.is_dir() and any(directory.iterdir()) and not (directory / JSON_FILE).is_file():
+    raise ValueError(f"{directory} is a non-empty directory without {JSON_FILE}; refusing to "
+                     "overwrite it with a policy. Choose an empty or new directory.")
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  staging = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    staging.mkdir()
+    with ocp.StandardCheckpointer() as ckpt:
+      ckpt.save(staging / PARAMS_DIR, jax.tree.map(np.asarray, params))
+      ckpt.wait_until_finished()
+    (staging / CURVE_FILE).write_text(json.dumps(history or [], indent=1))
+    if history:
+      from aprec.rpm.plots import training_curve
+      training_curve(history, staging / "training_curve.png", f"{model}: policy training")
+    meta = {"model": model, "fingerprint": fingerprint(tuple(ops)), "n_ops": len(ops),
+            "op_names": [op.name for op in ops], "hidden": hidden, "config": config,
+            "versions": library_versions()}
+    (staging / JSON_FILE).write_text(json.dumps(meta, indent=2, default=str))
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+  if directory.exists():
+    os.rename(directory, old)
+  os.rename(staging, directory)
+  shutil.rmtree(old, ignore_errors=True)
+  return directory
+
+
+def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op]) -> tuple[Any, dict]:
+  """``(params, metadata)`` of the policy at ``directory``, checked against ``expect_ops``.
+
+  Raises:
+    FileNotFoundError: no policy there.
+    PolicyCheckpointError: damaged, or trained for another op table.
+  """
+  import orbax.checkpoint as ocp
+  directory = pathlib.Path(directory).expanduser().resolve()
+  if not (directory / JSON_FILE).is_file():
+    raise FileNotFoundError(f"no policy at {directory} (no {JSON_FILE}); train one with "
+                            "`aprec train-policy experiments/<config>.json`")
+  try:
+    meta = json.loads((directory / JSON_FILE).read_text())
+  except Exception as e:
+    raise PolicyCheckpointError(f"cannot read {directory / JSON_FILE}: {e}") from e
+  want = fingerprint(tuple(expect_ops))
+  if meta.get("fingerprint") != want:
+    raise PolicyCheckpointError(
+        f"the policy at {directory} was trained for model {meta.get('model')!r} with "
+        f"{meta.get('n_ops')} ops {meta.get('op_names')} (fingerprint "
+        f"{str(meta.get('fingerprint'))[:12]}), but this model's op table has {len(expect_ops)} "
+        f"ops (fingerprint {want[:12]}); train a policy for this model")
+  n_ops = len(expect_ops)
+  net = PolicyNet(hidden=int(meta["hidden"]))
+  example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((n_ops, N_PER_OP), np.float32))
+  abstract = jax.eval_shape(net.init, jax.random.key(0), example)
+  try:
+    with ocp.StandardCheckpointer() as ckpt:
+      params = ckpt.restore(directory / PARAMS_DIR, abstract)
+  except Exception as e:
+    raise PolicyCheckpointError(f"cannot restore the policy parameters at {directory}: {e}") from e
+  return params, meta
