@@ -28,27 +28,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
 import pathlib
-import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from aprec import checkpoint
 from aprec.formats import MODES
 from aprec.ops import Op
+from aprec.versions import library_versions
 
 ARRAYS_DIR = "arrays"
 JSON_FILE = "profile.json"
 FORMAT_VERSION = 1
 _OP_KEYS = ("name", "kind", "lhs_shape", "rhs_shape", "out_shape", "weight_operand", "macs",
             "contraction_size")
-_VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "aprec")
 
 
 class ProfileError(ValueError):
@@ -113,17 +111,6 @@ def fingerprint(ops: Sequence[Op]) -> str:
   """
   text = json.dumps([_identity(op) for op in ops], separators=(",", ":"), sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-  """Installed versions of the libraries a profile's numbers depend on."""
-  out = {}
-  for name in _VERSIONED:
-    try:
-      out[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      out[name] = "not installed"
-  return out
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -330,32 +317,13 @@ def save(profile: SensitivityProfile, directory: str | os.PathLike[str], *,
   arrays = {k: {"delta_loss": np.asarray(e.delta_loss), "stderr": np.asarray(e.stderr)}
             for k, e in profile.estimates.items()}
   directory.parent.mkdir(parents=True, exist_ok=True)
-  tag = uuid.uuid4().hex[:8]
-  staging = directory.parent / f".{directory.name}.tmp-{tag}"
-  backup = directory.parent / f".{directory.name}.old-{tag}"
-  try:
-    staging.mkdir()
+  with checkpoint.replace_atomically(directory) as staging:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(staging / ARRAYS_DIR, arrays)
       checkpointer.wait_until_finished()
     for name, write in (attachments or {}).items():
       write(staging / name)
     (staging / JSON_FILE).write_text(text)  # last: its presence marks a complete profile
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  had_old = directory.exists()
-  if had_old:
-    os.rename(directory, backup)
-  try:
-    os.rename(staging, directory)
-  except BaseException:
-    if had_old:
-      os.rename(backup, directory)
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  if had_old:
-    shutil.rmtree(backup, ignore_errors=True)
   return directory
 
 

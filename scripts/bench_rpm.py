@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from aprec import models, report  # noqa: E402
 from aprec.formats import mode_index  # noqa: E402
-from aprec.profile import library_versions  # noqa: E402
+from aprec.versions import library_versions  # noqa: E402
 from aprec.rpm import policy_io  # noqa: E402
 from aprec.rpm.demo import shipped_policy_dir  # noqa: E402
 from aprec.rpm.deployment import SCENARIOS, deploy, sensitivity_table  # noqa: E402

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import pathlib
 import sys
 import time
@@ -29,12 +28,20 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from rich.progress import (  # noqa: E402
-    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+  BarColumn,
+  MofNCompleteColumn,
+  Progress,
+  TextColumn,
+  TimeElapsedColumn,
+)
 
-from aprec import checkpoint  # noqa: E402
+from aprec import (
+  checkpoint,  # noqa: E402
+  models,  # noqa: E402
+)
 from aprec import data as data_lib  # noqa: E402
-from aprec import models  # noqa: E402
 from aprec.models import metrics  # noqa: E402
+from aprec.versions import library_versions  # noqa: E402
 
 SEED = 0
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scikit-learn")
@@ -120,17 +127,6 @@ def train(
   return apply_fn, jax.block_until_ready(params)
 
 
-def library_versions() -> dict[str, str]:
-  """Installed versions of the libraries that affect training results."""
-  versions = {}
-  for lib in LIBRARIES:
-    try:
-      versions[lib] = importlib.metadata.version(lib)
-    except importlib.metadata.PackageNotFoundError:
-      versions[lib] = "not installed"
-  return versions
-
-
 def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: int = SEED) -> dict:
   """Trains ``name``, evaluates it at fp32 and writes ``out_dir/name``; returns the metadata."""
   config = CONFIGS[name]
@@ -165,7 +161,7 @@ def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: i
       "val_loss_fp32": val_loss,
       "eval_batch_size": metrics.EVAL_BATCH_SIZE,
       "num_params": int(sum(leaf.size for leaf in jax.tree.leaves(params))),
-      "versions": library_versions(),
+      "versions": library_versions(LIBRARIES),
       "train_time_s": round(train_time_s, 2),
   }
   checkpoint.save(out_dir / name, params, metadata)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aprec import Emulator, dma, formats
-from aprec.formats import MODE_TABLE, MODES
+from aprec.formats import MODE_TABLE
 
 weights = hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.sampled_from([1, 3, 4])),
                      elements=st.floats(-100, 100, width=32))

@@ -5,7 +5,7 @@ import pytest
 from flax import linen as nn
 from flax import nnx
 
-from aprec import Emulator, formats
+from aprec import Emulator
 from aprec.formats import MODES
 
 

@@ -9,7 +9,6 @@ like ``blocks/0/attn/query/kernel``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from aprec import checkpoint
 from aprec.ops import Op
-from aprec.profile import fingerprint, library_versions
+from aprec.profile import fingerprint
 from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
+from aprec.versions import library_versions
 
 JSON_FILE = "policy.json"
 PARAMS_DIR = "params"
@@ -44,9 +44,7 @@ def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Seq
     raise ValueError(f"{directory} is a non-empty directory without {JSON_FILE}; refusing to "
                      "overwrite it with a policy. Choose an empty or new directory.")
   directory.parent.mkdir(parents=True, exist_ok=True)
-  staging = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-  try:
-    staging.mkdir()
+  with checkpoint.replace_atomically(directory) as staging:
     with ocp.StandardCheckpointer() as ckpt:
       ckpt.save(staging / PARAMS_DIR, jax.tree.map(np.asarray, params))
       ckpt.wait_until_finished()
@@ -58,14 +56,6 @@ def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Seq
             "op_names": [op.name for op in ops], "hidden": hidden, "config": config,
             "versions": library_versions()}
     (staging / JSON_FILE).write_text(json.dumps(meta, indent=2, default=str))
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-  if directory.exists():
-    os.rename(directory, old)
-  os.rename(staging, directory)
-  shutil.rmtree(old, ignore_errors=True)
   return directory
 
 

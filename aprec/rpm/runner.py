@@ -14,24 +14,22 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from aprec import checkpoint
 from aprec.formats import MODES
-from aprec.profile import library_versions
 from aprec.rpm import plots, policy_io
 from aprec.rpm.config import ExperimentConfig
 from aprec.rpm.deployment import Deployment, deploy, scenario_params, sensitivity_table
 from aprec.rpm.evaluate import evaluate, make_policies
 from aprec.rpm.train import TrainConfig, collect, train
+from aprec.versions import library_versions
 
 MARKER = "config.json"
 TABLE_COLUMNS = ("policy", "accuracy", "energy_per_inference_j", "power_violation_frac",
@@ -52,19 +50,8 @@ def staged_dir(out: pathlib.Path, overwrite: bool):
       raise RunExistsError(f"{out} already holds files (a run?); pass --overwrite to replace "
                            "it or choose another --out")
   out.parent.mkdir(parents=True, exist_ok=True)
-  tag = uuid.uuid4().hex[:8]
-  staging = out.parent / f".{out.name}.tmp-{tag}"
-  staging.mkdir()
-  try:
+  with checkpoint.replace_atomically(out) as staging:
     yield staging
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  old = out.parent / f".{out.name}.old-{tag}"
-  if out.exists():
-    os.rename(out, old)
-  os.rename(staging, out)
-  shutil.rmtree(old, ignore_errors=True)
 
 
 def train_policy_for(d: Deployment, cfg: TrainConfig, *,
@@ -128,6 +115,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
                    console=None, time_decisions: bool = True) -> dict:
   """Trains (or loads) the learned policy, runs every scenario × policy, writes ``out``."""
   from rich.progress import Progress
+
   from aprec import models
   start = time.perf_counter()
   with staged_dir(out, overwrite) as stage:
