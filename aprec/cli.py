@@ -1,5 +1,5 @@
-"""The ``aprec`` command: ``ops``, ``eval``, ``simulate``, ``train-policy``, ``run``, ``report``,
-``demo``."""
+"""The ``aprec`` command: ``ops``, ``eval``, ``analyze``, ``plan``, ``simulate``,
+``train-policy``, ``run``, ``report``, ``demo``."""
 
 from __future__ import annotations
 
@@ -130,9 +130,12 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
 
 
 def _commands() -> dict:
+  from aprec import sensitivity_cli
   from aprec.rpm import cli as rpm_cli
-  return {"ops": ops, "eval": eval, "simulate": simulate, "train-policy": rpm_cli.train_policy,
-          "run": rpm_cli.run, "report": rpm_cli.report, "demo": demo}
+  return {"ops": ops, "eval": eval, "analyze": sensitivity_cli.analyze,
+          "plan": sensitivity_cli.plan, "simulate": simulate,
+          "train-policy": rpm_cli.train_policy, "run": rpm_cli.run, "report": rpm_cli.report,
+          "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

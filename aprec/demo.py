@@ -13,9 +13,21 @@ from aprec import report
 from aprec.formats import MODE_TABLE, MODES
 
 
-def mixed_spec(op_names: Sequence[str]) -> str:
-  """A typical hand-made mixed plan: first and last op at int8, everything else int4."""
-  return f"int4,{op_names[0]}=int8,{op_names[-1]}=int8"
+PLAN_BUDGET = "bits=5"
+
+
+def mixed_spec(model_name: str, op_names: Sequence[str]) -> tuple[str, str]:
+  """A mixed plan and how it was made: the planner's best at 5 bits per weight under the
+  shipped sensitivity profile, else the naive "int4, first and last op int8"."""
+  from aprec import planner, profile, sensitivity_cli
+  try:
+    prof = profile.load(sensitivity_cli.default_profile_dir(model_name))
+  except (FileNotFoundError, ValueError):
+    return f"int4,{op_names[0]}=int8,{op_names[-1]}=int8", "naive: int4, first/last int8"
+  if prof.op_names != tuple(op_names):
+    return f"int4,{op_names[0]}=int8,{op_names[-1]}=int8", "naive: int4, first/last int8"
+  plan = planner.plan(prof, PLAN_BUDGET)
+  return ",".join(f"{n}={m}" for n, m in zip(op_names, plan.modes)), f"planned at {PLAN_BUDGET}"
 
 
 def weight_bytes(ops, assignment) -> int:
@@ -38,8 +50,9 @@ def run(out: str | pathlib.Path = "runs/demo",
     ev = Evaluator.for_model(model, "test")
     emu = ev.emulator
     con.print(report.op_table(emu.ops, title=f"{name}: {emu!r}"))
+    mixed, how = mixed_spec(name, emu.op_names)
     labels = list(MODES) + ["mixed"]
-    specs = list(MODES) + [mixed_spec(emu.op_names)]
+    specs = list(MODES) + [mixed]
     assignments = np.stack([np.asarray(emu.assignment(s)) for s in specs])
     measured = ev.measure(assignments)  # all assignments in one compiled call
     fp32_acc = float(measured.accuracy[0])
@@ -49,11 +62,11 @@ def run(out: str | pathlib.Path = "runs/demo",
     con.print(report.rows_table(rows, title=f"{name}: measured on {len(ev.split.y)} test images",
                                 formats={"accuracy": ".4f", "Δacc vs fp32": "+.4f",
                                          "loss": ".4f", "weight KiB": ".1f"}))
-    con.print(f"mixed plan: {specs[-1]}")
+    con.print(f"mixed ({how}): {specs[-1]}")
     chart = report.bar_chart(labels, [r["accuracy"] for r in rows], out / f"accuracy_{name}.png",
                              title=f"{name}: test accuracy per precision assignment",
                              ylabel="accuracy", reference=fp32_acc, reference_label="fp32")
-    summary[name] = {"rows": rows, "mixed_spec": specs[-1], "figure": str(chart),
+    summary[name] = {"rows": rows, "mixed_spec": specs[-1], "mixed_how": how, "figure": str(chart),
                      "ops": [op.to_dict() for op in emu.ops],
                      "seconds": time.perf_counter() - start}
     con.print(f"wrote {chart}")
