@@ -183,37 +183,49 @@ class Emulator:
     if stored_weights is not None and len(stored_weights) != len(self.ops):
       raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
                        f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
-    flat = self._flat_args(params, inputs)
-
-    def run_op(i: int, eqn, lhs, rhs):
+    def compute(i: int, spec: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
       op = self.ops[i]
       if stored_weights is not None and stored_weights[i] is not None:
         operands = [lhs, rhs]
         weight = operands[op.weight_operand]
         operands[op.weight_operand] = dma.load(stored_weights[i]).astype(weight.dtype)
         lhs, rhs = operands
-      spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
-                              eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,
-                              activation_scaling=self.activation_scaling, ste=self.ste)
       amax = [None, None]
       if activation_amax is not None:
         amax = [None if side == op.weight_operand else activation_amax[i, side]
                 for side in (0, 1)]
       return pak.apply(spec, lhs, rhs, modes[i], *amax)
 
+    return self.evaluate(params, inputs, compute)
+
+  def evaluate(self, params: Any, inputs: Any,
+               compute: Callable[[int, pak.ProductSpec, jax.Array, jax.Array], jax.Array]) -> Any:
+    """Run the traced model with op ``i`` computed by ``compute(i, spec, lhs, rhs)``.
+
+    ``spec`` is the op's PAK spec; ``spec.float_product(lhs, rhs)`` is the op exactly as
+    the model computes it. This is the hook for analyses that look inside the model
+    (``aprec.probes`` adds shifts at op outputs and operands to differentiate by them).
+    """
+    flat = self._flat_args(params, inputs)
+
+    def run_op(i: int, eqn, lhs, rhs):
+      spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
+                              eqn.outvars[0].aval.ndim, weight_operand=self.ops[i].weight_operand,
+                              activation_scaling=self.activation_scaling, ste=self.ste)
+      return compute(i, spec, lhs, rhs)
+
     outs = _evaluate(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op)
     return jax.tree_util.tree_unflatten(self._out_tree, outs)
 
   def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
     """``[fn(op, lhs, rhs) for each op]`` from one fp32 pass of the model."""
-    flat = self._flat_args(params, inputs)
     seen: dict[int, Any] = {}
 
-    def observe(i: int, eqn, lhs, rhs):
+    def compute(i, spec, lhs, rhs):
       seen[i] = fn(self.ops[i], lhs, rhs)
-      return _jaxpr.bind(eqn, [lhs, rhs])[0]
+      return spec.float_product(lhs, rhs)
 
-    _evaluate(self._closed.jaxpr, self._closed.consts, flat, self._plan, observe)
+    self.evaluate(params, inputs, compute)
     return [seen[i] for i in range(len(self.ops))]
 
   def operand_ranges(self, params: Any, inputs: Any) -> jax.Array:

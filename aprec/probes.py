@@ -5,16 +5,11 @@ quantities *inside* the model: each op's output ``y`` (for ``∂L/∂y``) and ea
 operands (for Hessian traces). Adding a zero "shift" at those points and differentiating
 with respect to the shift gives exactly those derivatives, without editing the model.
 
-Everything here runs the emulator's traced program (``Emulator._closed`` through
-``emulator._evaluate``) with every op computed by its original primitive at fp32, so the
+Everything here runs the emulator's traced program (``Emulator.evaluate``) with every op
+computed by its original primitive at fp32, so the
 result equals the emulator at an all-fp32 assignment. ``mode_deltas`` adds, per op and per
 mode, what the PAK changes when that op alone runs in that mode; ``hutchinson_traces``
 estimates Hessian traces with respect to every operand.
-
-The hook the emulator would need to offer this itself (not added to ``emulator.py``):
-``Emulator.__call__(params, inputs, modes, *, output_shifts=None, operand_shifts=None)``
-adding ``output_shifts[i]`` to op ``i``'s result and ``operand_shifts[i] = (dl, dr)`` to
-its operands before the product.
 
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -36,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec import emulator as emulator_lib
 from aprec import formats, pak
 from aprec.emulator import Emulator
 from aprec.formats import N_MODES
@@ -73,13 +67,6 @@ def zero_operand_shifts(emulator: Emulator) -> tuple[tuple[jax.Array, jax.Array]
                for op in emulator.ops)
 
 
-def _spec(emulator: Emulator, i: int, eqn, lhs: jax.Array, rhs: jax.Array) -> pak.ProductSpec:
-  op = emulator.ops[i]
-  return pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
-                          eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,
-                          activation_scaling=emulator.activation_scaling, ste=emulator.ste)
-
-
 def _check_shifts(emulator: Emulator, output_shifts, operand_shifts) -> None:
   n = len(emulator.ops)
   if output_shifts is not None and len(output_shifts) != n:
@@ -98,21 +85,18 @@ def run(emulator: Emulator, params: Any, inputs: Any, *, output_shifts: Shifts |
   Differentiate with respect to the shifts (at zero) for ``∂L/∂y`` or operand Hessians.
   """
   _check_shifts(emulator, output_shifts, operand_shifts)
-  flat = emulator._flat_args(params, inputs)
 
-  def run_op(i: int, eqn, lhs, rhs):
+  def compute(i: int, spec: pak.ProductSpec, lhs, rhs):
     if operand_shifts is not None:
       dl, dr = operand_shifts[i]
       lhs = lhs if dl is None else lhs + dl.astype(lhs.dtype)
       rhs = rhs if dr is None else rhs + dr.astype(rhs.dtype)
-    out = _spec(emulator, i, eqn, lhs, rhs).float_product(lhs, rhs)
+    out = spec.float_product(lhs, rhs)
     if output_shifts is not None and output_shifts[i] is not None:
       out = out + output_shifts[i].astype(out.dtype)
     return out
 
-  closed = emulator._closed
-  outs = emulator_lib._evaluate(closed.jaxpr, closed.consts, flat, emulator._plan, run_op)
-  return jax.tree_util.tree_unflatten(emulator._out_tree, outs)
+  return emulator.evaluate(params, inputs, compute)
 
 
 def _static_pak(spec: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int
@@ -153,11 +137,9 @@ def mode_deltas(emulator: Emulator, params: Any, inputs: Any,
     ``(outputs, ModeDeltas)``.
   """
   modes = tuple(range(N_MODES)) if modes is None else tuple(int(m) for m in modes)
-  flat = emulator._flat_args(params, inputs)
   found: dict[int, tuple[jax.Array, jax.Array, jax.Array]] = {}
 
-  def run_op(i: int, eqn, lhs, rhs):
-    spec = _spec(emulator, i, eqn, lhs, rhs)
+  def compute(i: int, spec: pak.ProductSpec, lhs, rhs):
     exact = spec.float_product(lhs, rhs)
     per_mode = [_static_pak(spec, lhs, rhs, m) for m in modes]
     out = jnp.stack([o - exact for o, _, _ in per_mode])
@@ -166,30 +148,26 @@ def mode_deltas(emulator: Emulator, params: Any, inputs: Any,
     found[i] = (out, dl, dr)
     return exact
 
-  closed = emulator._closed
-  outs = emulator_lib._evaluate(closed.jaxpr, closed.consts, flat, emulator._plan, run_op)
+  outputs = emulator.evaluate(params, inputs, compute)
   per_op = [found[i] for i in range(len(emulator.ops))]
   deltas = ModeDeltas(*(tuple(d[k] for d in per_op) for k in range(3)))
-  return jax.tree_util.tree_unflatten(emulator._out_tree, outs), deltas
+  return outputs, deltas
 
 
 def weight_errors(emulator: Emulator, params: Any, inputs: Any
                   ) -> tuple[tuple[jax.Array, jax.Array] | None, ...]:
   """Per op: ``(weight operand, Q_mode(weight) - weight for every mode)``, or None
   without a weight. The errors have a leading mode axis."""
-  flat = emulator._flat_args(params, inputs)
   found: dict[int, tuple[jax.Array, jax.Array]] = {}
 
-  def run_op(i: int, eqn, lhs, rhs):
-    spec = _spec(emulator, i, eqn, lhs, rhs)
+  def compute(i: int, spec: pak.ProductSpec, lhs, rhs):
     side = emulator.ops[i].weight_operand
     if side is not None:
       w, axes = ((lhs, spec.lhs_reduce_axes), (rhs, spec.rhs_reduce_axes))[side]
       found[i] = (w, jnp.stack([_rounding_error(w, m, axes) for m in range(N_MODES)]))
     return spec.float_product(lhs, rhs)
 
-  closed = emulator._closed
-  emulator_lib._evaluate(closed.jaxpr, closed.consts, flat, emulator._plan, run_op)
+  emulator.evaluate(params, inputs, compute)
   return tuple(found.get(i) for i in range(len(emulator.ops)))
 
 
