@@ -9,7 +9,11 @@ costs. Budgets (``parse_budget``):
   weight cost nothing);
 - ``weight_bytes=N``: bytes of all weights in their modes, ``Σ w_i·bits_i / 8 <= N``;
 - ``bops=N``: bit-operations per example, ``Σ MACs_i·bits_w·bits_a <= N``; a mode fixes
-  both operands' format, so ``bits_w = bits_a = bits_i``.
+  both operands' format, so ``bits_w = bits_a = bits_i``;
+- ``energy_j=E`` / ``latency_s=T``: energy / latency per example on an NNP spec
+  (``Budget.spec``, default ``edge_npu``) under the cost model, on an idle chip. The cost
+  model prices each op by its own mode only, so these add up over ops exactly like the
+  others; they are counted in whole femtojoules / femtoseconds.
 
 Costs are whole bits (or bit-operations), reduced by their greatest common divisor, so the
 DP is exact. Only if the budget still spans more than ``max_units`` steps are costs
@@ -37,7 +41,8 @@ from aprec.formats import MODE_BITS, MODES, mode_index
 from aprec.ops import Op
 from aprec.profile import SensitivityProfile, check_matches
 
-BUDGET_KINDS = ("bits", "weight_bytes", "bops")
+BUDGET_KINDS = ("bits", "weight_bytes", "bops", "energy_j", "latency_s")
+_FEMTO = 1e15  # cost-model budgets are counted in femtojoules / femtoseconds
 MAX_UNITS = 200_000
 
 
@@ -51,6 +56,7 @@ class Budget:
 
   kind: str
   value: float
+  spec: str = "edge_npu"
 
   def __post_init__(self):
     if self.kind not in BUDGET_KINDS:
@@ -61,17 +67,20 @@ class Budget:
       raise ValueError(f"budget {self.kind}={self.value!r} must be a positive finite number")
 
   def __str__(self) -> str:
-    return f"{self.kind}={self.value:g}"
+    on = f"@{self.spec}" if self.kind in ("energy_j", "latency_s") else ""
+    return f"{self.kind}={self.value:g}{on}"
 
 
 def parse_budget(text: str) -> Budget:
-  """``"bits=4.5"``, ``"weight_bytes=20000"`` or ``"bops=1e9"`` → ``Budget``.
+  """``"bits=4.5"``, ``"weight_bytes=20000"``, ``"bops=1e9"``, ``"energy_j=2e-9"`` or
+  ``"latency_s=1e-6@datacenter_gpu"`` (``@SPEC`` picks the NNP preset) → ``Budget``.
 
   Example:
     >>> parse_budget("bits=4.5")
-    Budget(kind='bits', value=4.5)
+    Budget(kind='bits', value=4.5, spec='edge_npu')
   """
-  kind, sep, value = str(text).partition("=")
+  text, _, spec = str(text).partition("@")
+  kind, sep, value = text.partition("=")
   try:
     number = float(value)
   except ValueError:
@@ -79,30 +88,51 @@ def parse_budget(text: str) -> Budget:
   if not sep or number is None:
     raise ValueError(f"cannot read budget {text!r}; write KIND=NUMBER with KIND one of "
                      f"{', '.join(BUDGET_KINDS)}, e.g. bits=4.5")
+  if spec:
+    from aprec import hardware
+    hardware.get_spec(spec.strip())  # unknown presets fail here, naming the known ones
+    return Budget(kind.strip(), number, spec.strip())
   return Budget(kind.strip(), number)
 
 
-def cost_table(ops: Sequence[Op], kind: str) -> np.ndarray:
-  """Integer cost of every (op, mode): weight bits (``bits``/``weight_bytes``) or
-  bit-operations of one call (``bops``)."""
+def cost_table(ops: Sequence[Op], kind: str, spec: str = "edge_npu") -> np.ndarray:
+  """Integer cost of every (op, mode): weight bits (``bits``/``weight_bytes``),
+  bit-operations of one call (``bops``), or femtojoules / femtoseconds of one call on
+  ``spec`` (``energy_j`` / ``latency_s``)."""
   Budget(kind, 1.0)
+  if kind in ("energy_j", "latency_s"):
+    return _cost_model_table(tuple(ops), kind, spec)
   bits = MODE_BITS.astype(np.int64)
   if kind == "bops":
     return np.array([op.macs * bits * bits for op in ops], np.int64).reshape(len(ops), -1)
   return np.array([op.weight_elements * bits for op in ops], np.int64).reshape(len(ops), -1)
 
 
+def _cost_model_table(ops: tuple[Op, ...], kind: str, spec_name: str) -> np.ndarray:
+  from aprec import cost, hardware
+  spec = hardware.get_spec(spec_name)
+  arrays, state = cost.op_arrays(ops), cost.nominal_state(spec)
+  field = "op_energy_j" if kind == "energy_j" else "op_latency_s"
+  columns = [np.asarray(getattr(cost.cost(arrays, cost.one_hot(np.full(len(ops), m, np.int32)),
+                                          spec, state), field), np.float64)
+             for m in range(len(MODES))]
+  return np.ceil(np.stack(columns, 1) * _FEMTO).astype(np.int64)
+
+
 def _scale(ops: Sequence[Op], kind: str, batch_size: int) -> float:
   """Cost units per budget unit."""
   if kind == "bits":
     return float(sum(op.weight_elements for op in ops))
+  if kind in ("energy_j", "latency_s"):
+    return _FEMTO * batch_size
   return 8.0 if kind == "weight_bytes" else float(batch_size)
 
 
 def budget_used(ops: Sequence[Op], assignment: Sequence[int], kind: str,
-                batch_size: int = 1) -> float:
-  """What ``assignment`` uses, in the budget's units (average bits, bytes, BOPs/example)."""
-  costs = cost_table(ops, kind)
+                batch_size: int = 1, spec: str = "edge_npu") -> float:
+  """What ``assignment`` uses, in the budget's units (average bits, bytes, per-example
+  BOPs, joules or seconds)."""
+  costs = cost_table(ops, kind, spec)
   total = costs[np.arange(len(ops)), np.asarray(assignment)].sum()
   scale = _scale(ops, kind, batch_size)
   return float(total / scale) if scale else 0.0
@@ -219,7 +249,7 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
     raise ValueError("allowed_modes is empty; allow at least one mode")
   values[:, [m for m in range(len(MODES)) if m not in allowed]] = np.inf
   values[np.isnan(values)] = np.inf
-  costs = cost_table(profile.ops, budget.kind)
+  costs = cost_table(profile.ops, budget.kind, budget.spec)
   capacity = budget.value * _scale(profile.ops, budget.kind, profile.batch_size)
   cheapest = costs[:, allowed].min(1).sum()
   if cheapest > capacity * (1 + 1e-12):
@@ -241,7 +271,8 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
   predicted = float(values[np.arange(len(assignment)), assignment].sum())
   return Plan(assignment=assignment, modes=tuple(MODES[m] for m in assignment),
               predicted_delta_loss=predicted, budget=budget,
-              used=budget_used(profile.ops, assignment, budget.kind, profile.batch_size),
+              used=budget_used(profile.ops, assignment, budget.kind, profile.batch_size,
+                               budget.spec),
               exact=exact)
 
 

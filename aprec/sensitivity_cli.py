@@ -148,7 +148,9 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool 
     model: a reference model name (digits_cnn, digits_vit).
     budget: KIND=NUMBER with KIND one of: `bits` (average bits per weight, e.g. bits=4.5),
       `weight_bytes` (bytes of all weights, e.g. weight_bytes=20000), `bops`
-      (bit-operations per example, Σ MACs·bits_w·bits_a, e.g. bops=1e9).
+      (bit-operations per example, Σ MACs·bits_w·bits_a, e.g. bops=1e9), `energy_j` or
+      `latency_s` (per example on an NNP preset under the cost model, e.g.
+      energy_j=2e-9 or latency_s=1e-6@datacenter_gpu; default preset edge_npu).
     json: print JSON instead of tables.
   """
   from aprec import models, planner, sensitivity, validation

@@ -142,3 +142,33 @@ def test_pareto_front_with_a_stub_evaluator(tmp_path):
   assert [p.used <= b for p, b in zip(mixed, [4, 6, 9, 32])] == [True] * 4
   path = sensitivity_plots.pareto(points, tmp_path / "front.png", model="toy")
   assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_energy_and_latency_budgets_match_the_cost_model_brute_force():
+  """Cost-model budgets: the planned assignment is the brute-force optimum, and its energy
+  (latency) measured by the cost model itself is within the budget."""
+  import itertools
+
+  import numpy as np
+
+  from aprec import cost, hardware, planner
+  from op_tables import digits_ops
+  ops = digits_ops(4)
+  spec = hardware.get_spec("edge_npu")
+  arrays, state = cost.op_arrays(ops), cost.nominal_state(spec)
+  rng = np.random.default_rng(0)
+  values = np.sort(rng.random((len(ops), 7)), axis=1)  # lower precision: more Δloss
+  for kind, field in (("energy_j", "energy_j"), ("latency_s", "latency_s")):
+    total = lambda a: float(getattr(cost.cost(arrays, cost.one_hot(np.asarray(a, np.int32)),
+                                              spec, state), field))
+    budget = 0.5 * (total([0] * 4) + total([6] * 4)) / 4  # per example, batch 4
+    quantum = budget * planner._scale(ops, kind, 4) / 1000  # a DP grid of 1000 steps
+    table = np.ceil(planner.cost_table(ops, kind) / quantum).astype(np.int64)
+    capacity = 1000
+    best = planner.solve(values, table, capacity)
+    brute = min((a for a in itertools.product(range(7), repeat=4)
+                 if table[np.arange(4), a].sum() <= capacity),
+                key=lambda a: values[np.arange(4), a].sum())
+    assert values[np.arange(4), best].sum() == values[np.arange(4), brute].sum()
+    assert total(best) / 4 <= budget * (1 + 1e-6)
+    assert planner.parse_budget(f"{kind}=1e-9@datacenter_gpu").spec == "datacenter_gpu"
