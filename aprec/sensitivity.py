@@ -51,7 +51,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -60,72 +59,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from aprec import probes, sharding
 from aprec import tracker as tracker_lib
 from aprec.emulator import Emulator
 from aprec.formats import MODES, N_MODES
+from aprec.objective import DEFAULT_LOSS as DEFAULT_LOSS
+from aprec.objective import LOSSES as LOSSES
+from aprec.objective import LossFn as LossFn
+from aprec.objective import Objective as Objective
+from aprec.objective import cross_entropy as cross_entropy
+from aprec.objective import objective as objective
+from aprec.objective import soft_cross_entropy as soft_cross_entropy
 from aprec.profile import Estimate, SensitivityProfile, make_profile
 
 METHODS = ("perturbation", "taylor", "fisher", "hessian", "tracked")
 DEFAULT_METHOD = "perturbation"
-LOSSES = ("kl", "ce")
-DEFAULT_LOSS = "kl"
 HESSIAN_RTOL = 0.1
 LABEL_SAMPLES = 4
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 Progress = Callable[[str, int, int], None]  # (task, done, total)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy of integer labels."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels).mean()
-
-
-def soft_cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
-  """Mean cross-entropy against target distributions ``probs`` (..., classes).
-
-  Against the fp32 model's own ``probs``, its increase over the fp32 value is the KL.
-  """
-  return -jnp.mean(jnp.sum(probs * jax.nn.log_softmax(logits.astype(jnp.float32)), -1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """What Δloss measures.
-
-  Attributes:
-    name: ``"kl"``, ``"ce"`` or ``"custom"``.
-    loss_fn: ``loss_fn(outputs, targets) -> scalar`` on the targets of ``targets``.
-    sample_labels: gradient methods draw integer labels from the targets (probabilities)
-      and use ``cross_entropy``.
-  """
-
-  name: str
-  loss_fn: LossFn
-  sample_labels: bool
-
-  def targets(self, apply_fn: Callable, params: Any, xs: np.ndarray, ys: np.ndarray
-              ) -> np.ndarray:
-    """The loss targets of every batch: the fp32 model's probabilities for ``kl``."""
-    if self.name != "kl":
-      return ys
-    probs = jax.jit(lambda x: jax.nn.softmax(apply_fn(params, x).astype(jnp.float32)))
-    return np.stack([np.asarray(probs(x)) for x in xs])
-
-
-def objective(loss: str = DEFAULT_LOSS, loss_fn: LossFn | None = None) -> Objective:
-  """The objective for ``loss`` in ``LOSSES``, or a custom ``loss_fn`` (then ``"custom"``)."""
-  if loss_fn is not None:
-    return Objective("custom", loss_fn, False)
-  if loss == "kl":
-    return Objective("kl", soft_cross_entropy, True)
-  if loss == "ce":
-    return Objective("ce", cross_entropy, False)
-  raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)} or pass loss_fn")
 
 
 def parse_methods(spec: str | Sequence[str]) -> tuple[str, ...]:

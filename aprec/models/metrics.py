@@ -19,7 +19,8 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy of integer ``labels`` under ``logits`` (..., classes)."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels))
 
 
 def evaluate(

@@ -1,0 +1,70 @@
+"""What a sensitivity's Δloss measures: KL to the fp32 model's predictions, or label CE.
+
+Label cross-entropy on a few hundred examples is dominated by per-example sign flips of
+the first-order term, so single-op Δloss rankings drown in noise. The default, ``kl``, is
+cross-entropy against the fp32 model's own predicted distribution: its increase over the
+fp32 value is KL(p_fp32 ‖ p_mode), never negative and needing no labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aprec.models.metrics import cross_entropy
+
+LOSSES = ("kl", "ce")
+DEFAULT_LOSS = "kl"
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+__all__ = ["DEFAULT_LOSS", "LOSSES", "LossFn", "Objective", "cross_entropy", "objective",
+           "soft_cross_entropy"]
+
+
+def soft_cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
+  """Mean cross-entropy against target distributions ``probs`` (..., classes).
+
+  Against the fp32 model's own ``probs``, its increase over the fp32 value is the KL.
+  """
+  return -jnp.mean(jnp.sum(probs * jax.nn.log_softmax(logits.astype(jnp.float32)), -1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What Δloss measures.
+
+  Attributes:
+    name: ``"kl"``, ``"ce"`` or ``"custom"``.
+    loss_fn: ``loss_fn(outputs, targets) -> scalar`` on the targets of ``targets``.
+    sample_labels: gradient methods draw integer labels from the targets (probabilities)
+      and use ``cross_entropy``.
+  """
+
+  name: str
+  loss_fn: LossFn
+  sample_labels: bool
+
+  def targets(self, apply_fn: Callable, params: Any, xs: np.ndarray, ys: np.ndarray
+              ) -> np.ndarray:
+    """The loss targets of every batch: the fp32 model's probabilities for ``kl``."""
+    if self.name != "kl":
+      return ys
+    probs = jax.jit(lambda x: jax.nn.softmax(apply_fn(params, x).astype(jnp.float32)))
+    return np.stack([np.asarray(probs(x)) for x in xs])
+
+
+def objective(loss: str = DEFAULT_LOSS, loss_fn: LossFn | None = None) -> Objective:
+  """The objective for ``loss`` in ``LOSSES``, or a custom ``loss_fn`` (then ``"custom"``)."""
+  if loss_fn is not None:
+    return Objective("custom", loss_fn, False)
+  if loss == "kl":
+    return Objective("kl", soft_cross_entropy, True)
+  if loss == "ce":
+    return Objective("ce", cross_entropy, False)
+  raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)} or pass loss_fn")
