@@ -1,3 +1,3 @@
-from aprec.cli import main
+from aprec.app.cli import main
 
 main()

@@ -35,10 +35,14 @@ if str(_REPO) not in sys.path:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aprec import calibrate, cost, dma, hardware, models, simulator  # noqa: E402
-from aprec.emulator import Emulator  # noqa: E402
-from aprec.formats import MODES  # noqa: E402
-from aprec.ops import Op  # noqa: E402
+from aprec import models, simulator  # noqa: E402
+from aprec.hardware import fit as calibrate
+from aprec.hardware import cost
+from aprec.emulator import dma
+from aprec.hardware import specs as hardware
+from aprec.emulator.core import Emulator  # noqa: E402
+from aprec.emulator.formats import MODES  # noqa: E402
+from aprec.emulator.ops import Op  # noqa: E402
 
 N_ASSIGNMENTS = 10_000
 SIM_STEPS = 100_000

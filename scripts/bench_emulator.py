@@ -71,7 +71,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import aprec  # noqa: E402
-from aprec import data as data_lib  # noqa: E402
+from aprec.models import data as data_lib  # noqa: E402
 from aprec import models  # noqa: E402
 from aprec.models import digits_cnn  # noqa: E402
 

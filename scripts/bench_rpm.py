@@ -23,14 +23,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aprec import models, report  # noqa: E402
-from aprec.formats import mode_index  # noqa: E402
+from aprec.emulator.formats import mode_index  # noqa: E402
 from aprec.versions import library_versions  # noqa: E402
 from aprec.rpm import policy_io  # noqa: E402
-from aprec.rpm.demo import shipped_policy_dir  # noqa: E402
+from aprec.app.rpm_demo import shipped_policy_dir  # noqa: E402
 from aprec.rpm.deployment import SCENARIOS, deploy, sensitivity_table  # noqa: E402
 from aprec.rpm.evaluate import POLICIES, evaluate, make_policies  # noqa: E402
 from aprec.rpm.loop import run_episode  # noqa: E402
-from aprec.rpm.runner import rich_table  # noqa: E402
+from aprec.app.experiment import rich_table  # noqa: E402
 
 FIELDS = ("accuracy", "energy_per_inference_j", "power_violation_frac", "buffer_violation_frac",
           "deadline_miss_frac", "switches_per_step", "decision_us", "fallback_frac")

@@ -21,7 +21,7 @@ Prints a table and writes JSON whose ``"ratios"`` hold the headline figures:
   speedup approaches ``n_assignments / 7`` (25 assignments for the CNN, 109 for the ViT).
 - ``spearman_single_op`` / ``spearman_additive`` per model: the default method
   (perturbation, ``loss="kl"``) calibrated on the val split, validated on the test split
-  (``aprec.validation``: all non-fp32 single-op pairs; 128 random mixed assignments).
+  (``aprec.sensitivity.validation``: all non-fp32 single-op pairs; 128 random mixed assignments).
 
 The JSON's ``"models"`` also hold every method's validation scores, the same with the
 label cross-entropy (``loss="ce"``: perturbation, taylor, fisher, hessian), and each
@@ -51,8 +51,10 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from aprec import models, sensitivity, sensitivity_cli, validation  # noqa: E402
-from aprec.emulator import Emulator  # noqa: E402
+from aprec import models, validation  # noqa: E402
+from aprec.sensitivity import methods as sensitivity
+from aprec.app import sensitivity_cli
+from aprec.emulator.core import Emulator  # noqa: E402
 
 TARGETS = {"sweep_speedup_over_recompile": (">=", 20.0), "spearman_single_op": (">=", 0.9),
            "spearman_additive": (">=", 0.85)}

@@ -39,7 +39,7 @@ from aprec import (
   checkpoint,  # noqa: E402
   models,  # noqa: E402
 )
-from aprec import data as data_lib  # noqa: E402
+from aprec.models import data as data_lib  # noqa: E402
 from aprec.models import metrics  # noqa: E402
 from aprec.versions import library_versions  # noqa: E402
 

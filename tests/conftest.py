@@ -4,6 +4,7 @@ and strict rank promotion so silent broadcasting bugs fail loudly."""
 import os
 
 import jax
+import pytest
 from hypothesis import settings
 
 # Same examples on every run, so CI cannot turn red by chance.
@@ -15,3 +16,17 @@ jax.config.update("jax_compilation_cache_dir",
                   os.path.expanduser(os.environ.get("APREC_JAX_CACHE", "~/.cache/aprec-jax")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def cnn_ops():
+  """The digits CNN's op table at batch 32 (the RPM tests' deployment)."""
+  from op_tables import digits_ops
+  return digits_ops(32)
+
+
+@pytest.fixture(scope="session")
+def spec():
+  """The edge NPU preset."""
+  from aprec.hardware import edge_npu
+  return edge_npu()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aprec.ops import Op
+from aprec.emulator.ops import Op
 
 
 def dot(m, k, n, name="dot"):

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 
 from aprec import checkpoint
-from aprec import data as data_lib
+from aprec.models import data as data_lib
 from aprec.models import digits_cnn, digits_vit
 from aprec.models.metrics import accuracy, cross_entropy, evaluate
 

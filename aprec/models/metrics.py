@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aprec import data as data_lib
+from aprec.models import data as data_lib
 
 EVAL_BATCH_SIZE = 512
 

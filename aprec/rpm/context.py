@@ -11,7 +11,7 @@ what fp8_e4m3 costs and keeps fewer mantissa bits, so a policy never gains by ch
 
 Example:
   >>> import numpy as np
-  >>> from aprec.calibrate import dot_op
+  >>> from aprec.hardware.fit import dot_op
   >>> from aprec import hardware
   >>> ctx = make_context([dot_op(8, 16, 4)], hardware.edge_npu(), np.zeros((1, 7)),
   ...                    step_period_s=1e-6)
@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.cost import HardwareState, OpArrays, cost, one_hot, op_arrays
-from aprec.formats import MODES, N_MODES, mode_index
-from aprec.hardware import NNPSpec
-from aprec.ops import Op
+from aprec.hardware.cost import HardwareState, OpArrays, cost, one_hot, op_arrays
+from aprec.emulator.formats import MODES, N_MODES, mode_index
+from aprec.hardware.specs import NNPSpec
+from aprec.emulator.ops import Op
 
 LADDER: tuple[int, ...] = tuple(mode_index(m) for m in
                                 ("fp32", "fp16", "bf16", "fp8_e4m3", "int8", "int4"))
@@ -69,7 +69,7 @@ class Context(NamedTuple):
   """A deployment, as arrays (a pytree).
 
   Attributes:
-    ops: the op table (``aprec.cost.op_arrays``).
+    ops: the op table (``aprec.hardware.cost.op_arrays``).
     spec: the NNP.
     delta_loss: ``[n_ops, n_modes]`` predicted loss increase of each op in each mode
       (the sensitivity profile; fp32 is 0).
@@ -96,7 +96,7 @@ def make_context(ops: Sequence[Op] | OpArrays, spec: NNPSpec, delta_loss,
   """Builds a ``Context``, checking the profile's shape against the op table.
 
   Example:
-    >>> from aprec.calibrate import dot_op
+    >>> from aprec.hardware.fit import dot_op
     >>> from aprec import hardware
     >>> make_context([dot_op(8, 16, 4)], hardware.edge_npu(), np.zeros((1, 7)), 1e-6).n_ops
     1

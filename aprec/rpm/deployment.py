@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from aprec import hardware, simulator
-from aprec.formats import N_MODES
+from aprec.hardware import specs as hardware
+from aprec.hardware import simulator
+from aprec.emulator.formats import N_MODES
 from aprec.rpm.context import Context, make_context
 from aprec.rpm.loop import Batches, make_batches
 
@@ -50,8 +51,8 @@ def sensitivity_table(model: Any, *, method: str = "auto",
   if method not in ("auto", "perturbation"):
     raise ValueError(f"profile method {method!r}; use auto or perturbation")
   from aprec import models
-  from aprec.evaluation import Evaluator
-  from aprec.profile import load as load_profile
+  from aprec.emulator.scoring import Evaluator
+  from aprec.sensitivity.profile import load as load_profile
   evaluator = Evaluator.for_model(model, "val")
   ops = evaluator.emulator.ops
   directory = pathlib.Path(profile_dir) if profile_dir else (
@@ -92,7 +93,7 @@ def deploy(model_name: str, scenario: str, *, spec_name: str = "edge_npu", batch
            model: Any = None) -> Deployment:
   """Loads ``model_name`` (unless ``model`` is given) and builds its deployment."""
   from aprec import models
-  from aprec.emulator import Emulator
+  from aprec.emulator.core import Emulator
   if batch_size <= 0:
     raise ValueError(f"batch_size = {batch_size}; expected a positive number of images")
   model = models.load(model_name) if model is None else model

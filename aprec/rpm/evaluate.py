@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aprec.formats import mode_index
+from aprec.emulator.formats import mode_index
 from aprec.rpm.deployment import Deployment
 from aprec.rpm.greedy import Greedy
 from aprec.rpm.learned import Learned, PolicyNet

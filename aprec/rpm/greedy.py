@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from aprec.formats import MODE_BITS, mode_index
+from aprec.emulator.formats import MODE_BITS, mode_index
 from aprec.rpm.context import LADDER_POS, Context, next_higher, next_lower
 
 EPS = 1e-6

@@ -31,8 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aprec.cost import one_hot
-from aprec.formats import N_MODES
+from aprec.hardware.cost import one_hot
+from aprec.emulator.formats import N_MODES
 from aprec.rpm.context import ON_LADDER, Context, Tables, idle_state, next_lower, predict, tables
 from aprec.rpm.observe import estimate_state
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec import simulator
+from aprec.hardware import simulator
 from aprec.rpm.context import Context
 from aprec.rpm.observe import expected_power_w, metrics_plausible, plausible
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aprec.cost import HardwareState, one_hot
+from aprec.hardware.cost import HardwareState, one_hot
 from aprec.rpm.context import Context, idle_state, predict, tables
 
 MAX_POWER_OVER_CAP = 3.0

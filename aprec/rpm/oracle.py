@@ -32,10 +32,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from aprec.cost import HardwareState
-from aprec.formats import MODE_BITS
+from aprec.hardware.cost import HardwareState
+from aprec.emulator.formats import MODE_BITS
 from aprec.rpm.context import Context, Tables, tables
-from aprec.rpm.knapsack import solve2
+from aprec.planning.knapsack import solve2
 from aprec.rpm.observe import true_state
 
 

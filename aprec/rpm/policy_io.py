@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from aprec import checkpoint
-from aprec.ops import Op
-from aprec.profile import fingerprint
+from aprec.emulator.ops import Op
+from aprec.sensitivity.profile import fingerprint
 from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
 from aprec.versions import library_versions
 
@@ -50,7 +50,7 @@ def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Seq
       ckpt.wait_until_finished()
     (staging / CURVE_FILE).write_text(json.dumps(history or [], indent=1))
     if history:
-      from aprec.rpm.plots import training_curve
+      from aprec.app.rpm_figures import training_curve
       training_curve(history, staging / "training_curve.png", f"{model}: policy training")
     meta = {"model": model, "fingerprint": fingerprint(tuple(ops)), "n_ops": len(ops),
             "op_names": [op.name for op in ops], "hidden": hidden, "config": config,

@@ -34,8 +34,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from aprec import simulator
-from aprec.cost import HardwareState, one_hot
+from aprec.hardware import simulator
+from aprec.hardware.cost import HardwareState, one_hot
 from aprec.rpm.context import LADDER, Context, Tables, predict, tables
 from aprec.rpm.learned import DELTA_LOSS_SCALE, Features, PolicyNet, features
 

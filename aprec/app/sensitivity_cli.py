@@ -1,0 +1,197 @@
+"""``aprec analyze`` and ``aprec plan``: sensitivity profiles and static mixed-precision plans.
+
+Both are plain functions for ``tyro``; ``aprec.app.cli`` registers them as subcommands.
+Profiles calibrate on the train split; validation, plans and fronts are measured on the
+held-out test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json as json_lib
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tyro
+
+from aprec.app import report
+
+PROFILE_DIR = "profile"
+# Calibrate on val: unseen in training like the test split (the train split is memorised,
+# so its Δloss comes out several times smaller). One batch size for calibration and
+# held-out data (3 val and 6 test batches): per-tensor activation scales depend on it.
+CALIBRATION_SPLIT, CALIBRATION_BATCH = "val", 60
+HELDOUT_SPLIT = "test"
+
+
+def default_profile_dir(model: str) -> pathlib.Path:
+  """``<checkpoints>/<model>/profile``, beside the model's checkpoint."""
+  from aprec import models
+  return models.default_checkpoint_dir() / model / PROFILE_DIR
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+  """A ``progress(task, done, total)`` callback drawing rich bars on stderr (or nothing)."""
+  if not enabled:
+    yield None
+    return
+  from rich.console import Console
+  from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+  bars = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+  tasks: dict[str, Any] = {}
+
+  def update(task: str, done: int, total: int) -> None:
+    if task not in tasks:
+      tasks[task] = bars.add_task(task, total=total)
+    bars.update(tasks[task], completed=done, total=total)
+  with bars:
+    yield update
+
+
+def _validation_rows(summary: dict) -> list[dict]:
+  return [{"method": name, "ρ single op": s["spearman_single_op"], "pairs": s["n_pairs"],
+           "ρ additive": s["spearman_additive"], "R² additive": s["r2_additive"],
+           "Pearson² additive": s["pearson_r2_additive"], "assignments": s["n_assignments"]}
+          for name, s in summary["scores"].items()]
+
+
+def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
+            validate: bool = False, json: bool = False, out: pathlib.Path | None = None,
+            loss: str = "kl", split: str = CALIBRATION_SPLIT,
+            batch_size: int = CALIBRATION_BATCH) -> None:
+  """Compute a model's sensitivity profile (predicted Δloss per op and mode) and save it.
+
+  Writes the profile (orbax arrays + profile.json) and heatmap.png to OUT; with
+  --validate also validation.json, validation_scatter.png and pareto_bits.png.
+
+  Args:
+    model: a reference model name (digits_cnn, digits_vit).
+    method: perturbation (measured), taylor, fisher, hessian or tracked; comma-separated
+      to combine (the first is the primary table), or `all`.
+    validate: also measure on the test split: Spearman ρ of every method against measured
+      single-op Δloss (all non-fp32 modes), and ρ / R² of summed predictions over 128
+      random mixed assignments.
+    json: print JSON instead of tables.
+    out: the profile directory (default: checkpoints/MODEL/profile, beside the model).
+    loss: what Δloss measures: `kl` (cross-entropy against the fp32 model's predictions,
+      i.e. KL(p_fp32 ‖ p_mode); label-free, low-noise) or `ce` (against the labels).
+    split: calibration split: `val` (unseen in training, like the test data) or `train`
+      (7x the data and a slightly better ranking, but memorised: its Δloss comes out
+      several times smaller than on unseen data).
+    batch_size: examples per calibration batch, also used for the held-out batches
+      (per-tensor activation scales, and so Δloss, depend on it).
+  """
+  from aprec import models
+  from aprec.planning import planner
+  from aprec.sensitivity import methods as sensitivity
+  from aprec.app import sensitivity_figures as sensitivity_plots
+  from aprec.sensitivity import validation
+  from aprec.sensitivity import profile as profile_lib
+  from aprec.emulator.scoring import Evaluator
+  loaded = models.load(model)
+  out = default_profile_dir(model) if out is None else pathlib.Path(out)
+  attachments: dict[str, Any] = {}
+  with _progress(not json) as progress:
+    if split == HELDOUT_SPLIT:
+      raise ValueError(f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
+                       "it was fitted to; use --split train or --split val")
+    prof = sensitivity.analyze_model(loaded, methods=method, split=split,
+                                     batch_size=batch_size, loss=loss, progress=progress)
+    summary = None
+    if validate:
+      heldout = sensitivity.split_batches(getattr(loaded.data, HELDOUT_SPLIT), batch_size)
+      extra = {}
+      if "hessian" in prof.details:
+        extra["hessian_weights"] = np.asarray(prof.details["hessian"]["weights_only"])
+      val = validation.validate(prof, loaded.apply_fn, loaded.params, heldout,
+                                dataset=f"digits/{HELDOUT_SPLIT}", extra_tables=extra,
+                                progress=progress)
+      summary = val.summary()
+      ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
+      front = planner.pareto_front(
+          prof, ev, kind="bits", delta_fn=lambda rows: validation.measure_assignments(
+              loaded.apply_fn, loaded.params, heldout, rows, loss=prof.loss)[0])
+      summary["pareto_bits"] = [vars(p) for p in front]
+      prof = prof.with_details(validation=summary)
+      attachments["validation.json"] = lambda p: p.write_text(
+          json_lib.dumps(val.to_json(), indent=2) + "\n")
+      attachments["validation_scatter.png"] = lambda p: sensitivity_plots.scatter(
+          val, p, model=model)
+      attachments["pareto_bits.png"] = lambda p: sensitivity_plots.pareto(
+          front, p, kind="bits", model=model)
+  attachments["heatmap.png"] = lambda p: sensitivity_plots.heatmap(prof, p)
+  where = profile_lib.save(prof, out, attachments=attachments)
+  if json:
+    print(json_lib.dumps({"model": model, "profile": str(where), "methods": list(prof.estimates),
+                          "seconds": prof.details.get("seconds"), "validation": summary},
+                         indent=2, default=str))
+    return
+  con = report.console()
+  for name in prof.estimates:
+    con.print(profile_lib.rich_table(prof, name))
+  if summary is not None:
+    con.print(report.rows_table(
+        _validation_rows(summary),
+        title=f"{model}: predicted vs measured Δ{summary['loss']} loss on {summary['dataset']}",
+        formats={"ρ single op": ".3f", "ρ additive": ".3f", "R² additive": ".3f",
+                 "Pearson² additive": ".3f"}))
+  con.print(f"wrote {where}")
+
+
+def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool = False) -> None:
+  """Plan the mixed-precision assignment with the least predicted Δloss within a budget.
+
+  Uses the model's saved profile (run `aprec analyze MODEL` first) and measures the plan
+  on the test split beside fp32.
+
+  Args:
+    model: a reference model name (digits_cnn, digits_vit).
+    budget: KIND=NUMBER with KIND one of: `bits` (average bits per weight, e.g. bits=4.5),
+      `weight_bytes` (bytes of all weights, e.g. weight_bytes=20000), `bops`
+      (bit-operations per example, Σ MACs·bits_w·bits_a, e.g. bops=1e9), `energy_j` or
+      `latency_s` (per example on an NNP preset under the cost model, e.g.
+      energy_j=2e-9 or latency_s=1e-6@datacenter_gpu; default preset edge_npu).
+    json: print JSON instead of tables.
+  """
+  from aprec import models
+  from aprec.planning import planner
+  from aprec.sensitivity import methods as sensitivity
+  from aprec.sensitivity import validation
+  from aprec.sensitivity import profile as profile_lib
+  from aprec.emulator.scoring import Evaluator
+  from aprec.emulator.formats import MODES
+  parsed = planner.parse_budget(budget)
+  loaded = models.load(model)
+  ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
+  prof = profile_lib.load(default_profile_dir(model), expect=ev.emulator.ops)
+  chosen = planner.plan(prof, parsed)
+  measured = ev.measure(np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment]))
+  heldout = sensitivity.split_batches(getattr(loaded.data, HELDOUT_SPLIT), prof.batch_size)
+  delta, delta_err, _ = validation.measure_assignments(
+      loaded.apply_fn, loaded.params, heldout, chosen.assignment[None], loss=prof.loss)
+  result = {"model": model, **chosen.to_dict(prof.op_names), "method": prof.method,
+            "loss": prof.loss,
+            "measured": {"split": HELDOUT_SPLIT, "delta_loss": float(delta[0]),
+                         "delta_loss_stderr": float(delta_err[0]),
+                         "accuracy": float(measured.accuracy[1]),
+                         "ce_loss": float(measured.loss[1]),
+                         "fp32_accuracy": float(measured.accuracy[0])}}
+  if json:
+    print(json_lib.dumps(result, indent=2))
+    return
+  con = report.console()
+  rows = [{"op": op.name, "mode": mode, "weights": op.weight_elements,
+           "predicted Δloss": float(prof.delta_loss[i, MODES.index(mode)])}
+          for i, (op, mode) in enumerate(zip(prof.ops, chosen.modes))]
+  con.print(report.rows_table(rows, title=f"{model}: plan for {parsed} ({prof.method} profile)",
+                              formats={"weights": ",", "predicted Δloss": ".2e"}))
+  m = result["measured"]
+  con.print(f"uses {parsed.kind}={chosen.used:.6g}{'' if chosen.exact else ' (rounded grid)'}; "
+            f"predicted Δ{prof.loss} {chosen.predicted_delta_loss:.4g}, measured "
+            f"{m['delta_loss']:.4g} ± {m['delta_loss_stderr']:.1g}; {HELDOUT_SPLIT} accuracy "
+            f"{m['accuracy']:.4f} "
+            f"(fp32 {m['fp32_accuracy']:.4f})")

@@ -1,0 +1,304 @@
+"""The NNP emulator: runs any JAX/Flax model with one precision mode per op.
+
+The model is traced once to a jaxpr; calling the emulator evaluates that jaxpr with every
+matmul and convolution replaced by a PAK call in the op's mode. The assignment is an int32
+array, an argument like any other: ``jit`` compiles once for all assignments, ``vmap`` runs
+many assignments in one call, and ``grad`` flows through straight-through quantizers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aprec.emulator import _jaxpr
+from aprec.emulator import dma
+from aprec.emulator import formats
+from aprec.emulator import pak
+from aprec.emulator.dma import Packed
+from aprec.emulator.formats import MODES, STE
+from aprec.emulator.ops import INLINE, Op, Passthrough, _Info, discover, param_name
+from aprec.emulator.pak import ActivationScaling
+
+
+class Emulator:
+  """A model whose matmuls and convolutions run in per-op precision modes.
+
+  Args:
+    apply_fn: ``apply_fn(params, inputs) -> outputs``, any JAX-traceable function
+      (a linen ``module.apply``, an ``nnx.merge`` wrapper, plain JAX).
+    params: example parameters (their pytree paths name the ops); kept as ``.params``.
+    example_inputs: example inputs; calls must pass inputs of the same shapes and dtypes.
+    activation_scaling: activation scales per tensor (default) or per token.
+    ste: straight-through estimator for gradients, identity (default) or clipped.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> model = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)])
+    >>> x = jnp.ones((2, 3)); params = model.init(jax.random.key(0), x)
+    >>> emu = Emulator(model.apply, params, x)
+    >>> [op.name for op in emu.ops]
+    ['layers_0', 'layers_2']
+    >>> y = jax.jit(emu)(params, x, emu.assignment("int8,layers_2=fp16"))
+  """
+
+  def __init__(self, apply_fn: Callable, params: Any, example_inputs: Any, *,
+               activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR,
+               ste: STE = STE.IDENTITY):
+    self.apply_fn = apply_fn
+    self.params = params
+    self.activation_scaling = ActivationScaling(activation_scaling)
+    self.ste = STE(ste)
+    path_leaves, self._params_tree = jax.tree_util.tree_flatten_with_path(params)
+    input_leaves, self._inputs_tree = jax.tree_util.tree_flatten(example_inputs)
+    self._input_avals = [jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
+                         for x in input_leaves]
+    self._closed, out_shape = jax.make_jaxpr(apply_fn, return_shape=True)(params, example_inputs)
+    self._out_tree = jax.tree_util.tree_structure(out_shape)
+    names = [param_name(path) for path, _ in path_leaves]
+    infos = [_Info(param=n, scope=n) for n in names] + [_Info()] * len(input_leaves)
+    found = discover(self._closed, infos)
+    if not found.ops:
+      raise ValueError(
+          "found no matmul (dot_general) or convolution (conv_general_dilated) with float "
+          "operands in apply_fn, so there is nothing to emulate; pass a model with Dense, "
+          "Conv, einsum or attention layers")
+    self.ops: tuple[Op, ...] = tuple(found.ops)
+    self.passthrough: tuple[Passthrough, ...] = tuple(found.passthrough)
+    self._plan = found.plan
+
+  @classmethod
+  def from_nnx(cls, module, example_inputs: Any, **kwargs) -> Emulator:
+    """An emulator for a ``flax.nnx`` module; its state is ``emulator.params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> emu = Emulator.from_nnx(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), jnp.ones((2, 3)))
+      >>> y = emu(emu.params, jnp.ones((2, 3)), emu.assignment("fp8_e4m3"))
+    """
+    from flax import nnx
+    graphdef, state = nnx.split(module)
+
+    def apply_fn(state, inputs):
+      return nnx.merge(graphdef, state)(inputs)
+    return cls(apply_fn, state, example_inputs, **kwargs)
+
+  # ------------------------------------------------------------------------------------
+
+  @property
+  def op_names(self) -> tuple[str, ...]:
+    return tuple(op.name for op in self.ops)
+
+  def __len__(self) -> int:
+    return len(self.ops)
+
+  def __repr__(self) -> str:
+    return (f"Emulator({len(self.ops)} ops, {sum(o.macs for o in self.ops):,} MACs, "
+            f"{sum(p.count for p in self.passthrough)} passed through)")
+
+  def assignment(self, spec: str | Mapping[str, str] | None = None, *,
+                 default: str = "fp32") -> jax.Array:
+    """An int32 assignment from mode names.
+
+    ``spec`` is one mode for every op (``"int8"``), a comma list where a bare mode sets the
+    default and ``name=mode`` sets one op (``"int8,Dense_1=fp32"``), or a mapping of op
+    names to modes.
+    """
+    overrides: dict[str, str] = {}
+    if isinstance(spec, str):
+      for token in filter(None, (t.strip() for t in spec.split(","))):
+        if "=" in token:
+          name, mode = (s.strip() for s in token.split("=", 1))
+          overrides[name] = mode
+        else:
+          default = token
+    elif spec is not None:
+      overrides = dict(spec)
+    unknown = sorted(set(overrides) - set(self.op_names))
+    if unknown:
+      raise ValueError(f"unknown op name(s) {unknown}; this model's ops are: "
+                       f"{', '.join(self.op_names)}")
+    return jnp.asarray(formats.mode_indices(
+        [overrides.get(n, default) for n in self.op_names]))
+
+  def check_modes(self, modes: Any) -> jax.Array:
+    """Validates an assignment at the boundary; traced values get shape/dtype checks only."""
+    shape, dtype = np.shape(modes), jnp.result_type(modes) if hasattr(modes, "dtype") else None
+    if dtype is None:
+      arr = np.asarray(modes)
+      dtype = arr.dtype
+    if not np.issubdtype(dtype, np.integer):
+      raise TypeError(f"modes must be an integer array of mode indices (0..{len(MODES) - 1}: "
+                      f"{', '.join(MODES)}), got dtype {dtype}; build one with "
+                      f"emulator.assignment('int8') or aprec.emulator.formats.mode_indices([...])")
+    if shape != (len(self.ops),):
+      raise ValueError(f"modes must have shape ({len(self.ops)},), one entry per op "
+                       f"({', '.join(self.op_names)}), got shape {shape}")
+    if not isinstance(modes, jax.core.Tracer):
+      arr = np.asarray(modes)
+      bad = np.flatnonzero((arr < 0) | (arr >= len(MODES)))
+      if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"modes[{i}] = {int(arr[i])} (op {self.ops[i].name!r}) is not a mode "
+                         f"index; valid indices are 0..{len(MODES) - 1} ({', '.join(MODES)})")
+    return jnp.asarray(modes, jnp.int32)
+
+  def _flat_args(self, params: Any, inputs: Any) -> list[Any]:
+    p_leaves, p_tree = jax.tree_util.tree_flatten(params)
+    if p_tree != self._params_tree:
+      raise ValueError("params do not have the structure the emulator was built with:\n"
+                       f"  expected {self._params_tree}\n  got      {p_tree}")
+    x_leaves, x_tree = jax.tree_util.tree_flatten(inputs)
+    if x_tree != self._inputs_tree:
+      raise ValueError(f"inputs have structure {x_tree}, expected {self._inputs_tree}")
+    for x, ref in zip(x_leaves, self._input_avals):
+      if np.shape(x) != ref.shape:
+        raise ValueError(
+            f"inputs have shape {np.shape(x)} but the emulator was built for {ref.shape}; "
+            "op shapes and MACs depend on it, so build an Emulator with an example input of "
+            "this shape (or pad the batch)")
+    return p_leaves + x_leaves
+
+  def __call__(self, params: Any, inputs: Any, modes: Any, *,
+               activation_amax: jax.Array | None = None,
+               stored_weights: Sequence[Packed | None] | None = None) -> Any:
+    """Run the model with op ``i`` in mode ``modes[i]``.
+
+    Args:
+      params: parameters with the structure of ``self.params``.
+      inputs: inputs with the shapes of the example inputs.
+      modes: int32 array of shape ``(len(ops),)``, indices into ``aprec.MODES``.
+      activation_amax: optional ``(len(ops), 2)`` fixed ranges of the (lhs, rhs) operands
+        from ``calibrate`` (static scales, as deployed NNPs use); weights keep their own
+        per-channel scales.
+      stored_weights: optional per-op weights in their storage formats (``store_weights``);
+        the DMA converts each on the fly (``dma.load``) in place of the params' weight.
+    """
+    modes = self.check_modes(modes)
+    if activation_amax is not None and np.shape(activation_amax) != (len(self.ops), 2):
+      raise ValueError(f"activation_amax must have shape ({len(self.ops)}, 2), "
+                       f"got {np.shape(activation_amax)}; use emulator.calibrate(...)")
+    if stored_weights is not None and len(stored_weights) != len(self.ops):
+      raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
+                       f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
+    def compute(i: int, spec: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+      op = self.ops[i]
+      if stored_weights is not None and stored_weights[i] is not None:
+        operands = [lhs, rhs]
+        weight = operands[op.weight_operand]
+        operands[op.weight_operand] = dma.load(stored_weights[i]).astype(weight.dtype)
+        lhs, rhs = operands
+      amax = [None, None]
+      if activation_amax is not None:
+        amax = [None if side == op.weight_operand else activation_amax[i, side]
+                for side in (0, 1)]
+      return pak.apply(spec, lhs, rhs, modes[i], *amax)
+
+    return self.evaluate(params, inputs, compute)
+
+  def evaluate(self, params: Any, inputs: Any,
+               compute: Callable[[int, pak.ProductSpec, jax.Array, jax.Array], jax.Array]) -> Any:
+    """Run the traced model with op ``i`` computed by ``compute(i, spec, lhs, rhs)``.
+
+    ``spec`` is the op's PAK spec; ``spec.float_product(lhs, rhs)`` is the op exactly as
+    the model computes it. This is the hook for analyses that look inside the model
+    (``aprec.sensitivity.probes`` adds shifts at op outputs and operands to differentiate by them).
+    """
+    flat = self._flat_args(params, inputs)
+
+    def run_op(i: int, eqn, lhs, rhs):
+      spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
+                              eqn.outvars[0].aval.ndim, weight_operand=self.ops[i].weight_operand,
+                              activation_scaling=self.activation_scaling, ste=self.ste)
+      return compute(i, spec, lhs, rhs)
+
+    outs = _evaluate(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op)
+    return jax.tree_util.tree_unflatten(self._out_tree, outs)
+
+  def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
+    """``[fn(op, lhs, rhs) for each op]`` from one fp32 pass of the model."""
+    seen: dict[int, Any] = {}
+
+    def compute(i, spec, lhs, rhs):
+      seen[i] = fn(self.ops[i], lhs, rhs)
+      return spec.float_product(lhs, rhs)
+
+    self.evaluate(params, inputs, compute)
+    return [seen[i] for i in range(len(self.ops))]
+
+  def operand_ranges(self, params: Any, inputs: Any) -> jax.Array:
+    """``max |operand|`` of every op's (lhs, rhs) at fp32, shape ``(len(ops), 2)``."""
+    amax = lambda op, lhs, rhs: jnp.stack([jnp.max(jnp.abs(lhs)), jnp.max(jnp.abs(rhs))])
+    return jnp.stack(self._observe(params, inputs, amax)).astype(jnp.float32)
+
+  def store_weights(self, params: Any, modes: Any) -> tuple[Packed | None, ...]:
+    """Every op's weight in the storage format of its mode (None for ops without one).
+
+    Example:
+      >>> # stored = emu.store_weights(params, emu.assignment("int4"))
+      >>> # dma.storage_bytes(stored) is what the NNP's memory holds.
+    """
+    modes = np.asarray(self.check_modes(modes))
+    weights = self._observe(params, self._example_inputs(),
+                            lambda op, lhs, rhs: (lhs, rhs)[op.weight_operand]
+                            if op.has_weight else None)
+    return tuple(None if w is None else dma.pack(w, int(m), op.weight_channel_axes)
+                 for op, w, m in zip(self.ops, weights, modes))
+
+  def _example_inputs(self) -> Any:
+    zeros = [jnp.zeros(a.shape, a.dtype) for a in self._input_avals]
+    return jax.tree_util.tree_unflatten(self._inputs_tree, zeros)
+
+  def calibrate(self, params: Any, batches: Iterable[Any]) -> jax.Array:
+    """Static operand ranges: the maximum of ``operand_ranges`` over calibration batches."""
+    ranges_fn = jax.jit(self.operand_ranges)
+    result = None
+    for inputs in batches:
+      r = ranges_fn(params, inputs)
+      result = r if result is None else jnp.maximum(result, r)
+    if result is None:
+      raise ValueError("calibrate needs at least one batch of inputs")
+    return result
+
+  def sweep(self, params: Any, inputs: Any, assignments: Any, *, devices=None) -> Any:
+    """Outputs for a batch of assignments ``(n, len(ops))``, in one compiled call.
+
+    The batch is sharded over ``devices`` (default: every device JAX sees); each device
+    runs its share one assignment after another (see ``aprec.emulator.batching.sweep``).
+    """
+    from aprec.emulator import batching as sharding
+    assignments = np.asarray(assignments)
+    if assignments.ndim != 2 or len(assignments) == 0:
+      raise ValueError(f"assignments must have shape (n, {len(self.ops)}) with n >= 1, got "
+                       f"{assignments.shape}")
+    self.check_modes(assignments.max(0))  # range checks on the extremes cover every row
+    self.check_modes(assignments.min(0))
+    return sharding.sweep(self._modes_first, assignments, params, inputs, devices=devices)
+
+  def _modes_first(self, modes, params, inputs):
+    return self(params, inputs, modes)
+
+
+def _evaluate(jaxpr, consts, args, plan: dict[int, int], run_op: Callable) -> list[Any]:
+  """Evaluate a jaxpr, sending planned equations to ``run_op`` and inlining planned bodies."""
+  env: dict[Any, Any] = {}
+  env.update(zip(jaxpr.constvars, consts))
+  env.update(zip(jaxpr.invars, args))
+  for eqn in jaxpr.eqns:
+    invals = [_jaxpr.read(env, a) for a in eqn.invars]
+    step = plan.get(id(eqn))
+    if step is None:
+      outs = _jaxpr.bind(eqn, invals)
+    elif step == INLINE:
+      body = _jaxpr.inline_body(eqn)
+      outs = _evaluate(body.jaxpr, body.consts, invals, plan, run_op)
+    else:
+      outs = [run_op(step, eqn, *invals)]
+    env.update(zip(eqn.outvars, outs))
+  return [_jaxpr.read(env, a) for a in jaxpr.outvars]
+

@@ -1,0 +1,244 @@
+"""The Precision Adaptation Kernel (PAK): one matmul or convolution in a traced precision mode.
+
+The seed's PAK, step by step: scale the inputs → switch the PE to the mode → compute →
+scale the output back to the common format. Here:
+
+1. both operands are quantized to the mode (``formats.quantize``): weights with one scale
+   per output channel, activations with one scale per tensor (or per token);
+2. the product runs on the quantized grid values: integer modes as an int8 × int8 product
+   accumulated exactly in int32 (computed in float32 where that is provably the same:
+   ``K * 127**2 < 2**24``), float modes as a float32-accumulated product of the rounded
+   operands (whose pairwise products are exact in float32);
+3. the accumulator is multiplied by ``lhs_scale * rhs_scale`` laid out along the output.
+
+The mode is a traced int32, so switching precision never recompiles. Gradients use the
+straight-through estimator: the tangent of the product is the product's tangent at the
+dequantized operands (optionally masked to the clipping range).
+
+At mode ``fp32`` the original primitive runs on the original operands and the scales are
+exactly 1, so the result is bit-identical to the unemulated op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from aprec.emulator import formats
+from aprec.emulator.formats import STE
+
+
+class ActivationScaling(str, enum.Enum):
+  """Granularity of activation scales: one per tensor, or one per token (row)."""
+
+  PER_TENSOR = "per_tensor"
+  PER_TOKEN = "per_token"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProductSpec:
+  """Static description of one product: the primitive, its parameters and scale layout."""
+
+  primitive: Any
+  params: dict
+  lhs_reduce_axes: tuple[int, ...]
+  rhs_reduce_axes: tuple[int, ...]
+  lhs_to_out: Callable[[jax.Array], jax.Array]
+  rhs_to_out: Callable[[jax.Array], jax.Array]
+  ste: STE
+  int_exact_in_float: bool = False
+
+  def float_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    return self.primitive.bind(lhs, rhs, **self.params)
+
+  def int_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    params = dict(self.params, preferred_element_type=jnp.int32)
+    acc = self.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
+    return acc.astype(self.float_product_dtype(lhs, rhs))
+
+  def float_product_dtype(self, lhs: jax.Array, rhs: jax.Array) -> Any:
+    preferred = self.params.get("preferred_element_type")
+    return preferred if preferred is not None else jnp.result_type(lhs, rhs)
+
+
+# --------------------------------------------------------------------------------------
+# Scale layouts: which axes share a scale, and how a scale lines up with the output.
+
+
+def _side_to_out(shape: Sequence[int], batch: Sequence[int], free: Sequence[int],
+                 reduce_axes: Sequence[int], out_template: Callable[[tuple, tuple], tuple]):
+  """Maps a keepdims scale of one dot_general operand onto the output's layout."""
+  if len(reduce_axes) == len(shape):
+    return lambda s: s.reshape(())
+  keep = tuple(batch) + tuple(free)
+  order = keep + tuple(a for a in range(len(shape)) if a not in keep)
+
+  def to_out(s):
+    s = jnp.transpose(s, order).reshape(tuple(s.shape[a] for a in keep))
+    bshape = tuple(shape[a] for a in batch)
+    fshape = tuple(shape[a] for a in free)
+    return s.reshape(out_template(bshape, fshape))
+  return to_out
+
+
+def _dot_layout(params, lhs_shape, rhs_shape, weight_operand, scaling):
+  (lc, rc), (lb, rb) = params["dimension_numbers"]
+  lfree = tuple(a for a in range(len(lhs_shape)) if a not in lc and a not in lb)
+  rfree = tuple(a for a in range(len(rhs_shape)) if a not in rc and a not in rb)
+
+  def reduce_axes(side, ndim, contracting):
+    if side == weight_operand or scaling is ActivationScaling.PER_TOKEN:
+      return tuple(contracting)  # per output channel (weights) or per token (activations)
+    return tuple(range(ndim))
+
+  l_red = reduce_axes(0, len(lhs_shape), lc)
+  r_red = reduce_axes(1, len(rhs_shape), rc)
+  l_out = _side_to_out(lhs_shape, lb, lfree, l_red, lambda b, f: b + f + (1,) * len(rfree))
+  r_out = _side_to_out(rhs_shape, rb, rfree, r_red, lambda b, f: b + (1,) * len(lfree) + f)
+  return l_red, r_red, l_out, r_out
+
+
+def _conv_layout(params, lhs_shape, rhs_shape, weight_operand, out_ndim):
+  dn = params["dimension_numbers"]
+  l_red = tuple(range(len(lhs_shape)))
+  if weight_operand != 1:
+    return l_red, tuple(range(len(rhs_shape))), (lambda s: s.reshape(())), (lambda s: s.reshape(()))
+  out_feature_in_rhs, out_feature_in_out = dn.rhs_spec[0], dn.out_spec[1]
+  r_red = tuple(a for a in range(len(rhs_shape)) if a != out_feature_in_rhs)
+  out_shape = [1] * out_ndim
+  out_shape[out_feature_in_out] = rhs_shape[out_feature_in_rhs]
+  return l_red, r_red, (lambda s: s.reshape(())), (lambda s: s.reshape(out_shape))
+
+
+def product_spec(primitive, params: dict, lhs_shape, rhs_shape, out_ndim: int, *,
+                 weight_operand: int | None, activation_scaling=ActivationScaling.PER_TENSOR,
+                 ste=STE.IDENTITY) -> ProductSpec:
+  """The static part of a PAK call for a primitive with the given parameters and shapes."""
+  scaling = ActivationScaling(activation_scaling)
+  k = contraction_size(primitive.name, params, lhs_shape, rhs_shape)
+  if primitive.name == "dot_general":
+    layout = _dot_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, scaling)
+  elif primitive.name == "conv_general_dilated":
+    layout = _conv_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim)
+  else:
+    raise ValueError(f"the PAK handles dot_general and conv_general_dilated, not {primitive.name}")
+  return ProductSpec(primitive, dict(params), *layout, ste=STE(ste),
+                     int_exact_in_float=k * _INT8_MAX_PRODUCT < _F32_EXACT_INTEGERS)
+
+
+# Every partial sum of K products of int8 grid values is an integer below K * 127**2; while
+# that stays below 2**24, float32 holds each partial sum exactly, so a float32-accumulated
+# product of the grid values *is* the int32 accumulation, in any summation order.
+_INT8_MAX_PRODUCT = 127 * 127
+_F32_EXACT_INTEGERS = 2 ** 24
+
+
+def contraction_size(primitive_name: str, params: dict, lhs_shape, rhs_shape) -> int:
+  """Multiply-accumulates per output element (the ``K`` of the product)."""
+  if primitive_name == "dot_general":
+    (lhs_contracting, _), _ = params["dimension_numbers"]
+    return math.prod(lhs_shape[a] for a in lhs_contracting)
+  out_feature_dim = params["dimension_numbers"].rhs_spec[0]
+  return math.prod(rhs_shape) // rhs_shape[out_feature_dim]
+
+
+# --------------------------------------------------------------------------------------
+# The kernel.
+
+
+def _forward(spec: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
+  ql, sl = formats.quantize(lhs, mode, spec.lhs_reduce_axes, lhs_amax)
+  qr, sr = formats.quantize(rhs, mode, spec.rhs_reduce_axes, rhs_amax)
+  if spec.int_exact_in_float:
+    acc = spec.float_product(ql, qr)
+  else:
+    is_int = jnp.asarray(formats.MODE_IS_INT)[mode]
+    acc = lax.cond(is_int, spec.int_product, spec.float_product, ql, qr)
+  out = acc * spec.lhs_to_out(sl).astype(acc.dtype) * spec.rhs_to_out(sr).astype(acc.dtype)
+  return out, (ql, sl, qr, sr)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _pak(spec, lhs, rhs, mode, lhs_amax, rhs_amax):
+  return _forward(spec, lhs, rhs, mode, lhs_amax, rhs_amax)[0]
+
+
+@_pak.defjvp
+def _pak_jvp(spec, primals, tangents):
+  lhs, rhs, mode, lhs_amax, rhs_amax = primals
+  t_lhs, t_rhs = tangents[:2]
+  out, (ql, sl, qr, sr) = _forward(spec, lhs, rhs, mode, lhs_amax, rhs_amax)
+  if spec.ste is STE.CLIPPED:
+    t_lhs = t_lhs * formats.in_range_mask(lhs, mode, sl)
+    t_rhs = t_rhs * formats.in_range_mask(rhs, mode, sr)
+  lhs_hat = (ql * sl).astype(lhs.dtype)
+  rhs_hat = (qr * sr).astype(rhs.dtype)
+  t_out = spec.float_product(t_lhs, rhs_hat) + spec.float_product(lhs_hat, t_rhs)
+  return out, t_out.astype(out.dtype)
+
+
+def apply(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
+          lhs_amax: jax.Array | None = None, rhs_amax: jax.Array | None = None) -> jax.Array:
+  """Run one product in precision ``mode`` (an int or traced int32 index into ``MODES``).
+
+  ``lhs_amax``/``rhs_amax`` fix the operand ranges (static calibration); default is the
+  operands' own ``max |x|`` at each call.
+  """
+  return _pak(spec, lhs, rhs, jnp.asarray(mode, jnp.int32), lhs_amax, rhs_amax)
+
+
+def _params_of(fn: Callable, lhs: jax.Array, rhs: jax.Array) -> tuple[Any, dict, int]:
+  """Primitive and canonical parameters of a lax call, read from its jaxpr."""
+  args = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (lhs, rhs)]
+  eqns = [e for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns
+          if e.primitive.name in ("dot_general", "conv_general_dilated")]
+  (eqn,) = eqns
+  return eqn.primitive, dict(eqn.params), eqn.outvars[0].aval.ndim
+
+
+def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
+                dimension_numbers, precision=None, preferred_element_type=None, *,
+                weight_operand: int | None = 1,
+                activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR,
+                ste: STE = STE.IDENTITY) -> jax.Array:
+  """``lax.dot_general`` run by the PAK in precision ``mode``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from aprec import formats, pak
+    >>> x, w = jnp.array([[0.5, -1.0]]), jnp.array([[1.0], [0.25]])
+    >>> y = pak.dot_general(x, w, formats.mode_index("int8"), (((1,), (0,)), ((), ())))
+    >>> round(float(y[0, 0]), 4)
+    0.252
+  """
+  prim, params, out_ndim = _params_of(
+      functools.partial(lax.dot_general, dimension_numbers=dimension_numbers,
+                        precision=precision, preferred_element_type=preferred_element_type),
+      lhs, rhs)
+  spec = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim,
+                      weight_operand=weight_operand, activation_scaling=activation_scaling,
+                      ste=ste)
+  return apply(spec, lhs, rhs, mode)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
+                         window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count: int = 1, *,
+                         ste: STE = STE.IDENTITY) -> jax.Array:
+  """``lax.conv_general_dilated`` run by the PAK in precision ``mode`` (rhs is the kernel)."""
+  prim, params, out_ndim = _params_of(
+      functools.partial(lax.conv_general_dilated, window_strides=window_strides,
+                        padding=padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                        dimension_numbers=dimension_numbers,
+                        feature_group_count=feature_group_count),
+      lhs, rhs)
+  spec = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim, weight_operand=1, ste=ste)
+  return apply(spec, lhs, rhs, mode)

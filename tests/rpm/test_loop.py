@@ -1,0 +1,43 @@
+"""Tests for aprec/rpm/loop.py: the closed loop survives injected sensor faults."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from aprec.hardware import simulator
+from aprec.rpm.greedy import Greedy
+from aprec.rpm.loop import run_episode, summarize
+from aprec.rpm.oracle import Oracle
+from aprec.rpm.static import Static
+from rpm_helpers import deployment
+
+FP16, INT8 = 2, 5
+
+
+def test_loop_survives_sensor_faults(cnn_ops, spec):
+  params, ctx = deployment("contention", cnn_ops, spec)
+  heavy = simulator.FaultParams(dropout_prob=0.2, stuck_prob=0.05, spike_prob=0.2)
+  params = params.replace(faults=jax.tree.map(lambda x: np.asarray(x, type(x)), heavy))
+  n = len(cnn_ops)
+  for policy in (Greedy(), Greedy(restore=True)):
+    trace = run_episode(params, ctx, policy, np.full(n, FP16), np.full(n, INT8),
+                        jax.random.key(3), 120)
+    a = np.asarray(trace.assignments)
+    fb = np.asarray(trace.fallback)
+    assert a.shape == (120, n) and np.all((a >= 0) & (a < 7))
+    assert fb.sum() > 10  # faults were seen and logged ...
+    assert np.all(a[1:][fb[1:]] == INT8)  # ... and each one ran the safe assignment
+    metrics = jax.tree.map(np.asarray, trace.metrics)
+    assert np.isnan(metrics.power_w).any()  # NaN readings really were injected
+    row = summarize(trace, np.full(120, 32), 32, ctx)
+    assert all(np.isfinite(v) for v in row.values())
+
+
+def test_static_and_oracle_need_no_guard(cnn_ops, spec):
+  params, ctx = deployment("thermal", cnn_ops, spec, faults="severe")
+  n = len(cnn_ops)
+  for policy in (Static(), Oracle(grid=64)):
+    trace = run_episode(params, ctx, policy, np.full(n, FP16), np.full(n, INT8),
+                        jax.random.key(0), 50)
+    assert not np.asarray(trace.fallback).any()
