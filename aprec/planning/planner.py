@@ -1,157 +1,54 @@
 """Static mixed-precision plans: least predicted Δloss under a resource budget.
 
 Under the additive model (a plan's Δloss is the sum of its ops' profile entries), choosing
-one mode per op under a budget is a multiple-choice knapsack. ``solve`` finds the optimum
-exactly by dynamic programming over integer costs; ``plan`` turns a budget into those
-costs. Budgets (``parse_budget``):
+one mode per op under a budget (``aprec.planning.budgets``) is a multiple-choice knapsack,
+solved exactly by ``aprec.planning.knapsack.solve`` (in float64).
 
-- ``bits=B``: average bits per weight element, ``Σ w_i·bits_i / Σ w_i <= B`` (ops without a
-  weight cost nothing);
-- ``weight_bytes=N``: bytes of all weights in their modes, ``Σ w_i·bits_i / 8 <= N``;
-- ``bops=N``: bit-operations per example, ``Σ MACs_i·bits_w·bits_a <= N``; a mode fixes
-  both operands' format, so ``bits_w = bits_a = bits_i``;
-- ``energy_j=E`` / ``latency_s=T``: energy / latency per example on an NNP spec
-  (``Budget.spec``, default ``edge_npu``) under the cost model, on an idle chip. The cost
-  model prices each op by its own mode only, so these add up over ops exactly like the
-  others; they are counted in whole femtojoules / femtoseconds.
-
-Costs are whole bits (or bit-operations), reduced by their greatest common divisor, so the
-DP is exact. Only if the budget still spans more than ``max_units`` steps are costs
-rounded *up* to a coarser grid: the plan stays within budget, ``Plan.exact`` is False.
+Costs are whole bits (or bit-operations, femtojoules, femtoseconds), reduced by their
+greatest common divisor, so the DP is exact. Only if the budget still spans more than
+``max_units`` steps are costs rounded *up* to a coarser grid: the plan stays within
+budget, ``Plan.exact`` is False.
 
 Example:
   >>> import numpy as np
-  >>> values = np.array([[0.0, 1.0], [0.0, 5.0]])   # Δloss of (op, mode)
-  >>> costs = np.array([[8, 4], [8, 4]])
-  >>> solve(values, costs, capacity=12).tolist()    # cheapen the op that suffers least
-  [1, 0]
+  >>> from aprec.emulator.ops import Op
+  >>> from aprec.sensitivity.profile import Estimate, make_profile
+  >>> ops = [Op(name=n, kind="dot_general", lhs_shape=(1, 4), rhs_shape=(4, 4),
+  ...           out_shape=(1, 4), weight_operand=1, macs=16, contraction_size=4)
+  ...        for n in ("a", "b")]
+  >>> dl = np.array([[0, 2e-6, 1e-6, 1e-3, 3e-3, 1e-4, 2e-2],    # Δloss of (op, mode)
+  ...                [0, 2e-6, 1e-6, 5e-3, 9e-3, 5e-4, 9e-2]])
+  >>> est = Estimate(delta_loss=dl, stderr=0 * dl, n_samples=1)
+  >>> profile = make_profile(model="toy", ops=ops, estimates={"perturbation": est},
+  ...                        dataset="toy", n_batches=1, batch_size=1, baseline_loss=0.1)
+  >>> plan(profile, "bits=12").modes                # cheapen the op that suffers least
+  ('int8', 'fp16')
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-from aprec.emulator.formats import MODE_BITS, MODES, mode_index
-from aprec.emulator.ops import Op
+from aprec.emulator.formats import MODES, N_MODES, mode_index
+from aprec.planning import knapsack
+from aprec.planning.budgets import (Budget, InfeasibleBudget, budget_used, cost_table,
+                                    parse_budget, units_per_budget_unit)
 from aprec.sensitivity.profile import SensitivityProfile, check_matches
 
-BUDGET_KINDS = ("bits", "weight_bytes", "bops", "energy_j", "latency_s")
-_FEMTO = 1e15  # cost-model budgets are counted in femtojoules / femtoseconds
 MAX_UNITS = 200_000
 
 
-class InfeasibleBudget(ValueError):
-  """No assignment of the allowed modes fits the budget."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-  """A resource budget: ``kind`` in ``BUDGET_KINDS`` and its ``value`` (see module doc)."""
-
-  kind: str
-  value: float
-  spec: str = "edge_npu"
-
-  def __post_init__(self):
-    if self.kind not in BUDGET_KINDS:
-      raise ValueError(f"unknown budget kind {self.kind!r}; use one of {', '.join(BUDGET_KINDS)}"
-                       " (e.g. bits=4.5, weight_bytes=20000, bops=1e9)")
-    if not (isinstance(self.value, (int, float)) and math.isfinite(self.value)
-            and self.value > 0):
-      raise ValueError(f"budget {self.kind}={self.value!r} must be a positive finite number")
-
-  def __str__(self) -> str:
-    on = f"@{self.spec}" if self.kind in ("energy_j", "latency_s") else ""
-    return f"{self.kind}={self.value:g}{on}"
-
-
-def parse_budget(text: str) -> Budget:
-  """``"bits=4.5"``, ``"weight_bytes=20000"``, ``"bops=1e9"``, ``"energy_j=2e-9"`` or
-  ``"latency_s=1e-6@datacenter_gpu"`` (``@SPEC`` picks the NNP preset) → ``Budget``.
-
-  Example:
-    >>> parse_budget("bits=4.5")
-    Budget(kind='bits', value=4.5, spec='edge_npu')
-  """
-  text, _, spec = str(text).partition("@")
-  kind, sep, value = text.partition("=")
-  try:
-    number = float(value)
-  except ValueError:
-    number = None
-  if not sep or number is None:
-    raise ValueError(f"cannot read budget {text!r}; write KIND=NUMBER with KIND one of "
-                     f"{', '.join(BUDGET_KINDS)}, e.g. bits=4.5")
-  if spec:
-    from aprec.hardware import specs as hardware
-    hardware.get_spec(spec.strip())  # unknown presets fail here, naming the known ones
-    return Budget(kind.strip(), number, spec.strip())
-  return Budget(kind.strip(), number)
-
-
-def cost_table(ops: Sequence[Op], kind: str, spec: str = "edge_npu") -> np.ndarray:
-  """Integer cost of every (op, mode): weight bits (``bits``/``weight_bytes``),
-  bit-operations of one call (``bops``), or femtojoules / femtoseconds of one call on
-  ``spec`` (``energy_j`` / ``latency_s``)."""
-  Budget(kind, 1.0)
-  if kind in ("energy_j", "latency_s"):
-    return _cost_model_table(tuple(ops), kind, spec)
-  bits = MODE_BITS.astype(np.int64)
-  if kind == "bops":
-    return np.array([op.macs * bits * bits for op in ops], np.int64).reshape(len(ops), -1)
-  return np.array([op.weight_elements * bits for op in ops], np.int64).reshape(len(ops), -1)
-
-
-def _cost_model_table(ops: tuple[Op, ...], kind: str, spec_name: str) -> np.ndarray:
-  from aprec.hardware import cost
-  from aprec.hardware import specs as hardware
-  spec = hardware.get_spec(spec_name)
-  arrays, state = cost.op_arrays(ops), cost.nominal_state(spec)
-  field = "op_energy_j" if kind == "energy_j" else "op_latency_s"
-  columns = [np.asarray(getattr(cost.cost(arrays, cost.one_hot(np.full(len(ops), m, np.int32)),
-                                          spec, state), field), np.float64)
-             for m in range(len(MODES))]
-  return np.ceil(np.stack(columns, 1) * _FEMTO).astype(np.int64)
-
-
-def _scale(ops: Sequence[Op], kind: str, batch_size: int) -> float:
-  """Cost units per budget unit."""
-  if kind == "bits":
-    return float(sum(op.weight_elements for op in ops))
-  if kind in ("energy_j", "latency_s"):
-    return _FEMTO * batch_size
-  return 8.0 if kind == "weight_bytes" else float(batch_size)
-
-
-def budget_used(ops: Sequence[Op], assignment: Sequence[int], kind: str,
-                batch_size: int = 1, spec: str = "edge_npu") -> float:
-  """What ``assignment`` uses, in the budget's units (average bits, bytes, per-example
-  BOPs, joules or seconds)."""
-  costs = cost_table(ops, kind, spec)
-  total = costs[np.arange(len(ops)), np.asarray(assignment)].sum()
-  scale = _scale(ops, kind, batch_size)
-  return float(total / scale) if scale else 0.0
-
-
 def solve(values: np.ndarray, costs: np.ndarray, capacity: int) -> np.ndarray:
-  """The exact multiple-choice knapsack: one mode per op, least total value, cost <= capacity.
-
-  Args:
-    values: ``(n_ops, n_modes)``; ``inf`` marks a mode that may not be chosen.
-    costs: ``(n_ops, n_modes)`` non-negative integers.
-    capacity: the integer budget.
-
-  Returns:
-    The chosen mode per op (ties go to the lower mode index, i.e. more precision).
+  """``knapsack.solve`` for one budget, exact in float64; ``inf`` values are ruled out.
 
   Raises:
-    InfeasibleBudget: no choice fits.
+    InfeasibleBudget: no choice of the allowed modes fits ``capacity``.
   """
   values = np.asarray(values, np.float64)
   costs = np.asarray(costs, np.int64)
@@ -163,43 +60,16 @@ def solve(values: np.ndarray, costs: np.ndarray, capacity: int) -> np.ndarray:
   capacity = int(capacity)
   if capacity < 0:
     raise InfeasibleBudget(f"capacity {capacity} is negative")
-  best = np.zeros(capacity + 1)
-  choice = np.zeros((len(values), capacity + 1), np.int16)
-  for i in range(len(values)):
-    new = np.full(capacity + 1, np.inf)
-    for m in range(values.shape[1]):
-      c = int(costs[i, m])
-      if not np.isfinite(values[i, m]) or c > capacity:
-        continue
-      cand = np.full(capacity + 1, np.inf)
-      cand[c:] = best[:capacity + 1 - c] + values[i, m]
-      better = cand < new
-      new[better] = cand[better]
-      choice[i, better] = m
-    best = new
-  if not np.isfinite(best[capacity]):
+  allowed = np.isfinite(values)
+  grid = 1 << max(4, capacity.bit_length())  # few table sizes, so few compilations
+  with jax.enable_x64(True):
+    modes, feasible = knapsack.solve(np.where(allowed, values, 0.0),
+                                     np.minimum(costs, grid + 1)[None], np.array([capacity]),
+                                     grid=(grid,), allowed=allowed)
+    modes, feasible = np.asarray(modes, np.int32), bool(feasible)
+  if not feasible:
     raise InfeasibleBudget("no assignment of the allowed modes fits the budget")
-  out = np.zeros(len(values), np.int32)
-  c = capacity
-  for i in reversed(range(len(values))):
-    out[i] = choice[i, c]
-    c -= int(costs[i, out[i]])
-  return out
-
-
-def brute_force(values: np.ndarray, costs: np.ndarray, capacity: int) -> np.ndarray:
-  """``solve`` by enumerating every assignment (for checking; exponential in ops)."""
-  values, costs = np.asarray(values, np.float64), np.asarray(costs, np.int64)
-  n_ops, n_modes = values.shape
-  best, best_value = None, np.inf
-  for combo in itertools.product(range(n_modes), repeat=n_ops):
-    idx = (np.arange(n_ops), np.array(combo))
-    total = values[idx].sum()
-    if costs[idx].sum() <= capacity and total < best_value:
-      best, best_value = np.array(combo, np.int32), total
-  if best is None:
-    raise InfeasibleBudget("no assignment of the allowed modes fits the budget")
-  return best
+  return modes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -244,17 +114,17 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
   """
   budget = parse_budget(budget) if isinstance(budget, str) else budget
   values = np.array(profile.table(method), np.float64)
-  allowed = (list(range(len(MODES))) if allowed_modes is None
+  allowed = (list(range(N_MODES)) if allowed_modes is None
              else [mode_index(m) for m in allowed_modes])
   if not allowed:
     raise ValueError("allowed_modes is empty; allow at least one mode")
-  values[:, [m for m in range(len(MODES)) if m not in allowed]] = np.inf
+  values[:, [m for m in range(N_MODES) if m not in allowed]] = np.inf
   values[np.isnan(values)] = np.inf
-  costs = cost_table(profile.ops, budget.kind, budget.spec)
-  capacity = budget.value * _scale(profile.ops, budget.kind, profile.batch_size)
+  costs = cost_table(profile.ops, budget.kind, budget.spec_name)
+  capacity = budget.value * units_per_budget_unit(profile.ops, budget.kind, profile.batch_size)
   cheapest = costs[:, allowed].min(1).sum()
   if cheapest > capacity * (1 + 1e-12):
-    least = cheapest / _scale(profile.ops, budget.kind, profile.batch_size)
+    least = cheapest / units_per_budget_unit(profile.ops, budget.kind, profile.batch_size)
     raise InfeasibleBudget(
         f"budget {budget} is infeasible: the cheapest assignment of the allowed modes "
         f"({', '.join(MODES[m] for m in allowed)}) needs {budget.kind}={least:.6g}; "
@@ -273,7 +143,7 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
   return Plan(assignment=assignment, modes=tuple(MODES[m] for m in assignment),
               predicted_delta_loss=predicted, budget=budget,
               used=budget_used(profile.ops, assignment, budget.kind, profile.batch_size,
-                               budget.spec),
+                               budget.spec_name),
               exact=exact)
 
 
@@ -337,7 +207,7 @@ def pareto_front(profile: SensitivityProfile, evaluator: Any, *, kind: str = "bi
   plans = [plan(profile, Budget(kind, b), method=method) for b in budgets]
   table = profile.table(method)
   n_ops = len(profile.ops)
-  uniform = [np.full(n_ops, m, np.int32) for m in range(len(MODES))]
+  uniform = [np.full(n_ops, m, np.int32) for m in range(N_MODES)]
   rows = np.stack(uniform + [p.assignment for p in plans])
   measured = evaluator.measure(rows)
   base = measured.loss[0]

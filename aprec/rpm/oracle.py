@@ -12,7 +12,7 @@ subject to the cost model's constraints for the next step:
 
 Both sums are rounded *up* to a grid of ``grid`` units per budget, so the answer is
 exact on the grid and always feasible in the real constraints (it may give up a sliver of
-budget, at most ``n_ops / grid`` of each). ``knapsack.solve2`` does the DP, jitted. Exact
+budget, at most ``n_ops / grid`` of each). ``aprec.planning.knapsack.solve`` does the DP. Exact
 ties in Δloss (a noisy profile clipped at 0 for several modes) go to the mode with more
 bits. The
 oracle reads the ground truth of the step just run (``true_pe_availability``,
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from aprec.hardware.cost import HardwareState
 from aprec.emulator.formats import MODE_BITS
 from aprec.rpm.context import Context, Tables, tables
-from aprec.planning.knapsack import solve2
+from aprec.planning import knapsack
 from aprec.rpm.observe import true_state
 
 
@@ -63,7 +63,8 @@ def best_assignment(ctx: Context, t: Tables, power_cap_w: jax.Array, deadline_s:
   allowed = t.working_set_bytes <= free_buffer_bytes * (1.0 - margin)
   # Exact ties (a profile clipped at 0 for several modes) go to the mode with more bits.
   tie_break = TIE_BREAK * (1.0 - jnp.asarray(MODE_BITS, jnp.float32) / 32.0)[None, :]
-  modes, feasible = solve2(ctx.delta_loss + tie_break, ca, cb, allowed, grid, grid)
+  modes, feasible = knapsack.solve(ctx.delta_loss + tie_break, jnp.stack([ca, cb]),
+                                   jnp.array([grid, grid]), grid=(grid, grid), allowed=allowed)
   cheapest = jnp.argmin(t.dynamic_energy_j, axis=1).astype(jnp.int32)
   return jnp.where(feasible, modes, cheapest), feasible
 
