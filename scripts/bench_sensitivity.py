@@ -51,9 +51,11 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from aprec import models, validation  # noqa: E402
+from aprec import models  # noqa: E402
+from aprec.sensitivity import validation  # noqa: E402
 from aprec.sensitivity import methods as sensitivity
 from aprec.app import sensitivity_cli
+from aprec.emulator import batching  # noqa: E402
 from aprec.emulator.core import Emulator  # noqa: E402
 
 TARGETS = {"sweep_speedup_over_recompile": (">=", 20.0), "spearman_single_op": (">=", 0.9),
@@ -103,8 +105,9 @@ def _sweep_speedup(model: Any, xs: np.ndarray, ts: np.ndarray, subset: int) -> d
 
 def bench_model(name: str, subset: int, console: Console) -> dict[str, Any]:
   model = models.load(name)
-  calib = sensitivity.split_batches(getattr(model.data, CALIBRATION_SPLIT), BATCH_SIZE)
-  heldout = sensitivity.split_batches(model.data.test, BATCH_SIZE)
+  calib_split = getattr(model.data, CALIBRATION_SPLIT)
+  calib = batching.split(calib_split.x, calib_split.y, BATCH_SIZE)
+  heldout = batching.split(model.data.test.x, model.data.test.y, BATCH_SIZE)
   xs, ys = sensitivity.stack_batches(calib)
   ts = sensitivity.objective("kl").targets(model.apply_fn, model.params, xs, ys)
   console.log(f"{name}: sweep vs re-jit per assignment")

@@ -86,6 +86,7 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
       (per-tensor activation scales, and so Δloss, depend on it).
   """
   from aprec import models
+  from aprec.emulator import batching
   from aprec.planning import planner
   from aprec.sensitivity import methods as sensitivity
   from aprec.app import sensitivity_figures as sensitivity_plots
@@ -103,7 +104,8 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
                                      batch_size=batch_size, loss=loss, progress=progress)
     summary = None
     if validate:
-      heldout = sensitivity.split_batches(getattr(loaded.data, HELDOUT_SPLIT), batch_size)
+      test = getattr(loaded.data, HELDOUT_SPLIT)
+      heldout = batching.split(test.x, test.y, batch_size)
       extra = {}
       if "hessian" in prof.details:
         extra["hessian_weights"] = np.asarray(prof.details["hessian"]["weights_only"])
@@ -158,6 +160,7 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool 
     json: print JSON instead of tables.
   """
   from aprec import models
+  from aprec.emulator import batching
   from aprec.planning import planner
   from aprec.sensitivity import methods as sensitivity
   from aprec.sensitivity import validation
@@ -170,7 +173,8 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool 
   prof = profile_lib.load(default_profile_dir(model), expect=ev.emulator.ops)
   chosen = planner.plan(prof, parsed)
   measured = ev.measure(np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment]))
-  heldout = sensitivity.split_batches(getattr(loaded.data, HELDOUT_SPLIT), prof.batch_size)
+  test = getattr(loaded.data, HELDOUT_SPLIT)
+  heldout = batching.split(test.x, test.y, prof.batch_size)
   delta, delta_err, _ = validation.measure_assignments(
       loaded.apply_fn, loaded.params, heldout, chosen.assignment[None], loss=prof.loss)
   result = {"model": model, **chosen.to_dict(prof.op_names), "method": prof.method,

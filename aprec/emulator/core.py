@@ -271,14 +271,14 @@ class Emulator:
     The batch is sharded over ``devices`` (default: every device JAX sees); each device
     runs its share one assignment after another (see ``aprec.emulator.batching.sweep``).
     """
-    from aprec.emulator import batching as sharding
+    from aprec.emulator import batching
     assignments = np.asarray(assignments)
     if assignments.ndim != 2 or len(assignments) == 0:
       raise ValueError(f"assignments must have shape (n, {len(self.ops)}) with n >= 1, got "
                        f"{assignments.shape}")
     self.check_modes(assignments.max(0))  # range checks on the extremes cover every row
     self.check_modes(assignments.min(0))
-    return sharding.sweep(self._modes_first, assignments, params, inputs, devices=devices)
+    return batching.sweep(self._modes_first, assignments, params, inputs, devices=devices)
 
   def _modes_first(self, modes, params, inputs):
     return self(params, inputs, modes)

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aprec.emulator import batching as sharding
-from aprec.models.data import Split
+from aprec.emulator import batching
 from aprec.emulator.core import Emulator
 
 
@@ -25,8 +24,10 @@ class Measured(NamedTuple):
 class Evaluator:
   """Scores assignments of an emulated classifier on one labelled split.
 
-  The split is the emulator's example input, so every assignment runs on the same batch;
-  ``measure`` vmaps a chunk of assignments into one compiled, device-sharded call.
+  ``split`` has inputs ``x`` and integer labels ``y`` (e.g. ``aprec.models.data.Split``);
+  it is the emulator's example input, so every assignment runs on the same batch.
+  ``measure`` runs the assignments through ``batching.sweep`` (chunks of ``chunk_size``
+  per compiled, device-sharded call).
 
   Example:
     >>> from aprec import models
@@ -37,7 +38,7 @@ class Evaluator:
     True
   """
 
-  def __init__(self, emulator: Emulator, params: Any, split: Split, *, chunk_size: int = 32):
+  def __init__(self, emulator: Emulator, params: Any, split: Any, *, chunk_size: int = 32):
     if len(split.y) == 0:
       raise ValueError("cannot evaluate on an empty split")
     if chunk_size <= 0:
@@ -69,16 +70,6 @@ class Evaluator:
                        f"got {assignments.shape}")
     self.emulator.check_modes(assignments.max(0))
     self.emulator.check_modes(assignments.min(0))
-    size = min(self.chunk_size, len(assignments))
-    losses, accs = [], []
-    for start in range(0, len(assignments), size):
-      chunk = assignments[start:start + size]
-      n = len(chunk)
-      if n < size:  # keep one compiled shape: pad with the last row
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, 0)])
-      loss, acc = sharding.sweep(self._metrics, chunk, self.params, self.split.x, self.split.y)
-      losses.append(np.asarray(loss)[:n])
-      accs.append(np.asarray(acc)[:n])
-      if progress is not None:
-        progress(start + n)
-    return Measured(np.concatenate(losses).astype(np.float64), np.concatenate(accs).astype(np.float64))
+    loss, acc = batching.sweep(self._metrics, assignments, self.params, self.split.x,
+                               self.split.y, chunk_size=self.chunk_size, progress=progress)
+    return Measured(np.asarray(loss, np.float64), np.asarray(acc, np.float64))

@@ -27,7 +27,8 @@ from aprec.hardware import specs as hardware
 from aprec.hardware import simulator
 from aprec.emulator.formats import N_MODES
 from aprec.rpm.context import Context, make_context
-from aprec.rpm.loop import Batches, make_batches
+from aprec.emulator import batching
+from aprec.emulator.batching import Batches
 
 FAULT_SCENARIO = "faults"  # contention with the severe sensor-fault preset
 SCENARIOS = (*simulator.SCENARIOS, FAULT_SCENARIO)
@@ -105,5 +106,5 @@ def deploy(model_name: str, scenario: str, *, spec_name: str = "edge_npu", batch
     table, profile_source = sensitivity_table(model)
   ctx = make_context(emu.ops, spec, table, float(params.step_period_s))
   return Deployment(model=model, emulator=emu, ctx=ctx, params=params,
-                    batches=make_batches(test.x, test.y, batch_size), batch_size=batch_size,
+                    batches=batching.split(test.x, test.y, batch_size), batch_size=batch_size,
                     scenario=scenario, profile_source=profile_source, spec_name=spec_name)

@@ -16,8 +16,7 @@ from aprec.emulator.formats import mode_index
 from aprec.rpm.deployment import Deployment
 from aprec.rpm.greedy import Greedy
 from aprec.rpm.learned import Learned, PolicyNet
-from aprec.rpm.loop import (Trace, batch_scorer, decision_time_us, measure_accuracy, run_episode,
-                             summarize)
+from aprec.rpm.loop import Trace, decision_time_us, measure_accuracy, run_episode, summarize
 from aprec.rpm.oracle import Oracle
 from aprec.rpm.static import Static
 
@@ -56,7 +55,6 @@ def evaluate(d: Deployment, policies: Mapping[str, tuple[Any, str]], n_steps: in
              time_decisions: bool = True) -> tuple[list[dict], dict[str, Trace], dict]:
   """Runs every policy for ``n_steps`` on the same scenario draw; returns table rows, traces
   and reference numbers (fp32 and fp16 accuracy on the same batches)."""
-  scorer = batch_scorer(d.emulator, d.model.params)
   cache: dict = {}
   key = jax.random.key(seed)
   n_ops = d.ctx.n_ops
@@ -65,7 +63,7 @@ def evaluate(d: Deployment, policies: Mapping[str, tuple[Any, str]], n_steps: in
   for name, (policy, start_mode) in policies.items():
     start = np.full(n_ops, mode_index(start_mode), np.int32)
     trace = run_episode(d.params, d.ctx, policy, start, safe, key, n_steps)
-    correct = measure_accuracy(scorer, d.batches, trace.assignments, cache=cache)
+    correct = measure_accuracy(d.emulator, d.model.params, d.batches, trace.assignments, cache=cache)
     row = {"model": d.model.name, "scenario": d.scenario, "policy": name,
            **summarize(trace, correct, d.batch_size, d.ctx)}
     row["decision_us"] = decision_time_us(policy, d.ctx, trace) if time_decisions else float("nan")
@@ -76,6 +74,6 @@ def evaluate(d: Deployment, policies: Mapping[str, tuple[Any, str]], n_steps: in
   reference = {}
   for mode in ("fp32", "fp16", "int8"):
     a = np.full((d.batches.x.shape[0], n_ops), mode_index(mode), np.int32)
-    c = measure_accuracy(scorer, d.batches, a, cache=cache)
+    c = measure_accuracy(d.emulator, d.model.params, d.batches, a, cache=cache)
     reference[f"{mode}_accuracy"] = float(c.sum() / (len(c) * d.batch_size))
   return rows, traces, reference

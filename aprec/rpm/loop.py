@@ -7,19 +7,21 @@ assignment. Deployable policies run behind a guard: an implausible reading
 the next step, logged in ``Trace.fallback``, and leaves the policy's own state as it was.
 
 The simulator and policy run together jitted in one ``lax.scan`` (``run_episode``); then
-``measure_accuracy`` runs every step's real test batch through the one jitted emulator in
-the assignment that step ran (each distinct assignment once over all batches), so
+``measure_accuracy`` runs every step's real test batch through the emulator in the
+assignment that step ran (each distinct assignment once over all batches, in
+``aprec.emulator.batching.sweep``), so
 accuracy is measured, not predicted.
 
 Example:
   >>> # trace = run_episode(params, ctx, Greedy(), emu.assignment("fp16"), safe, key, 200)
-  >>> # correct = measure_accuracy(batches, trace.assignments)
+  >>> # correct = measure_accuracy(emu, params, batches, trace.assignments)
 """
 
 from __future__ import annotations
 
 import functools
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,9 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aprec.emulator import batching
+from aprec.emulator.batching import Batches
 from aprec.hardware import simulator
 from aprec.rpm.context import Context
 from aprec.rpm.observe import expected_power_w, metrics_plausible, plausible
+
+SWEEP_CHUNK = 32  # distinct assignments per compiled accuracy sweep
 
 
 class Trace(NamedTuple):
@@ -116,46 +122,39 @@ def decision_time_us(policy: Any, ctx: Context, trace: Trace, repeats: int = 3) 
   return float(best / n * 1e6)
 
 
-class Batches(NamedTuple):
-  """Test data cut into equal batches, ``x [n_batches, batch, ...]``, ``y [n_batches, batch]``."""
+def _correct_fn(emulator) -> Callable:
+  # One function object per emulator so batching.sweep's compile cache hits.
+  if emulator not in _CORRECT_FNS:
 
-  x: np.ndarray
-  y: np.ndarray
-
-
-def make_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> Batches:
-  """Cuts a split into ``len(x) // batch_size`` batches (the remainder is dropped)."""
-  n = len(x) // batch_size
-  if n == 0:
-    raise ValueError(f"batch_size {batch_size} is larger than the split ({len(x)} examples)")
-  return Batches(np.asarray(x[:n * batch_size]).reshape(n, batch_size, *x.shape[1:]),
-                 np.asarray(y[:n * batch_size]).reshape(n, batch_size))
+    def correct(modes, params, batch):
+      x, y = batch
+      return jnp.sum(jnp.argmax(emulator(params, x, modes), -1) == y)
+    _CORRECT_FNS[emulator] = correct
+  return _CORRECT_FNS[emulator]
 
 
-def batch_scorer(emulator, params) -> Callable[[np.ndarray, Batches], np.ndarray]:
-  """A jitted ``(modes, batches) -> correct count per batch`` (one compile for all modes)."""
-  @jax.jit
-  def score(modes, x, y):
-    logits = jax.vmap(lambda xb: emulator(params, xb, modes))(x)
-    return jnp.sum(jnp.argmax(logits, -1) == y, axis=-1)
-
-  return lambda modes, b: np.asarray(score(jnp.asarray(modes, jnp.int32), b.x, b.y))
+_CORRECT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def measure_accuracy(scorer: Callable, batches: Batches, assignments, *,
+def measure_accuracy(emulator, params: Any, batches: Batches, assignments, *,
                      cache: dict | None = None) -> np.ndarray:
   """Correct predictions of every step: step ``t`` runs batch ``t % n_batches`` in
-  ``assignments[t]``. ``cache`` (assignment bytes → per-batch counts) is shared across runs."""
+  ``assignments[t]``.
+
+  Each distinct assignment runs once over every batch (``batching.sweep``); ``cache``
+  (assignment bytes → per-batch counts) carries the counts across runs.
+  """
   assignments = np.asarray(assignments, np.int32)
   cache = {} if cache is None else cache
-  out = np.zeros(len(assignments), np.int64)
-  n_batches = batches.x.shape[0]
-  for t, a in enumerate(assignments):
-    k = a.tobytes()
-    if k not in cache:
-      cache[k] = scorer(a, batches)
-    out[t] = cache[k][t % n_batches]
-  return out
+  keys = [a.tobytes() for a in assignments]
+  new = list(dict.fromkeys(k for k in keys if k not in cache))
+  if new:
+    rows = np.stack([np.frombuffer(k, np.int32) for k in new])
+    counts = batching.sweep(_correct_fn(emulator), rows, params, batches=tuple(batches),
+                            chunk_size=SWEEP_CHUNK)
+    cache.update(zip(new, np.asarray(counts, np.int64)))
+  n_batches = len(batches.y)
+  return np.array([cache[k][t % n_batches] for t, k in enumerate(keys)], np.int64)
 
 
 def summarize(trace: Trace, correct: np.ndarray, batch_size: int, ctx: Context | None = None

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aprec.sensitivity import probes
-from aprec.emulator import batching as sharding
+from aprec.emulator import batching
 from aprec.sensitivity import tracker as tracker_lib
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import MODES, N_MODES
@@ -104,8 +104,14 @@ def parse_methods(spec: str | Sequence[str]) -> tuple[str, ...]:
 # Calibration batches.
 
 
-def stack_batches(batches: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
-  """Validates ``[(x, y), ...]`` batches of one shape and stacks them: ``(n, B, ...)``."""
+def stack_batches(batches: Sequence[tuple[Any, Any]] | batching.Batches
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Validates ``[(x, y), ...]`` batches of one shape and stacks them: ``(n, B, ...)``.
+
+  ``batching.Batches`` (from ``batching.split``) are already stacked and pass through.
+  """
+  if isinstance(batches, batching.Batches):
+    return np.asarray(batches.x), np.asarray(batches.y)
   batches = list(batches)
   if not batches:
     raise ValueError("sensitivity analysis needs at least one (inputs, labels) batch; got none")
@@ -123,19 +129,6 @@ def stack_batches(batches: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.nd
     xs.append(x)
     ys.append(y)
   return np.stack(xs), np.stack(ys)
-
-
-def split_batches(split: Any, batch_size: int, n_batches: int | None = None
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
-  """Consecutive equal batches of a ``Split(x, y)``, the remainder dropped."""
-  n = len(split.y)
-  if batch_size <= 0 or batch_size > n:
-    raise ValueError(f"batch_size must be in 1..{n} (the split's size), got {batch_size}")
-  count = n // batch_size if n_batches is None else min(n_batches, n // batch_size)
-  if count <= 0:
-    raise ValueError(f"n_batches must be positive, got {n_batches}")
-  return [(split.x[i * batch_size:(i + 1) * batch_size],
-           split.y[i * batch_size:(i + 1) * batch_size]) for i in range(count)]
 
 
 def mean_and_stderr(samples: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +163,8 @@ def batch_losses(emulator: Emulator, params: Any, xs: np.ndarray, ys: np.ndarray
                  task: str = "assignments") -> np.ndarray:
   """Loss of every assignment on every batch, ``(n_assignments, n_batches)`` float64.
 
-  One compiled call per chunk of assignments (``sharding.sweep``: the chunk sharded over
-  every device) runs the chunk over all batches; the last chunk is padded so the shape,
-  and so the single compilation, stays.
+  One compiled call per chunk of assignments (``batching.sweep``: the chunk sharded over
+  every device) runs the chunk over all batches.
   """
   assignments = np.asarray(assignments, np.int32)
   if assignments.ndim != 2 or assignments.shape[1] != len(emulator.ops) or not len(assignments):
@@ -180,31 +172,25 @@ def batch_losses(emulator: Emulator, params: Any, xs: np.ndarray, ys: np.ndarray
                      f"{assignments.shape}")
   emulator.check_modes(assignments.max(0))
   emulator.check_modes(assignments.min(0))
-  size = max(1, min(chunk_size, len(assignments)))
-  fn = _losses_fn(emulator, loss_fn)
-  out = []
-  for start in range(0, len(assignments), size):
-    chunk = assignments[start:start + size]
-    n = len(chunk)
-    if n < size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, 0)])
-    out.append(np.asarray(sharding.sweep(fn, chunk, params, xs, ys), np.float64)[:n])
-    if progress is not None:
-      progress(task, start + n, len(assignments))
-  return np.concatenate(out)
+  n = len(assignments)
+  done = None if progress is None else (lambda k: progress(task, k, n))
+  losses = batching.sweep(_loss_fn(emulator, loss_fn), assignments, params, batches=(xs, ys),
+                          chunk_size=chunk_size, progress=done)
+  return np.asarray(losses, np.float64)
 
 
 _LOSS_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _losses_fn(emulator: Emulator, loss_fn: LossFn) -> Callable:
-  # One function object per (emulator, loss) so sharding.sweep's compile cache hits.
+def _loss_fn(emulator: Emulator, loss_fn: LossFn) -> Callable:
+  # One function object per (emulator, loss) so batching.sweep's compile cache hits.
   per_loss = _LOSS_FNS.setdefault(emulator, {})
   if loss_fn not in per_loss:
 
-    def losses(modes, params, xs, ys):
-      return jax.lax.map(lambda b: loss_fn(emulator(params, b[0], modes), b[1]), (xs, ys))
-    per_loss[loss_fn] = losses
+    def loss(modes, params, batch):
+      x, y = batch
+      return loss_fn(emulator(params, x, modes), y)
+    per_loss[loss_fn] = loss
   return per_loss[loss_fn]
 
 
@@ -445,11 +431,12 @@ def analyze_model(model: Any, *, methods: str | Sequence[str] = DEFAULT_METHOD,
   data = getattr(model.data, split, None)
   if data is None:
     raise ValueError(f"unknown split {split!r}; use one of {', '.join(model.data._fields)}")
-  return analyze(model.apply_fn, model.params, split_batches(data, batch_size, n_batches),
+  return analyze(model.apply_fn, model.params,
+                 batching.split(data.x, data.y, batch_size, n_batches),
                  methods=methods, model_name=model.name, dataset=f"digits/{split}", **kwargs)
 
 
 __all__ = ["LOSSES", "METHODS", "MODES", "Objective", "analyze", "analyze_model",
            "batch_losses", "cross_entropy", "gradient", "hessian", "objective",
            "parse_methods", "perturbation", "single_op_assignments", "soft_cross_entropy",
-           "split_batches", "stack_batches", "tracked"]
+           "stack_batches", "tracked"]

@@ -9,7 +9,7 @@ from aprec import Emulator
 from aprec.emulator import pak
 from aprec.sensitivity import probes
 from aprec.sensitivity import methods as sensitivity
-from aprec.emulator import batching as sharding
+from aprec.emulator import batching
 from aprec.emulator.formats import MODES, N_MODES
 
 
@@ -86,9 +86,9 @@ def test_sweep_compiles_once_for_all_chunks(mlp):
                                     progress=lambda *a: seen.append(a))
   assert losses.shape == (len(rows), 3)
   assert seen[-1] == ("assignments", len(rows), len(rows)) and len(seen) == 4
-  fn = sensitivity._losses_fn(emu, sensitivity.cross_entropy)
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), (sharding.AXIS,))
-  assert sharding._compiled(fn, 3, mesh)._cache_size() == 1
+  fn = sensitivity._loss_fn(emu, sensitivity.cross_entropy)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), (batching.AXIS,))
+  assert batching._compiled(fn, 1, True, mesh)._cache_size() == 1
 
 
 def test_mode_deltas_reproduce_the_pak():
@@ -231,4 +231,4 @@ def test_bad_inputs_raise_clear_errors(mlp):
   with pytest.raises(ValueError, match="fp32 loss of calibration batch 1 is nan"):
     sensitivity.analyze(apply_fn, params, nan_batches, loss="ce")
   with pytest.raises(ValueError, match="batch_size must be in 1..3"):
-    sensitivity.split_batches(type("S", (), {"x": x[:3], "y": y[:3]})(), 4)
+    batching.split(x[:3], y[:3], 4)
