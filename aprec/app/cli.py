@@ -113,13 +113,14 @@ def simulate(scenario: tyro.conf.Positional[str], model: str = "digits_cnn",
 def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
          models: tuple[str, ...] = ("digits_cnn", "digits_vit"),
          rpm_models: tuple[str, ...] = ("digits_cnn",), scenario: str = "contention",
-         steps: int = 300) -> None:
+         steps: int = 300, minilm: bool = True) -> None:
   """The main job: accuracy per precision mode, then every RPM policy in the closed loop.
 
   Args:
-    out: run directory (`modes/` holds the per-mode tables and bar charts; the closed-loop
-      report, metrics and figures go in `out` itself).
+    out: run directory (`modes/` holds the per-mode tables and bar charts, `minilm/` the
+      MiniLM-L6 table; the closed-loop report, metrics and figures go in `out` itself).
     models: models for the per-mode accuracy table.
+    minilm: also measure MiniLM-L6 at every mode on 64 docstring-task test pairs.
     rpm_models: models run in the closed loop with every policy.
     scenario: the simulator scenario of the closed loop.
     steps: closed-loop steps (one 32-image test batch each).
@@ -127,6 +128,9 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
   from aprec.app import demo as demo_lib
   from aprec.app import rpm_demo
   demo_lib.run(out=out / "modes", model_names=models)
+  if minilm:
+    from aprec.app import minilm_demo
+    minilm_demo.run(out / "minilm")
   rpm_demo.run(out, model_names=rpm_models, scenario=scenario, steps=steps)
 
 

@@ -7,7 +7,8 @@ Modules behind this face:
   ``ops`` — op discovery and naming from a jaxpr; ``_jaxpr`` — the only use of JAX internals;
   ``dma`` — tensors in their storage formats (INT4 two per byte, FP8, scales), exact bytes;
   ``core`` — the ``Emulator``; ``sweep`` — assignments × batches in one compiled call;
-  ``scoring`` — measured loss/accuracy of a classifier under many assignments.
+  ``scoring`` — measured loss/accuracy of a classifier under many assignments;
+  ``retrieval_scoring`` — measured retrieval metrics and fidelity of a sentence embedder.
 """
 
 from aprec.emulator import dma as dma
@@ -26,4 +27,6 @@ from aprec.emulator.ops import Passthrough as Passthrough
 from aprec.emulator.pak import ActivationScaling as ActivationScaling
 from aprec.emulator.scoring import Evaluator as Evaluator
 from aprec.emulator.scoring import Measured as Measured
+from aprec.emulator.retrieval_scoring import RetrievalEvaluator as RetrievalEvaluator
+from aprec.emulator.retrieval_scoring import RetrievalMeasured as RetrievalMeasured
 from aprec.emulator.batching import sweep as sweep

@@ -1,0 +1,53 @@
+"""``aprec demo``'s MiniLM-L6 part: the real embedder under every uniform mode, measured.
+
+Shortened for the demo's time budget: the first ``num_pairs`` pairs of the docstring task's
+test split (the full 256-pair table is ``scripts/minilm_uniform_table.py``), one compiled
+call per mode, per-tensor activation scales (the emulator's default).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+from aprec.app import report
+from aprec.emulator.formats import MODE_TABLE, MODES
+
+DEMO_PAIRS = 64
+
+
+def run(out: str | pathlib.Path = "runs/demo/minilm", num_pairs: int = DEMO_PAIRS) -> dict:
+  """Measure MiniLM-L6 at every uniform mode on ``num_pairs`` test pairs; write JSON and PNG."""
+  from aprec import models
+  from aprec.emulator.retrieval_scoring import RetrievalEvaluator
+  from aprec.models import docstrings
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  con = report.console()
+  start = time.perf_counter()
+  model = models.load("minilm_l6")
+  pairs = [p for p in docstrings.load_pairs() if p["split"] == "test"][:num_pairs]
+  split = docstrings.make_split(pairs)
+  ev = RetrievalEvaluator(model.apply_fn, model.params, split, batch_rows=2 * len(pairs))
+  emu = ev.emulator
+  con.print(report.op_table(emu.ops, title=f"minilm_l6: {emu!r}"))
+  weight_elements = sum(op.weight_elements for op in emu.ops)
+  rows = []
+  for mode in MODES:
+    r = ev.measure(emu.assignment(mode))
+    rows.append({"mode": mode, "recall@1": r.recall_at_1, "recall@10": r.recall_at_10,
+                 "MRR": r.mrr, "1 - cos to fp32": 1.0 - r.mean_cosine,
+                 "weight KiB": weight_elements * MODE_TABLE[MODES.index(mode)].bits / 8 / 1024})
+  con.print(report.rows_table(
+      rows, title=f"minilm_l6: summary -> docstring retrieval among {len(pairs)} test pairs",
+      formats={"recall@1": ".4f", "recall@10": ".4f", "MRR": ".4f", "1 - cos to fp32": ".2e",
+               "weight KiB": ".0f"}))
+  chart = report.bar_chart(list(MODES), [r["MRR"] for r in rows], out / "mrr_minilm_l6.png",
+                           title=f"minilm_l6: MRR over {len(pairs)} docstring pairs per mode",
+                           ylabel="MRR", reference=rows[0]["MRR"], reference_label="fp32")
+  summary = {"model": "minilm_l6", "num_pairs": len(pairs), "rows": rows, "figure": str(chart),
+             "ops": [op.to_dict() for op in emu.ops], "seconds": time.perf_counter() - start}
+  (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+  con.print(f"wrote {chart} and {out / 'summary.json'} ({summary['seconds']:.0f} s)")
+  return summary
