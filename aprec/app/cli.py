@@ -120,7 +120,7 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
     out: run directory (`modes/` holds the per-mode tables and bar charts, `minilm/` the
       MiniLM-L6 table; the closed-loop report, metrics and figures go in `out` itself).
     models: models for the per-mode accuracy table.
-    minilm: also measure MiniLM-L6 at every mode on 64 docstring-task test pairs.
+    minilm: also measure MiniLM-L6 at every mode on 32 docstring-task test pairs.
     rpm_models: models run in the closed loop with every policy.
     scenario: the simulator scenario of the closed loop.
     steps: closed-loop steps (one 32-image test batch each).

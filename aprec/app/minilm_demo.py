@@ -14,7 +14,7 @@ import time
 from aprec.app import report
 from aprec.emulator.formats import MODE_TABLE, MODES
 
-DEMO_PAIRS = 64
+DEMO_PAIRS = 32
 
 
 def run(out: str | pathlib.Path = "runs/demo/minilm", num_pairs: int = DEMO_PAIRS) -> dict:

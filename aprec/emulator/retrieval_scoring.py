@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aprec.emulator.core import Emulator
+from aprec.emulator.formats import mode_index
 from aprec.emulator.pak import ActivationScaling
 from aprec.models import retrieval
 from aprec.models.docstrings import TextSplit
@@ -91,7 +92,10 @@ class RetrievalEvaluator:
 
   def measure(self, modes: Any) -> RetrievalMeasured:
     """Task metrics and mean cosine to fp32 of one assignment."""
+    modes = self.emulator.check_modes(modes)
     e = self.embeddings(modes)
+    if self._reference is None and not np.any(np.asarray(modes) != mode_index("fp32")):
+      self._reference = e  # this was the fp32 pass; do not run it twice
     ref = self.reference()
     cos = np.sum(e.astype(np.float64) * ref, -1) / np.maximum(
         np.linalg.norm(e.astype(np.float64), axis=-1) * np.linalg.norm(ref.astype(np.float64), axis=-1),
