@@ -1,9 +1,13 @@
 """Measured retrieval quality and embedding fidelity of an emulated sentence embedder.
 
 For each assignment the split's texts are embedded in fixed row batches (one compiled shape),
-then scored two ways: the task (recall@1, recall@10, MRR of each summary's body,
-``aprec.models.retrieval``) and fidelity to full precision (the mean cosine between each
-text's embedding and its fp32 embedding; ``1 - cos`` is what a lower precision costs).
+then scored two ways: the task (recall@1, recall@10, MRR of each query's document among the
+split's documents) and fidelity to full precision (the mean cosine between each text's
+embedding and its fp32 embedding; ``1 - cos`` is what a lower precision costs).
+
+Ranks are exact functions of the embeddings: a document's rank is 1 + the number of
+documents scored strictly higher than the true one (ties count in the query's favour),
+computed in float64.
 """
 
 from __future__ import annotations
@@ -18,8 +22,57 @@ import numpy as np
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import mode_index
 from aprec.emulator.pak import ActivationScaling
-from aprec.models import retrieval
-from aprec.models.docstrings import TextSplit
+
+
+class RetrievalMetrics(NamedTuple):
+  """Recall@1, recall@10 and mean reciprocal rank, as fractions in ``[0, 1]``."""
+
+  recall_at_1: float
+  recall_at_10: float
+  mrr: float
+
+
+def ranks(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
+  """Rank (1 = best) of document ``i`` for query ``i`` by cosine similarity, float64.
+
+  Example:
+    >>> q = np.array([[1.0, 0.0], [0.0, 1.0]]); d = np.array([[0.6, 0.8], [0.0, 1.0]])
+    >>> ranks(q, d).tolist()
+    [1, 1]
+  """
+  q = np.asarray(queries, np.float64)
+  d = np.asarray(documents, np.float64)
+  if q.ndim != 2 or q.shape != d.shape:
+    raise ValueError(f"queries {q.shape} and documents {d.shape} must be matching (n, dim) arrays")
+  q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+  d = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
+  scores = q @ d.T
+  true = np.diagonal(scores)
+  return 1 + np.sum(scores > true[:, None], axis=1)
+
+
+def metrics_from_ranks(rank: np.ndarray) -> RetrievalMetrics:
+  """Recall@1, recall@10 and MRR of an array of ranks."""
+  rank = np.asarray(rank)
+  if rank.size == 0:
+    raise ValueError("no queries to score")
+  return RetrievalMetrics(recall_at_1=float(np.mean(rank <= 1)),
+                          recall_at_10=float(np.mean(rank <= 10)),
+                          mrr=float(np.mean(1.0 / rank)))
+
+
+def retrieval_metrics(embeddings: np.ndarray, num_pairs: int) -> RetrievalMetrics:
+  """Metrics of a split's embeddings: rows ``[0, n)`` are queries, ``[n, 2n)`` their documents.
+
+  Example:
+    >>> e = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.2, 0.8]])
+    >>> retrieval_metrics(e, 2)
+    RetrievalMetrics(recall_at_1=1.0, recall_at_10=1.0, mrr=1.0)
+  """
+  e = np.asarray(embeddings)
+  if e.ndim != 2 or len(e) != 2 * num_pairs:
+    raise ValueError(f"embeddings must have shape (2 * {num_pairs}, dim), got {e.shape}")
+  return metrics_from_ranks(ranks(e[:num_pairs], e[num_pairs:]))
 
 
 class RetrievalMeasured(NamedTuple):
@@ -36,7 +89,8 @@ class RetrievalEvaluator:
 
   Args:
     apply_fn, params: the embedder (e.g. ``aprec.models.load("minilm_l6")``).
-    split: a ``TextSplit``: summaries then bodies.
+    split: inputs ``x = (ids, mask)`` of ``2 N`` texts, the ``N`` queries then their ``N``
+      documents in the same order, and ``num_pairs = N`` (``aprec.models.docstrings.TextSplit``).
     batch_rows: texts per compiled call; the last batch is padded with copies of the last
       text. Under per-tensor activation scaling a scale spans a batch, so results depend on
       ``batch_rows`` (fixed here, so they are reproducible).
@@ -60,7 +114,7 @@ class RetrievalEvaluator:
     (True, True)
   """
 
-  def __init__(self, apply_fn: Callable, params: Any, split: TextSplit, *, batch_rows: int = 128,
+  def __init__(self, apply_fn: Callable, params: Any, split: Any, *, batch_rows: int = 128,
                activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR):
     if batch_rows <= 0:
       raise ValueError(f"batch_rows must be positive, got {batch_rows}")
@@ -82,7 +136,7 @@ class RetrievalEvaluator:
     """The split's embeddings ``(2 N, dim)`` float32 under one assignment."""
     modes = self.emulator.check_modes(modes)
     out = [np.asarray(self._embed(self.params, batch, modes)) for batch in self._batches]
-    return np.concatenate(out)[:len(self.split.y)]
+    return np.concatenate(out)[:2 * self.split.num_pairs]
 
   def reference(self) -> np.ndarray:
     """The fp32 embeddings (computed once)."""
@@ -100,5 +154,5 @@ class RetrievalEvaluator:
     cos = np.sum(e.astype(np.float64) * ref, -1) / np.maximum(
         np.linalg.norm(e.astype(np.float64), axis=-1) * np.linalg.norm(ref.astype(np.float64), axis=-1),
         1e-12)
-    task = retrieval.retrieval_metrics(e, self.split.num_pairs)
+    task = retrieval_metrics(e, self.split.num_pairs)
     return RetrievalMeasured(*task, mean_cosine=float(np.mean(cos)))
