@@ -94,3 +94,16 @@ def name_stack(eqn: JaxprEqn) -> str:
   """The equation's name stack with transform wrappers (``vmap(...)``, ``jvp(...)``) dropped."""
   parts = str(eqn.source_info.name_stack).split("/")
   return "/".join(p for p in parts if p and "(" not in p)
+
+
+def live_inputs(closed: ClosedJaxpr) -> list[bool]:
+  """Which inputs of a jaxpr its outputs depend on (equations with effects count as live).
+
+  A nested call that is live keeps all of its inputs live: conservative, never wrong.
+  """
+  jaxpr = closed.jaxpr
+  live = {v for v in jaxpr.outvars if isinstance(v, Var)}
+  for eqn in reversed(jaxpr.eqns):
+    if eqn.effects or any(v in live for v in eqn.outvars):
+      live.update(v for v in eqn.invars if isinstance(v, Var))
+  return [v in live for v in jaxpr.invars]

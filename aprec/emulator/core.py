@@ -94,6 +94,11 @@ class Emulator:
   def op_names(self) -> tuple[str, ...]:
     return tuple(op.name for op in self.ops)
 
+  @property
+  def input_specs(self) -> Any:
+    """Shapes and dtypes of the inputs the emulator was built for (``jax.ShapeDtypeStruct``)."""
+    return jax.tree_util.tree_unflatten(self._inputs_tree, self._input_avals)
+
   def __len__(self) -> int:
     return len(self.ops)
 

@@ -54,3 +54,12 @@ def test_name_stack_drops_transforms():
 def test_read_literal():
   eqn = _eqns(lambda x: x + 1.0, jnp.ones(2))[0]
   assert np.asarray(_jaxpr.read({}, eqn.invars[1])) == 1.0
+
+
+def test_live_inputs_follows_dead_chains():
+  def f(a, b, c):
+    dead = jnp.sin(b) * 2.0  # computed, never returned
+    del dead
+    return a + 1.0, jnp.cos(c)
+  closed = jax.make_jaxpr(f)(1.0, 2.0, 3.0)
+  assert _jaxpr.live_inputs(closed) == [True, False, True]

@@ -1,0 +1,129 @@
+"""One matmul or convolution in a mode fixed at export time, on weights in their storage format.
+
+The emulator's PAK switches modes at run time (a traced index); an exported program knows
+each op's mode, so it runs only that mode's arithmetic:
+
+- integer modes: both operands on the int8 grid (int4 weights unpacked from two per byte),
+  one ``lax.dot_general``/``conv_general_dilated`` with ``preferred_element_type=int32``,
+  the int32 accumulator times the scales;
+- float modes: operands rounded to the format in float32 (``lax.reduce_precision`` plus an
+  exact rounding for the format's subnormals, which XLA cannot elide as it may a
+  cast round trip), a float32-accumulated product, times the scales (fp8 only);
+- fp32: the model's own product.
+
+Activations are quantized at run time exactly as the emulator does (``formats.quantize``
+defines the grid); weights come from ``dma.pack`` bytes, so every grid value and scale is
+the emulator's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+from jax import lax
+
+from aprec.emulator import dma, formats
+from aprec.emulator.dma import Packed
+from aprec.emulator.formats import MODE_TABLE, Mode
+from aprec.emulator.pak import ProductSpec
+
+# float32's own subnormals are what reduce_precision already produces for these formats.
+_F32_MIN_EXPONENT = -126
+
+
+def round_to_mode(x: jax.Array, mode: Mode) -> jax.Array:
+  """``x`` rounded to a float mode's grid (half to even), in x's dtype; equals the dtype cast.
+
+  Scaled formats (fp8) only ever see values clipped to ``±max_value``, so their exponent
+  range is widened by one bit: e4m3fn has no infinity and reaches 448, where an IEEE-style
+  4-bit exponent would overflow at 240.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from aprec.emulator.formats import MODE_TABLE, mode_index
+    >>> x = jnp.array([1.0 + 2.0 ** -9, 300.0, 2.0 ** -8])
+    >>> round_to_mode(x, MODE_TABLE[mode_index("fp8_e4m3")]).tolist()
+    [1.0, 288.0, 0.00390625]
+  """
+  info = ml_dtypes.finfo(mode.dtype)
+  exponent_bits = info.nexp + 1 if mode.scaled else info.nexp
+  normal = lax.reduce_precision(x, exponent_bits=exponent_bits, mantissa_bits=info.nmant)
+  if info.minexp <= _F32_MIN_EXPONENT:
+    return normal
+  # Below the smallest normal the grid is evenly spaced; x / step is exact (a power of two).
+  step = 2.0 ** (info.minexp - info.nmant)
+  subnormal = jnp.round(x * (1.0 / step)) * step
+  return jnp.where(jnp.abs(x) < float(info.smallest_normal), subnormal.astype(x.dtype), normal)
+
+
+def weight_grid(data: jax.Array, scale: jax.Array, shape: tuple[int, ...],
+                mode: int) -> tuple[jax.Array, jax.Array]:
+  """``(grid values, scale)`` of a stored weight: int8 for integer modes, float32 otherwise.
+
+  ``data``/``scale`` are a ``dma.Packed``'s arrays; integer grids stay int8 so the product
+  can run on integers; unscaled modes return a scale of ones shaped like ``dma.unpack``'s.
+  """
+  spec = MODE_TABLE[mode]
+  if spec.is_int and spec.bits == 4:
+    values = dma.unpack_int4(data, math.prod(shape)).reshape(shape)
+  elif spec.is_int:
+    values = lax.bitcast_convert_type(data, jnp.int8).reshape(shape)
+  elif spec.scaled:
+    values = lax.bitcast_convert_type(data, spec.dtype).astype(jnp.float32).reshape(shape)
+  else:
+    values = data.astype(jnp.float32)
+  if not spec.scaled:
+    scale = jnp.ones((1,) * len(shape), jnp.float32)
+  return values, scale
+
+
+def _activation(x: jax.Array, mode: int, reduce_axes) -> tuple[jax.Array, jax.Array]:
+  values, scale = formats.quantize(x, mode, reduce_axes)
+  spec = MODE_TABLE[mode]
+  if spec.is_int:
+    return values.astype(jnp.int8), scale
+  if spec.name != "fp32":
+    values = round_to_mode(values, spec)  # idempotent on the grid; survives XLA's rewrites
+  return values, scale
+
+
+def _int_product(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+  """int8 x int8 -> int32: the model's primitive with an int32 accumulator."""
+  params = dict(spec.params, preferred_element_type=jnp.int32)
+  return spec.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
+
+
+def product(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int,
+            weight: Packed | None = None, weight_operand: int | None = None) -> jax.Array:
+  """One op in the static ``mode``; ``weight`` (stored) replaces operand ``weight_operand``.
+
+  Equal, bit for bit, to ``pak.apply(spec, lhs, rhs, mode)`` with the weight operand
+  replaced by ``dma.load(weight)`` when both run op by op (``jax.disable_jit()``).
+  """
+  m = MODE_TABLE[mode]
+  operands = [lhs, rhs]
+  dtype = spec.float_product_dtype(lhs, rhs)
+  if m.name == "fp32":
+    if weight is not None:
+      operands[weight_operand] = weight_grid(weight.data, weight.scale, weight.shape,
+                                             mode)[0].astype(operands[weight_operand].dtype)
+    return spec.float_product(*operands)
+  reduce_axes = (spec.lhs_reduce_axes, spec.rhs_reduce_axes)
+  grids, scales = [], []
+  for side, x in enumerate(operands):
+    if weight is not None and side == weight_operand:
+      q, s = weight_grid(weight.data, weight.scale, weight.shape, mode)
+      if not m.is_int:
+        q = q.astype(x.dtype)
+    else:
+      q, s = _activation(x, mode, reduce_axes[side])
+    grids.append(q)
+    scales.append(s)
+  acc = _int_product(spec, *grids) if m.is_int else spec.float_product(*grids)
+  acc = acc.astype(dtype)
+  if not m.scaled:  # the emulator's scales are exactly 1 here
+    return acc
+  return acc * spec.lhs_to_out(scales[0]).astype(dtype) * spec.rhs_to_out(scales[1]).astype(dtype)

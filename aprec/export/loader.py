@@ -1,0 +1,152 @@
+"""Load and run an exported aprec model with nothing but jax and numpy.
+
+This file imports only the standard library, numpy and jax: copy it next to an artifact
+and ``load(directory)(x)`` runs the model without aprec, flax or the model's code.
+
+An artifact directory holds ``manifest.json`` (the SHA-256 and size of every other file,
+the arrays the program reads and its input), ``program.jaxexport`` (the inference
+function, ``jax.export`` serialized, batch dimension symbolic), ``arrays/`` (weights in
+their storage formats and their scales, as raw little-endian bytes; the remaining
+parameters), ``assignment.json`` and ``ops.json``. Every file is verified before use.
+
+Example:
+  >>> import jax, jax.numpy as jnp, flax.linen as nn, tempfile, pathlib
+  >>> import aprec.export
+  >>> model = nn.Sequential([nn.Dense(3)]); x = jnp.ones((2, 4)); params = model.init(jax.random.key(0), x)
+  >>> out = pathlib.Path(tempfile.mkdtemp()) / "dense"
+  >>> _ = aprec.export.export(aprec.Emulator(model.apply, params, x), params, "int8", out)
+  >>> artifact = load(out)
+  >>> artifact.assignment, artifact(jnp.ones((7, 4))).shape
+  ({'layers_0': 'int8'}, (7, 3))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "aprec.export/1"
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(ValueError):
+  """An artifact file is missing, truncated, corrupt or does not match its manifest."""
+
+
+def sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _manifest(directory: pathlib.Path) -> dict[str, Any]:
+  path = directory / MANIFEST
+  if not path.is_file():
+    raise ArtifactError(f"{path} not found: {directory} is not an aprec export artifact "
+                        "(write one with `aprec export` or aprec.export.export)")
+  try:
+    manifest = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    raise ArtifactError(f"{path} is not valid JSON ({err}); the artifact is corrupt, "
+                        "export it again") from None
+  missing = [k for k in ("format", "files", "program", "arrays", "input", "assignment", "ops")
+             if not isinstance(manifest, dict) or k not in manifest]
+  if missing:
+    raise ArtifactError(f"{path} lacks {missing}; the artifact is corrupt, export it again")
+  if manifest["format"] != FORMAT:
+    raise ArtifactError(f"{path} has format {manifest['format']!r}; this loader reads "
+                        f"{FORMAT!r}")
+  return manifest
+
+
+def verify(directory: str | os.PathLike[str]) -> dict[str, Any]:
+  """The manifest, after checking every listed file's size and SHA-256; raises naming the file."""
+  directory = pathlib.Path(directory)
+  manifest = _manifest(directory)
+  for name, entry in manifest["files"].items():
+    path = directory / name
+    if not path.is_file():
+      raise ArtifactError(f"{path} is missing (listed in {MANIFEST}); export again")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+      raise ArtifactError(f"{path} has {size} bytes, the manifest says {entry['bytes']}: "
+                          "the file is truncated or was replaced; export again")
+    if sha256(path) != entry["sha256"]:
+      raise ArtifactError(f"{path} fails its SHA-256 check (manifest {entry['sha256'][:12]}…): "
+                          "the file is corrupt; export again")
+  return manifest
+
+
+class Artifact:
+  """A loaded artifact: call it on a batch of inputs.
+
+  Attributes:
+    directory: where it was loaded from.
+    manifest: the verified manifest.
+    assignment: ``{op name: mode}``.
+    ops: the op table (one dict per op).
+    exported: the deserialized ``jax.export.Exported``.
+    arrays: the arrays the program reads, in order (weights in their storage formats).
+  """
+
+  def __init__(self, directory: pathlib.Path, manifest: dict[str, Any]):
+    self.directory = directory
+    self.manifest = manifest
+    self.assignment: dict[str, str] = json.loads(
+        (directory / manifest["assignment"]).read_text())["modes"]
+    self.ops: list[dict[str, Any]] = json.loads((directory / manifest["ops"]).read_text())["ops"]
+    program = directory / manifest["program"]
+    try:
+      self.exported = jax.export.deserialize(bytearray(program.read_bytes()))
+    except Exception as err:  # noqa: BLE001 - any failure here means a bad program file
+      raise ArtifactError(f"{program} does not deserialize with jax.export ({err}); "
+                          "export again with this jax version") from None
+    self.arrays = [jnp.asarray(_read_array(directory, a)) for a in manifest["arrays"]]
+    self.input_shape = tuple(manifest["input"]["shape"])  # None marks the batch dimension
+    self.input_dtype = jnp.dtype(manifest["input"]["dtype"])
+    self._call = jax.jit(self.exported.call)
+
+  @property
+  def weight_bytes(self) -> int:
+    """Bytes of every array the program reads (stored weights, scales, parameters)."""
+    return sum(int(a.size * a.dtype.itemsize) for a in self.arrays)
+
+  def __call__(self, x: Any) -> Any:
+    """Outputs for a batch ``x`` of shape ``(batch, *features)``."""
+    x = jnp.asarray(x)
+    features = self.input_shape[1:]
+    if x.ndim != len(self.input_shape) or tuple(x.shape[1:]) != features:
+      expected = ", ".join(["batch", *map(str, features)])
+      raise ValueError(f"input has shape {tuple(x.shape)}; this artifact takes "
+                       f"({expected}) (from {self.directory / MANIFEST})")
+    if x.dtype != self.input_dtype:
+      if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"input has dtype {x.dtype}; this artifact takes {self.input_dtype}")
+      x = x.astype(self.input_dtype)
+    return self._call(self.arrays, x)
+
+
+def _read_array(directory: pathlib.Path, entry: dict[str, Any]) -> np.ndarray:
+  dtype = jnp.dtype(entry["dtype"])
+  path = directory / entry["file"]
+  data = np.frombuffer(path.read_bytes(), dtype=dtype)  # little-endian hosts only
+  shape = tuple(entry["shape"])
+  if data.size != int(np.prod(shape, dtype=np.int64)):
+    raise ArtifactError(f"{path} holds {data.size} {dtype} values, the manifest says shape "
+                        f"{shape}; export again")
+  return data.reshape(shape)
+
+
+def load(directory: str | os.PathLike[str]) -> Artifact:
+  """Verify every file of an artifact against its manifest and load it."""
+  directory = pathlib.Path(directory)
+  return Artifact(directory, verify(directory))
