@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/aprec demo
+	$(BIN)/aprec demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

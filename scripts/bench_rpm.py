@@ -22,7 +22,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aprec import models, report  # noqa: E402
+from aprec import models  # noqa: E402
+from aprec.app import tables as report  # noqa: E402
 from aprec.emulator.formats import mode_index  # noqa: E402
 from aprec.versions import library_versions  # noqa: E402
 from aprec.rpm import policy_io  # noqa: E402

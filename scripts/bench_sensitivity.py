@@ -54,7 +54,7 @@ from rich.table import Table  # noqa: E402
 from aprec import models  # noqa: E402
 from aprec.sensitivity import validation  # noqa: E402
 from aprec.sensitivity import methods as sensitivity
-from aprec.app import sensitivity_cli
+from aprec.app import cmd_sensitivity as sensitivity_cli  # noqa: E402
 from aprec.emulator import batching  # noqa: E402
 from aprec.emulator.core import Emulator  # noqa: E402
 

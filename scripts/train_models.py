@@ -127,7 +127,8 @@ def train(
   return apply_fn, jax.block_until_ready(params)
 
 
-def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: int = SEED) -> dict:
+def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: int = SEED,
+                   overwrite: bool = False) -> dict:
   """Trains ``name``, evaluates it at fp32 and writes ``out_dir/name``; returns the metadata."""
   config = CONFIGS[name]
   splits = data_lib.load_digits_splits(models.DATA_SEED)
@@ -164,7 +165,7 @@ def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: i
       "versions": library_versions(LIBRARIES),
       "train_time_s": round(train_time_s, 2),
   }
-  checkpoint.save(out_dir / name, params, metadata)
+  checkpoint.save(out_dir / name, params, metadata, overwrite=overwrite)
   return metadata
 
 
@@ -172,6 +173,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--models", nargs="+", default=list(models.NAMES), choices=models.NAMES,
                       help="models to train (default: all)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace existing checkpoints (their profile/ and policy/ go too)")
   parser.add_argument("--out", type=pathlib.Path, default=_REPO / "checkpoints",
                       help="checkpoint root; each model goes to OUT/<name>/ (default: %(default)s)")
   parser.add_argument("--seed", type=int, default=SEED,
@@ -186,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   results = []
   with Progress(*columns) as progress:
     for name in args.models:
-      results.append(train_and_save(name, args.out, progress, seed=args.seed))
+      results.append(train_and_save(name, args.out, progress, seed=args.seed,
+                                    overwrite=args.overwrite))
   for m in results:
     print(f"{m['model']}: test acc {m['test_accuracy_fp32']:.4f}  val acc "
           f"{m['val_accuracy_fp32']:.4f}  test loss {m['test_loss_fp32']:.4f}  "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,10 +28,12 @@ class ExperimentConfig:
   """A reproducible closed-loop experiment.
 
   Attributes:
-    model: a reference model (``digits_cnn``, ``digits_vit``).
+    model: a reference model (``digits_cnn``, ``digits_vit``) or
+      ``package.module:factory`` (see ``aprec.models.load``).
     profile: ``auto`` (the shipped profile if there is one, else perturbation) or
       ``perturbation`` (always measure it).
-    spec: NNP preset.
+    spec: NNP preset name, a JSON spec file (``aprec spec edge_npu --out my_npu.json``)
+      or, in Python, an ``NNPSpec``; in a config file also an inline JSON object.
     scenarios: scenarios to run (``aprec.rpm.deployment.SCENARIOS``; ``faults`` is
       contention with severe sensor faults).
     policies: policies to compare.
@@ -43,7 +46,7 @@ class ExperimentConfig:
 
   model: str = "digits_cnn"
   profile: str = "auto"
-  spec: str = "edge_npu"
+  spec: str | hardware.NNPSpec = "edge_npu"
   scenarios: tuple[str, ...] = ("contention",)
   policies: tuple[str, ...] = POLICIES
   steps: int = 300
@@ -54,11 +57,16 @@ class ExperimentConfig:
 
   def __post_init__(self):
     from aprec import models
-    if self.model not in models.NAMES:
-      raise ValueError(f"model = {self.model!r}; known models: {', '.join(models.NAMES)}")
+    models.check_ref(self.model)
     if self.profile not in PROFILE_METHODS:
       raise ValueError(f"profile = {self.profile!r}; use one of {', '.join(PROFILE_METHODS)}")
     hardware.get_spec(self.spec)
+    for key in ("scenarios", "policies"):
+      values = getattr(self, key)
+      repeated = sorted({v for v in values if values.count(v) > 1})
+      if repeated:
+        raise ValueError(f"{key} = {list(values)} names {repeated} more than once; list "
+                         "each once")
     for s in self.scenarios:
       if s not in SCENARIOS:
         raise ValueError(f"scenario {s!r} unknown; known: {', '.join(SCENARIOS)}")
@@ -73,10 +81,16 @@ class ExperimentConfig:
       raise ValueError(f"batch_size = {self.batch_size}; expected 1..360 (the test split)")
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    """The JSON form (a spec object as ``spec_to_dict``, a name or file as given)."""
+    from aprec.hardware.spec_io import spec_to_dict
+    spec = spec_to_dict(self.spec) if isinstance(self.spec, hardware.NNPSpec) else self.spec
+    return {**dataclasses.asdict(dataclasses.replace(self, spec="edge_npu")), "spec": spec}
 
 
 def _coerce(value: Any, like: Any, key: str) -> Any:
+  if key == "spec" and isinstance(value, (dict, hardware.NNPSpec)):
+    from aprec.hardware.spec_io import spec_from_dict
+    return value if isinstance(value, hardware.NNPSpec) else spec_from_dict(value, "spec")
   if isinstance(like, bool):
     if isinstance(value, str):
       if value.lower() in ("true", "1", "yes"):
@@ -93,15 +107,23 @@ def _coerce(value: Any, like: Any, key: str) -> Any:
       raise ValueError(f"{key} = {value!r}; expected a list")
     return tuple(value)
   try:
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+      raise ValueError  # JSON true/false or a container is no number
     if isinstance(like, int):
       if isinstance(value, float) and not value.is_integer():
         raise ValueError
       return int(value)
     if isinstance(like, float):
-      return float(value)
+      number = float(value)
+      if not math.isfinite(number):
+        raise ValueError
+      return number
   except (TypeError, ValueError):
-    raise ValueError(f"{key} = {value!r}; expected a {type(like).__name__}") from None
-  return str(value)
+    kind = "finite number" if isinstance(like, float) else "whole number"
+    raise ValueError(f"{key} = {value!r}; expected a {kind}") from None
+  if not isinstance(value, str):
+    raise ValueError(f"{key} = {value!r}; expected a string")
+  return value
 
 
 def _build(cls, data: Mapping[str, Any], prefix: str = ""):
@@ -125,7 +147,11 @@ def _build(cls, data: Mapping[str, Any], prefix: str = ""):
 
 def resolve(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> ExperimentConfig:
   """A validated config from a mapping plus ``key=value`` overrides (dotted keys nest)."""
-  merged = json.loads(json.dumps(dict(data)))
+  data = dict(data)
+  if isinstance(data.get("spec"), hardware.NNPSpec):  # travels as its JSON form
+    from aprec.hardware.spec_io import spec_to_dict
+    data["spec"] = spec_to_dict(data["spec"])
+  merged = json.loads(json.dumps(data))
   for item in overrides:
     key, sep, value = item.partition("=")
     if not sep or not key:

@@ -3,12 +3,10 @@
 A run directory holds ``config.json`` (resolved), ``versions.json``, ``summary.json`` (the
 table and reference accuracies), ``metrics.jsonl`` (one line per policy per step),
 ``report.md``, figures (PNG) and, when it trained one, ``policy/`` (orbax) with
-``policy/training_curve.json``. A directory that already holds a run is never replaced
-unless ``overwrite`` is set; then the new run is staged beside it and swapped in only once
-complete, so a failure loses nothing.
-
-Example:
-  >>> # summary = run_experiment(config.load("experiments/rpm_contention.json"), "runs/x")
+``policy/training_curve.json``. It is written by ``aprec.checkpoint.write_directory``: a
+directory that already holds a run is never replaced unless ``overwrite`` is set (then the
+new run is staged beside it and swapped in only once complete, so a failure loses
+nothing), and a second writer of the same directory fails at once on its lock.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import json
 import pathlib
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,7 +22,7 @@ import numpy as np
 from aprec import checkpoint
 from aprec.emulator.formats import MODES
 from aprec.rpm import policy_io
-from aprec.app import rpm_figures as plots
+from aprec.app import figures as plots
 from aprec.app.config import ExperimentConfig
 from aprec.rpm.deployment import Deployment, deploy, scenario_params, sensitivity_table
 from aprec.rpm.evaluate import evaluate, make_policies
@@ -38,21 +35,12 @@ TABLE_COLUMNS = ("policy", "accuracy", "energy_per_inference_j", "power_violatio
                  "decision_us", "fallback_frac")
 
 
-class RunExistsError(ValueError):
-  """The output directory already holds a run (a ValueError, so `aprec` prints it plainly)."""
+RUN_WHAT = "run directory"
 
 
-@contextmanager
-def staged_dir(out: pathlib.Path, overwrite: bool):
-  """Yields a staging directory that replaces ``out`` only when the block succeeds."""
-  out = pathlib.Path(out).expanduser().resolve()
-  if out.exists() and (not out.is_dir() or any(out.iterdir())):
-    if not overwrite:
-      raise RunExistsError(f"{out} already holds files (a run?); pass --overwrite to replace "
-                           "it or choose another --out")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  with checkpoint.replace_atomically(out) as staging:
-    yield staging
+def check_out(out: pathlib.Path, overwrite: bool) -> None:
+  """Raises ``ArtifactExistsError`` now, before any work, if ``out`` may not be written."""
+  checkpoint.check_target(out, overwrite=overwrite, marker=MARKER, what=RUN_WHAT)
 
 
 def train_policy_for(d: Deployment, cfg: TrainConfig, *,
@@ -77,7 +65,7 @@ SHORT_NAMES = {"policy": "policy", "accuracy": "accuracy", "energy_per_inference
 
 def rich_table(rows: list[dict], title: str):
   """The evaluation table for the terminal (percentages, nJ)."""
-  from aprec.app import report
+  from aprec.app import tables
   scaled = []
   for r in table_rows(rows):
     scaled.append({SHORT_NAMES[k]: (v * 1e9 if k == "energy_per_inference_j" else
@@ -85,7 +73,7 @@ def rich_table(rows: list[dict], title: str):
                    for k, v in r.items()})
   fmt = {"accuracy": ".4f", "nJ/inference": ".1f", "% > cap": ".1f", "% > buffer": ".1f",
          "% missed": ".1f", "switches/step": ".3f", "µs/decision": ".1f", "% fallback": ".1f"}
-  return report.rows_table(scaled, title=title, formats=fmt)
+  return tables.rows_table(scaled, title=title, formats=fmt)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -119,7 +107,8 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
 
   from aprec import models
   start = time.perf_counter()
-  with staged_dir(out, overwrite) as stage:
+  with checkpoint.write_directory(out, overwrite=overwrite, marker=MARKER,
+                                  what=RUN_WHAT) as stage:
     (stage / MARKER).write_text(json.dumps(cfg.to_dict(), indent=2))
     (stage / "versions.json").write_text(json.dumps(library_versions(), indent=2))
     model = models.load(cfg.model)
@@ -139,7 +128,8 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
               d0, cfg.train, progress=lambda i: bar.update(task, completed=i))
           policy_io.save(stage / "policy", learned_params, model=cfg.model,
                          ops=d0.emulator.ops, hidden=hidden, config=cfg.to_dict(),
-                         history=curve)
+                         history=curve, attachments=plots.training_curve_attachment(
+                             curve, f"{cfg.model}: policy training"))
       policies = make_policies(cfg.policies, learned_params=learned_params, hidden=hidden)
       task = bar.add_task("closed loop", total=len(cfg.scenarios) * len(policies))
       for scenario in cfg.scenarios:

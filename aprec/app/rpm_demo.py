@@ -1,6 +1,7 @@
 """The RPM demo: every policy in the closed loop on the shipped digits model(s), measured.
 
-``run(out)`` loads each model, its sensitivity table (the shipped profile, else a
+``run(out)`` (atomically, through ``aprec.checkpoint.write_directory``) or ``write(dir)``
+(into an existing directory) loads each model, its sensitivity table (the shipped profile, else a
 perturbation table on the val split) and its shipped policy
 (``checkpoints/<model>/policy``; trained on the spot if absent or unreadable), runs
 static fp16 / static int8 / greedy / greedy_restore / oracle / learned in the closed loop
@@ -8,8 +9,6 @@ under one scenario, prints the table and writes ``out/``: ``report.md``,
 ``summary.json``, ``metrics.jsonl`` and per model ``power_<model>.png``,
 ``modes_<model>.png``, ``accuracy_energy_<model>.png``.
 
-Example:
-  >>> # from aprec.rpm import demo; demo.run(pathlib.Path("runs/demo/rpm"))
 """
 
 from __future__ import annotations
@@ -19,8 +18,10 @@ import pathlib
 import time
 from collections.abc import Sequence
 
+from aprec import checkpoint
+from aprec.app import figures as plots
+from aprec.app import inputs
 from aprec.rpm import policy_io
-from aprec.app import rpm_figures as plots
 from aprec.rpm.deployment import deploy, sensitivity_table
 from aprec.rpm.evaluate import POLICIES, evaluate, make_policies
 from aprec.app.experiment import markdown_table, rich_table, train_policy_for, write_metrics
@@ -32,16 +33,35 @@ def shipped_policy_dir(model_name: str) -> pathlib.Path:
   return models.default_checkpoint_dir() / model_name / "policy"
 
 
+def check(model_names: Sequence[str], scenario: str, steps: int) -> None:
+  """Raises before any work if an argument of ``run`` is bad."""
+  from aprec.rpm.deployment import SCENARIOS
+  for name in model_names:
+    inputs.model_ref(name)
+  inputs.one_of(scenario, SCENARIOS, "scenario")
+  inputs.steps(steps)
+
+
 def run(out: str | pathlib.Path = "runs/demo/rpm", model_names: Sequence[str] = ("digits_cnn",),
-        scenario: str = "contention", steps: int = 300, seed: int = 0) -> dict:
+        scenario: str = "contention", steps: int = 300, seed: int = 0, *,
+        overwrite: bool = False) -> dict:
   """Runs the closed loop for every policy and writes ``out`` (module doc); returns the summary."""
+  check(model_names, scenario, steps)
+  with checkpoint.write_directory(out, overwrite=overwrite, marker="summary.json",
+                                  what="demo output") as stage:
+    return write(stage, model_names, scenario, steps, seed, shown=pathlib.Path(out))
+
+
+def write(out: pathlib.Path, model_names: Sequence[str] = ("digits_cnn",),
+          scenario: str = "contention", steps: int = 300, seed: int = 0,
+          shown: pathlib.Path | None = None) -> dict:
+  """``run`` into an existing (staging) directory ``out``; messages name ``shown``."""
   from rich.progress import Progress
 
-  from aprec import models
-  from aprec.app import report
-  out = pathlib.Path(out)
+  from aprec.app import tables
   out.mkdir(parents=True, exist_ok=True)
-  con = report.console()
+  shown = out if shown is None else shown
+  con = tables.console()
   summary: dict = {"scenario": scenario, "steps": steps, "seed": seed, "models": {}}
   metrics_path = out / "metrics.jsonl"
   metrics_path.write_text("")
@@ -54,7 +74,7 @@ def run(out: str | pathlib.Path = "runs/demo/rpm", model_names: Sequence[str] = 
     start = time.perf_counter()
     with Progress(console=con, transient=True) as bar:
       task = bar.add_task(f"{name}: loading model and profile", total=None)
-      model = models.load(name)
+      model = inputs.load_model(name)
       table, source = sensitivity_table(model)
       d = deploy(name, scenario, table=table, profile_source=source, model=model)
       bar.update(task, description=f"{name}: loading the policy")
@@ -90,7 +110,7 @@ def run(out: str | pathlib.Path = "runs/demo/rpm", model_names: Sequence[str] = 
                                                     reference["fp32_accuracy"], title)}
     seconds = time.perf_counter() - start
     summary["models"][name] = {"rows": rows, "reference": reference, "profile_source": source,
-                               "policy": policy_note, "figures": {k: str(v) for k, v in
+                               "policy": policy_note, "figures": {k: v.name for k, v in
                                                                   figures.items()},
                                "seconds": seconds}
     md += [f"## {name}", "", f"Profile: {source}. Learned policy: {policy_note}.", "",
@@ -102,5 +122,5 @@ def run(out: str | pathlib.Path = "runs/demo/rpm", model_names: Sequence[str] = 
     con.print(f"{name}: {seconds:.1f} s")
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   (out / "report.md").write_text("\n".join(md))
-  con.print(f"wrote {out}/report.md, summary.json, metrics.jsonl and figures")
+  con.print(f"wrote {shown}/report.md, summary.json, metrics.jsonl and figures")
   return summary

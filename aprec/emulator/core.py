@@ -116,9 +116,19 @@ class Emulator:
     """
     overrides: dict[str, str] = {}
     if isinstance(spec, str):
-      for token in filter(None, (t.strip() for t in spec.split(","))):
+      tokens = [t.strip() for t in spec.split(",")]
+      if "" in tokens:
+        raise ValueError(f"modes {spec!r} has an empty entry; write one mode (int8) or a comma "
+                         "list such as 'int8,Dense_1=fp32'")
+      defaults = [t for t in tokens if "=" not in t]
+      if len(defaults) > 1:
+        raise ValueError(f"modes {spec!r} sets the default mode {len(defaults)} times "
+                         f"({', '.join(defaults)}); give one bare mode and NAME=MODE per op")
+      for token in tokens:
         if "=" in token:
           name, mode = (s.strip() for s in token.split("=", 1))
+          if name in overrides:
+            raise ValueError(f"modes {spec!r} sets op {name!r} twice")
           overrides[name] = mode
         else:
           default = token

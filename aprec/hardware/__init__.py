@@ -15,5 +15,7 @@ from aprec.hardware.specs import NNPSpec as NNPSpec
 from aprec.hardware.specs import datacenter_gpu as datacenter_gpu
 from aprec.hardware.specs import edge_npu as edge_npu
 from aprec.hardware.specs import get_spec as get_spec
+from aprec.hardware.spec_io import load_spec as load_spec
+from aprec.hardware.spec_io import save_spec as save_spec
 from aprec.hardware.specs import presets as presets
 from aprec.hardware.specs import validate as validate

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import flax.struct
@@ -83,6 +84,20 @@ class NNPSpec:
   op_overhead_s: float = 0.0
   roofline_sharpness: float = flax.struct.field(pytree_node=False, default=4.0)
   buffer_softness: float = flax.struct.field(pytree_node=False, default=0.05)
+
+  def _key(self) -> tuple:
+    fields = [getattr(self, f) for f in ("name", *SCALAR_FIELDS, "roofline_sharpness",
+                                         "buffer_softness")]
+    arrays = [np.asarray(getattr(self, f), np.float64).tobytes() for f in PER_MODE_FIELDS]
+    return (*(float(v) if not isinstance(v, str) else v for v in fields), *arrays)
+
+  def __eq__(self, other: object) -> bool:
+    """Equal when every field is (per-mode arrays compared element-wise); outside ``jit``."""
+    return isinstance(other, NNPSpec) and self._key() == other._key()
+
+  def __hash__(self) -> int:
+    """Hashable by value (outside ``jit``), so a spec can key a cache or a ``Budget``."""
+    return hash(self._key())
 
   @property
   def peak_macs_per_s(self):
@@ -298,15 +313,28 @@ def presets() -> dict[str, Callable[[], NNPSpec]]:
   return dict(_PRESETS)
 
 
-def get_spec(name: str) -> NNPSpec:
-  """The preset spec called ``name``; raises ``ValueError`` listing the known names.
+def get_spec(spec: str | os.PathLike[str] | NNPSpec) -> NNPSpec:
+  """A spec from a preset name, a JSON file written by ``save_spec``, or an ``NNPSpec``.
+
+  Raises ``ValueError`` naming the known presets, or the file and the field at fault.
 
   Example:
     >>> get_spec("datacenter_gpu").name
     'datacenter_gpu'
+    >>> get_spec(edge_npu()) == get_spec("edge_npu")
+    True
   """
+  if isinstance(spec, NNPSpec):
+    return validate(spec)
+  if isinstance(spec, os.PathLike) or (isinstance(spec, str) and spec.endswith(".json")):
+    from aprec.hardware.spec_io import load_spec
+    return load_spec(spec)
+  if not isinstance(spec, str):
+    raise TypeError(f"expected an NNPSpec, a preset name or a JSON file, got "
+                    f"{type(spec).__name__}")
   try:
-    return _PRESETS[name]()
+    return _PRESETS[spec]()
   except KeyError:
-    raise ValueError(f"unknown NNP spec {name!r}; known presets: "
-                     f"{', '.join(sorted(_PRESETS))}") from None
+    raise ValueError(f"unknown NNP spec {spec!r}; known presets: "
+                     f"{', '.join(sorted(_PRESETS))}, or a JSON file (e.g. my_npu.json; "
+                     "`aprec spec edge_npu --out my_npu.json` writes a starting point)") from None

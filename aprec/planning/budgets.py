@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Budget:
 
   kind: str
   value: float
-  spec_name: str = "edge_npu"
+  spec_name: Any = "edge_npu"  # a preset name, a JSON spec file, or an NNPSpec itself
 
   def __post_init__(self):
     if self.kind not in BUDGET_KINDS:
@@ -56,7 +57,8 @@ class Budget:
       raise ValueError(f"budget {self.kind}={self.value!r} must be a positive finite number")
 
   def __str__(self) -> str:
-    on = f"@{self.spec_name}" if self.kind in ("energy_j", "latency_s") else ""
+    name = getattr(self.spec_name, "name", self.spec_name)  # an NNPSpec prints its name
+    on = f"@{name}" if self.kind in ("energy_j", "latency_s") else ""
     return f"{self.kind}={self.value:g}{on}"
 
 

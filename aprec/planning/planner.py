@@ -176,11 +176,14 @@ class FrontPoint:
   modes: tuple[str, ...]
 
 
-def default_budgets(profile: SensitivityProfile, kind: str, n: int = 12) -> list[float]:
-  """``n`` budgets from the cheapest to the dearest uniform assignment."""
+def default_budgets(profile: SensitivityProfile, kind: str, n: int = 12,
+                    spec_name: Any = "edge_npu") -> list[float]:
+  """``n`` budgets from the cheapest to the dearest uniform assignment (energy and latency
+  priced on ``spec_name``: a preset name, a JSON spec file or an ``NNPSpec``)."""
   lo = budget_used(profile.ops, np.full(len(profile.ops), mode_index("int4")), kind,
-                   profile.batch_size)
-  hi = budget_used(profile.ops, np.zeros(len(profile.ops), np.int32), kind, profile.batch_size)
+                   profile.batch_size, spec_name)
+  hi = budget_used(profile.ops, np.zeros(len(profile.ops), np.int32), kind, profile.batch_size,
+                   spec_name)
   return [float(v) for v in np.geomspace(lo, hi, n)]
 
 

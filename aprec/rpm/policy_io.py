@@ -1,12 +1,11 @@
 """Saving and loading a trained policy: orbax arrays plus a JSON record of what it fits.
 
 A policy directory holds ``params/`` (orbax), ``policy.json`` (model, op-table fingerprint,
-network and training settings, library versions), ``training_curve.json`` and its PNG. ``load``
-refuses a policy trained for another op table, naming both fingerprints.
-
-Example:
-  >>> # save(directory, params, model="digits_cnn", ops=emu.ops, hidden=64, config={...})
-  >>> # params, meta = load(directory, expect_ops=emu.ops)
+network and training settings, library versions), ``training_curve.json`` and
+``SHA256SUMS``; it is written by ``aprec.checkpoint.write_directory`` (staged, locked,
+refuses to replace a policy unless asked). ``load`` verifies the checksums, naming a file
+that fails, and refuses a policy trained for another op table, naming both fingerprints.
+Saving draws no figures: the training-curve PNG is the caller's (``aprec.app``).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -36,27 +35,30 @@ class PolicyCheckpointError(ValueError):
 
 
 def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Sequence[Op],
-         hidden: int, config: dict, history: list[dict] | None = None) -> pathlib.Path:
-  """Writes a policy atomically (staging directory, then rename); replaces an older one."""
+         hidden: int, config: dict, history: list[dict] | None = None,
+         overwrite: bool = False,
+         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None
+         ) -> pathlib.Path:
+  """Writes a policy through ``write_directory``; returns the absolute directory.
+
+  ``attachments`` maps file names to writers called with the staged path (e.g. a training
+  curve PNG). Raises ``ArtifactExistsError`` for a policy already there without
+  ``overwrite`` and ``DirectoryLockedError`` while another process writes it.
+  """
   import orbax.checkpoint as ocp
-  directory = pathlib.Path(directory).expanduser().resolve()
-  if directory.is_dir() and any(directory.iterdir()) and not (directory / JSON_FILE).is_file():
-    raise ValueError(f"{directory} is a non-empty directory without {JSON_FILE}; refusing to "
-                     "overwrite it with a policy. Choose an empty or new directory.")
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  with checkpoint.replace_atomically(directory) as staging:
+  meta = {"model": model, "fingerprint": fingerprint(tuple(ops)), "n_ops": len(ops),
+          "op_names": [op.name for op in ops], "hidden": hidden, "config": config,
+          "versions": library_versions()}
+  with checkpoint.write_directory(directory, overwrite=overwrite, marker=JSON_FILE,
+                                  what="policy") as staging:
     with ocp.StandardCheckpointer() as ckpt:
       ckpt.save(staging / PARAMS_DIR, jax.tree.map(np.asarray, params))
       ckpt.wait_until_finished()
     (staging / CURVE_FILE).write_text(json.dumps(history or [], indent=1))
-    if history:
-      from aprec.app.rpm_figures import training_curve
-      training_curve(history, staging / "training_curve.png", f"{model}: policy training")
-    meta = {"model": model, "fingerprint": fingerprint(tuple(ops)), "n_ops": len(ops),
-            "op_names": [op.name for op in ops], "hidden": hidden, "config": config,
-            "versions": library_versions()}
+    for name, write in (attachments or {}).items():
+      write(staging / name)
     (staging / JSON_FILE).write_text(json.dumps(meta, indent=2, default=str))
-  return directory
+  return pathlib.Path(directory).expanduser().resolve()
 
 
 def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op]) -> tuple[Any, dict]:
@@ -68,13 +70,20 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op]) -> tuple[A
   """
   import orbax.checkpoint as ocp
   directory = pathlib.Path(directory).expanduser().resolve()
+  try:
+    checkpoint.verify(directory)
+  except FileNotFoundError:
+    pass  # reported below, with the hint
+  except checkpoint.CheckpointError as e:
+    raise PolicyCheckpointError(f"policy: {e}") from None
   if not (directory / JSON_FILE).is_file():
     raise FileNotFoundError(f"no policy at {directory} (no {JSON_FILE}); train one with "
                             "`aprec train-policy experiments/<config>.json`")
   try:
     meta = json.loads((directory / JSON_FILE).read_text())
   except Exception as e:
-    raise PolicyCheckpointError(f"cannot read {directory / JSON_FILE}: {e}") from e
+    raise PolicyCheckpointError(f"cannot read {directory / JSON_FILE}: "
+                                f"{checkpoint.short_error(e)}") from None
   want = fingerprint(tuple(expect_ops))
   if meta.get("fingerprint") != want:
     raise PolicyCheckpointError(
@@ -90,5 +99,6 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op]) -> tuple[A
     with ocp.StandardCheckpointer() as ckpt:
       params = ckpt.restore(directory / PARAMS_DIR, abstract)
   except Exception as e:
-    raise PolicyCheckpointError(f"cannot restore the policy parameters at {directory}: {e}") from e
+    raise PolicyCheckpointError(f"cannot restore the policy parameters at {directory}: "
+                                f"{checkpoint.short_error(e)}") from None
   return params, meta

@@ -421,7 +421,8 @@ def analyze(apply_fn: Callable, params: Any, batches: Sequence[tuple[Any, Any]],
                                 * (name != "perturbation"))
   return make_profile(model=model_name, ops=emulator.ops, estimates=estimates,
                       dataset=dataset, n_batches=len(xs), batch_size=xs.shape[1],
-                      baseline_loss=float(baseline.mean()), loss=obj.name, details=details)
+                      baseline_loss=float(baseline.mean()), loss=obj.name, details=details,
+                      params=params)
 
 
 def analyze_model(model: Any, *, methods: str | Sequence[str] = DEFAULT_METHOD,

@@ -6,10 +6,10 @@ A profile directory holds::
   <directory>/profile.json   everything, readable: op table, values by op and mode, metadata
   <directory>/*.png          figures written with it (heatmap, validation scatter)
 
-``save`` writes a sibling staging directory and swaps it into place, so a failed or
-interrupted save never leaves a half-written profile where a good one was. ``load`` checks
-the profile's op-table fingerprint against the model it is meant for and names the ops that
-differ.
+``save`` goes through ``aprec.checkpoint.write_directory`` (staged, locked, checksummed,
+refuses to replace a profile unless asked). ``load`` verifies the checksums, checks the
+profile's op-table fingerprint against the model it is meant for (naming the ops that
+differ) and, given the parameters, their hash against the one the profile was made with.
 
 Example:
   >>> import numpy as np
@@ -32,6 +32,7 @@ import json
 import math
 import os
 import pathlib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -129,6 +130,8 @@ class SensitivityProfile:
     loss: what Δloss measures: ``"kl"``, ``"ce"`` or ``"custom"`` (see ``sensitivity``).
     versions: library versions that produced it.
     fingerprint: ``fingerprint(ops)``.
+    params_hash: ``aprec.checkpoint.params_hash`` of the weights it was computed with
+      (None when unknown).
     details: JSON-serialisable extras (Hessian traces, fallbacks, timings, validation).
   """
 
@@ -145,6 +148,7 @@ class SensitivityProfile:
   versions: Mapping[str, str]
   fingerprint: str
   details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  params_hash: str | None = None
 
   def __post_init__(self):
     if self.method not in self.estimates:
@@ -156,7 +160,8 @@ class SensitivityProfile:
         raise ValueError(f"estimate {name!r} has shape {est.delta_loss.shape}, expected {shape} "
                          "(ops x modes)")
     if fingerprint(self.ops) != self.fingerprint:
-      raise ProfileError("the profile's fingerprint does not match its op table; it is damaged")
+      raise ProfileError(f"the profile's fingerprint {self.fingerprint[:12]} does not match its "
+                         f"op table ({fingerprint(self.ops)[:12]}); it is damaged")
 
   @property
   def op_names(self) -> tuple[str, ...]:
@@ -204,7 +209,8 @@ class SensitivityProfile:
         "dataset": self.dataset, "n_batches": self.n_batches, "batch_size": self.batch_size,
         "baseline_loss": _num(self.baseline_loss), "loss": self.loss,
         "versions": dict(self.versions),
-        "fingerprint": self.fingerprint, "modes": list(self.modes),
+        "fingerprint": self.fingerprint, "params_hash": self.params_hash,
+        "modes": list(self.modes),
         "ops": _jsonable([op.to_dict() for op in self.ops]),
         "estimates": {k: {"n_samples": e.n_samples, "delta_loss": by_op(e.delta_loss),
                           "stderr": by_op(e.stderr)} for k, e in self.estimates.items()},
@@ -222,14 +228,17 @@ class SensitivityProfile:
 def make_profile(*, model: str, ops: Sequence[Op], estimates: Mapping[str, Estimate],
                  dataset: str, n_batches: int, batch_size: int, baseline_loss: float,
                  loss: str = "kl", method: str | None = None,
-                 details: Mapping[str, Any] | None = None) -> SensitivityProfile:
-  """A profile stamped with the op-table fingerprint and the library versions."""
+                 details: Mapping[str, Any] | None = None,
+                 params: Any = None) -> SensitivityProfile:
+  """A profile stamped with the op-table fingerprint, the library versions and (given
+  ``params``) the hash of the weights it was computed with."""
   ops = tuple(ops)
   return SensitivityProfile(
       model=model, ops=ops, modes=tuple(MODES), method=method or next(iter(estimates)),
       estimates=dict(estimates), dataset=dataset, n_batches=int(n_batches),
       batch_size=int(batch_size), baseline_loss=float(baseline_loss), loss=str(loss),
-      versions=library_versions(), fingerprint=fingerprint(ops), details=dict(details or {}))
+      versions=library_versions(), fingerprint=fingerprint(ops), details=dict(details or {}),
+      params_hash=None if params is None else checkpoint.params_hash(params))
 
 
 # --------------------------------------------------------------------------------------
@@ -291,58 +300,71 @@ def _jsonable(value: Any) -> Any:
 
 
 def save(profile: SensitivityProfile, directory: str | os.PathLike[str], *,
-         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None) -> pathlib.Path:
-  """Writes ``profile`` to ``directory`` atomically, replacing an older profile there.
+         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
+         overwrite: bool = False) -> pathlib.Path:
+  """Writes ``profile`` to ``directory`` through ``aprec.checkpoint.write_directory``.
 
-  Args:
-    profile: the profile.
-    directory: target directory (parents are created).
-    attachments: file name → writer called with the staged path, e.g. a heatmap PNG; they
-      land in the directory together with the profile or not at all.
-
-  Returns:
-    The absolute directory.
-
-  Raises:
-    ValueError: ``directory`` is a non-empty directory without a ``profile.json``.
+  ``attachments`` maps file names to writers called with the staged path (e.g. a heatmap
+  PNG): they land together with the profile or not at all. Returns the absolute directory.
+  Raises ``ArtifactExistsError`` for a profile already there without ``overwrite`` (or
+  anything else there) and ``DirectoryLockedError`` while another process writes it.
   """
   import orbax.checkpoint as ocp
-  directory = pathlib.Path(directory).expanduser().resolve()
-  if directory.exists() and not directory.is_dir():
-    raise ValueError(f"{directory} exists and is not a directory; choose another profile path")
-  if directory.is_dir() and any(directory.iterdir()) and not (directory / JSON_FILE).is_file():
-    raise ValueError(f"{directory} is a non-empty directory without {JSON_FILE}; refusing to "
-                     "replace it with a profile. Choose an empty or new directory.")
   text = json.dumps(profile.to_json(), indent=2, sort_keys=True) + "\n"
   arrays = {k: {"delta_loss": np.asarray(e.delta_loss), "stderr": np.asarray(e.stderr)}
             for k, e in profile.estimates.items()}
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  with checkpoint.replace_atomically(directory) as staging:
+  with checkpoint.write_directory(directory, overwrite=overwrite, marker=JSON_FILE,
+                                  what="sensitivity profile") as staging:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(staging / ARRAYS_DIR, arrays)
       checkpointer.wait_until_finished()
     for name, write in (attachments or {}).items():
       write(staging / name)
-    (staging / JSON_FILE).write_text(text)  # last: its presence marks a complete profile
-  return directory
+    (staging / JSON_FILE).write_text(text)
+  return pathlib.Path(directory).expanduser().resolve()
 
 
-def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = None
-         ) -> SensitivityProfile:
-  """Reads a profile written by ``save``.
+def check_params(profile: SensitivityProfile, params: Any, where: str = "", *,
+                 allow_other_params: bool = False) -> None:
+  """Raises ``ProfileError`` if ``profile`` was computed with weights other than ``params``
+  (warns instead with ``allow_other_params``). Profiles without a hash are not checked."""
+  if profile.params_hash is None or params is None:
+    return
+  if (got := checkpoint.params_hash(params)) == profile.params_hash:
+    return
+  message = (f"the sensitivity profile{' at ' + where if where else ''} was computed with "
+             f"other weights (parameter hash {profile.params_hash[:12]}, these weights "
+             f"{got[:12]}): its Δloss describes that model, not this one")
+  if not allow_other_params:
+    raise ProfileError(message + "; recompute it with `aprec analyze MODEL`, or pass "
+                       "allow_other_params=True (--allow-other-weights) to use it anyway")
+  warnings.warn(message, stacklevel=3)
+
+
+def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = None, *,
+         params: Any = None, allow_other_params: bool = False) -> SensitivityProfile:
+  """Reads a profile written by ``save``, verifying its checksums.
 
   Args:
     directory: the profile directory.
     expect: the ops (or an ``Emulator``) of the model it will be used with; a profile
       for another op table raises ``ProfileError`` naming the ops that differ.
+    params: the weights it will be used with; a profile made with other weights raises
+      ``ProfileError`` (warns with ``allow_other_params``).
 
   Raises:
     FileNotFoundError: no profile at ``directory``.
-    ProfileError: unreadable, damaged, or for another model.
+    ProfileError: unreadable, damaged (a file fails its checksum), or for another model.
   """
   import orbax.checkpoint as ocp
   directory = pathlib.Path(directory).expanduser().resolve()
   path = directory / JSON_FILE
+  try:
+    checkpoint.verify(directory)
+  except FileNotFoundError:
+    pass  # reported below, with the hint
+  except checkpoint.CheckpointError as e:
+    raise ProfileError(f"sensitivity profile: {e}") from None
   if not path.is_file():
     raise FileNotFoundError(f"no sensitivity profile at {directory} (no {JSON_FILE}); create "
                             "one with `aprec analyze MODEL`")
@@ -360,34 +382,19 @@ def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = 
         estimates=estimates, dataset=meta["dataset"], n_batches=int(meta["n_batches"]),
         batch_size=int(meta["batch_size"]),
         baseline_loss=float("nan") if meta["baseline_loss"] is None else meta["baseline_loss"],
-        loss=meta["loss"],
-        versions=meta["versions"], fingerprint=meta["fingerprint"], details=meta["details"])
-  except ProfileError:
-    raise
+        loss=meta["loss"], versions=meta["versions"], fingerprint=meta["fingerprint"],
+        details=meta["details"], params_hash=meta.get("params_hash"))
+  except ProfileError as e:  # names the file: the fingerprint error does not know it
+    raise ProfileError(f"{path}: {e}") from None
+  except KeyError as e:
+    raise ProfileError(f"{path} lacks the key {e}; it is incomplete") from None
   except Exception as e:  # orbax and json raise many kinds of errors on damaged files
-    raise ProfileError(f"cannot read the sensitivity profile at {directory}: {e}") from e
+    raise ProfileError(f"cannot read the sensitivity profile at {directory}: "
+                       f"{checkpoint.short_error(e)}") from None
   if tuple(profile.modes) != tuple(MODES):
     raise ProfileError(f"profile at {directory} has modes {profile.modes}, this aprec has "
                        f"{MODES}; recompute it with `aprec analyze MODEL`")
   if expect is not None:
     check_matches(profile, getattr(expect, "ops", expect), where=str(directory))
+  check_params(profile, params, str(directory), allow_other_params=allow_other_params)
   return profile
-
-
-def rich_table(profile: SensitivityProfile, method: str | None = None):
-  """A ``rich`` table: one row per op, ``Δloss ± stderr`` per mode."""
-  from rich.table import Table
-  method = profile.method if method is None else method
-  est = profile.estimates[method]
-  table = Table(title=f"{profile.model}: predicted Δ{profile.loss} loss ({method}, "
-                      f"{profile.dataset}, {profile.n_batches}×{profile.batch_size})",
-                caption="fp32 is the reference (0); ± one standard error")
-  table.add_column("op", overflow="fold")
-  for m in profile.modes[1:]:
-    table.add_column(m, justify="right")
-  for i, op in enumerate(profile.ops):
-    cells = [f"{est.delta_loss[i, j]:.1e}"
-             + (f"\n±{est.stderr[i, j]:.0e}" if np.isfinite(est.stderr[i, j]) else "")
-             for j in range(1, len(profile.modes))]
-    table.add_row(op.name, *cells)
-  return table

@@ -11,7 +11,8 @@ import pytest
 
 from aprec.rpm import policy_io
 from aprec.app import config
-from aprec.app.experiment import RunExistsError, run_experiment
+from aprec.app.experiment import run_experiment
+from aprec.checkpoint import ArtifactExistsError
 
 TINY = {"model": "digits_cnn", "scenarios": ["contention"], "steps": 12,
         "policies": ["static_fp16", "greedy", "learned"],
@@ -78,7 +79,7 @@ def test_run_reproduces_and_never_overwrites(tmp_path):
     assert (tmp_path / "a" / name).is_file()
   assert json.loads((tmp_path / "a" / "config.json").read_text())["steps"] == 12
   before = (tmp_path / "a" / "summary.json").read_text()
-  with pytest.raises(RunExistsError, match="--overwrite"):
+  with pytest.raises(ArtifactExistsError, match="--overwrite"):
     run_experiment(cfg, tmp_path / "a", time_decisions=False)
   assert (tmp_path / "a" / "summary.json").read_text() == before  # nothing lost
   # a policy checkpoint for another op table is refused, naming the fingerprints

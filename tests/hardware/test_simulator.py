@@ -210,7 +210,7 @@ def test_scenario_errors():
 
 def test_plot_trace_writes_png(tmp_path):
   _, m = run("contention", FP16, faults="mild")
-  from aprec.app import report
-  path = report.plot_sim_trace(m, tmp_path / "trace.png", title="contention")
+  from aprec.app import figures
+  path = figures.sim_trace(m, tmp_path / "trace.png", title="contention")
   data = (tmp_path / "trace.png").read_bytes()
   assert str(path).endswith("trace.png") and data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -102,7 +102,7 @@ def test_coarse_grid_stays_within_budget():
 
 
 def test_pareto_front_with_a_stub_evaluator(tmp_path):
-  from aprec.app import sensitivity_figures as sensitivity_plots
+  from aprec.app import figures as sensitivity_plots
   ops = [_op("a", 3, 4), _op("b", 4, 2)]
   prof = _profile(_random_values(np.random.default_rng(2), 2), ops)
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from aprec import checkpoint
 from aprec.sensitivity import profile as profile_lib
 from aprec.emulator.formats import MODES
 from aprec.emulator.ops import Op
@@ -98,10 +99,18 @@ def test_damaged_or_missing_profiles(tmp_path):
   data = json.loads((written / profile_lib.JSON_FILE).read_text())
   data["ops"][0]["name"] = "renamed"
   (written / profile_lib.JSON_FILE).write_text(json.dumps(data))
-  with pytest.raises(ProfileError, match="fingerprint does not match"):
+  with pytest.raises(ProfileError, match="profile.json fails its SHA-256 checksum"):
     profile_lib.load(written)
+  checkpoint.write_manifest(written)  # past the checksums, the fingerprint still catches it,
+  with pytest.raises(ProfileError, match=r"p/profile.json: .*fingerprint .* does not match"):
+    profile_lib.load(written)  # naming the file
   (written / profile_lib.JSON_FILE).write_text("{not json")
+  checkpoint.write_manifest(written)
   with pytest.raises(ProfileError, match="cannot read"):
+    profile_lib.load(written)
+  (written / profile_lib.JSON_FILE).write_text(json.dumps({"ops": []}))
+  checkpoint.write_manifest(written)
+  with pytest.raises(ProfileError, match="lacks the key 'estimates'"):
     profile_lib.load(written)
 
 
@@ -114,10 +123,13 @@ def test_failed_save_keeps_the_good_profile(tmp_path):
     path.write_text("half")
     raise KeyboardInterrupt  # interrupted while writing attachments
   with pytest.raises(KeyboardInterrupt):
-    profile_lib.save(_profile(baseline_loss=9.0), target, attachments={"fig.png": explode})
+    profile_lib.save(_profile(baseline_loss=9.0), target, attachments={"fig.png": explode},
+                     overwrite=True)
   assert profile_lib.load(target) == good
   assert sorted(os.listdir(tmp_path)) == ["p"]  # no staging or backup left behind
-  profile_lib.save(_profile(baseline_loss=9.0), target,
+  with pytest.raises(checkpoint.ArtifactExistsError, match="--overwrite"):
+    profile_lib.save(_profile(baseline_loss=9.0), target)
+  profile_lib.save(_profile(baseline_loss=9.0), target, overwrite=True,
                    attachments={"fig.txt": lambda p: p.write_text("ok")})
   assert profile_lib.load(target).baseline_loss == 9.0 and (target / "fig.txt").read_text() == "ok"
   assert sorted(os.listdir(tmp_path)) == ["p"]
@@ -126,10 +138,10 @@ def test_failed_save_keeps_the_good_profile(tmp_path):
 def test_save_refuses_to_replace_other_directories(tmp_path):
   (tmp_path / "data").mkdir()
   (tmp_path / "data" / "keep.txt").write_text("x")
-  with pytest.raises(ValueError, match="without profile.json; refusing"):
-    profile_lib.save(_profile(), tmp_path / "data")
+  with pytest.raises(ValueError, match="not a sensitivity profile .*refusing"):
+    profile_lib.save(_profile(), tmp_path / "data", overwrite=True)
   (tmp_path / "file").write_text("x")
-  with pytest.raises(ValueError, match="not a directory"):
+  with pytest.raises(ValueError, match="is a file"):
     profile_lib.save(_profile(), tmp_path / "file")
 
 
@@ -150,10 +162,11 @@ def test_bad_estimates_and_methods():
 def test_table_and_heatmap_render(tmp_path):
   from rich.console import Console
 
-  from aprec.app import sensitivity_figures as sensitivity_plots
+  from aprec.app import figures as sensitivity_plots
   prof = _profile()
   console = Console(record=True, width=160, file=io.StringIO())
-  console.print(profile_lib.rich_table(prof))
+  from aprec.app import tables
+  console.print(tables.profile_table(prof))
   text = console.export_text()
   assert "attn/dot_general" in text and "int4" in text and "±" in text
   path = sensitivity_plots.heatmap(prof, tmp_path / "heat.png", method="fisher")
@@ -164,10 +177,10 @@ def test_table_and_heatmap_render(tmp_path):
 def test_shipped_profiles_fit_the_reference_models(name):
   from aprec import models
   from aprec.emulator.core import Emulator
-  from aprec.app.sensitivity_cli import default_profile_dir
+  from aprec.app.inputs import default_profile_dir
   model = models.load(name)
   emu = Emulator(model.apply_fn, model.params, model.data.test.x[:7])  # any batch size
-  prof = profile_lib.load(default_profile_dir(name), expect=emu)
+  prof = profile_lib.load(default_profile_dir(name), expect=emu, params=model.params)
   assert prof.method == "perturbation" and prof.loss == "kl"
   assert set(prof.estimates) == {"perturbation", "taylor", "fisher", "hessian", "tracked"}
   assert np.isfinite(prof.delta_loss).all()

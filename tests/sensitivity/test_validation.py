@@ -59,7 +59,7 @@ def model():
 
 
 def test_validation_on_the_calibration_data_is_perfect_for_perturbation(model, tmp_path):
-  from aprec.app import sensitivity_figures as sensitivity_plots
+  from aprec.app import figures as sensitivity_plots
   apply_fn, params, batches, prof = model
   noisy = prof.delta_loss + np.random.default_rng(0).normal(size=prof.delta_loss.shape)
   val = validation.validate(prof, apply_fn, params, batches, n_assignments=16,

@@ -4,25 +4,26 @@ A checkpoint is a directory::
 
   <directory>/params/         orbax StandardCheckpointer output
   <directory>/metadata.json   free-form JSON (indent 2, sorted keys)
+  <directory>/SHA256SUMS      checksums of every file, verified at load
 
-``save`` writes into a temporary sibling directory and swaps it into place, so an
-interrupted or failed save never replaces a good checkpoint with a broken one.
+``save`` goes through ``write_directory``: staged, locked, swapped in only when complete,
+and an existing checkpoint is replaced only with ``overwrite=True``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
 import pathlib
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from aprec.checkpoint._directory import CheckpointError, verify, write_directory
 
 PARAMS_DIR = "params"
 METADATA_FILE = "metadata.json"
@@ -32,8 +33,32 @@ RETRAIN_HINT = "for the shipped models, run `python scripts/train_models.py` to 
 PyTree = Any
 
 
-class CheckpointError(ValueError):
-  """A checkpoint exists but cannot be read, or does not match what was asked for."""
+_MAX_ERROR_CHARS = 300
+
+
+def short_error(error: BaseException) -> str:
+  """The first line of ``error``, cut to a few hundred characters (TensorStore and orbax
+  errors run to pages)."""
+  text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " ..."
+
+
+def params_hash(params: PyTree) -> str:
+  """SHA-256 (hex) of a parameter pytree: every leaf's path, dtype, shape and bytes.
+
+  Example:
+    >>> a = {"w": np.zeros(2, np.float32)}
+    >>> params_hash(a) == params_hash({"w": np.zeros(2, np.float32)})
+    True
+    >>> params_hash(a) == params_hash({"w": np.ones(2, np.float32)})
+    False
+  """
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    value = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}:{value.dtype.str}:{value.shape};".encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
 
 
 def _json_default(value: Any) -> Any:
@@ -55,79 +80,41 @@ def _encode_metadata(metadata: Mapping[str, Any]) -> str:
     ) from e
 
 
-def _looks_like_checkpoint(path: pathlib.Path) -> bool:
-  return (path / PARAMS_DIR).is_dir() or (path / METADATA_FILE).is_file()
-
-
-def save(
-    directory: str | os.PathLike[str], params: PyTree, metadata: Mapping[str, Any]
-) -> pathlib.Path:
-  """Writes ``params`` and ``metadata`` as a checkpoint at ``directory``, replacing any old one.
+def save(directory: str | os.PathLike[str], params: PyTree, metadata: Mapping[str, Any], *,
+         overwrite: bool = False) -> pathlib.Path:
+  """Writes ``params`` and ``metadata`` as a checkpoint at ``directory``.
 
   Args:
-    directory: the checkpoint directory; its parent is created if needed. An
-      existing checkpoint there is replaced only once the new one is complete.
+    directory: the checkpoint directory; its parent is created if needed.
     params: a pytree of arrays (a linen variables dict, an ``nnx.State``, ...).
     metadata: JSON-serialisable dict (numpy scalars and arrays are converted).
+    overwrite: replace a checkpoint already there (only once the new one is complete).
 
   Returns:
     The absolute checkpoint directory.
 
   Raises:
     TypeError: ``metadata`` is not JSON-serialisable (nothing is written).
-    ValueError: ``directory`` exists but is not a checkpoint (refusing to replace it).
+    ArtifactExistsError: ``directory`` holds a checkpoint and ``overwrite`` is False, or
+      holds something that is not a checkpoint.
+    DirectoryLockedError: another process is writing ``directory``.
   """
-  directory = pathlib.Path(directory).expanduser().resolve()
   metadata_text = _encode_metadata(metadata)
-  if directory.exists() and not directory.is_dir():
-    raise ValueError(f"{directory} exists and is not a directory; choose another checkpoint path.")
-  if directory.is_dir() and any(directory.iterdir()) and not _looks_like_checkpoint(directory):
-    raise ValueError(
-        f"{directory} is a non-empty directory that is not a checkpoint (no {PARAMS_DIR}/ or "
-        f"{METADATA_FILE}); refusing to replace it. Choose an empty or new directory.")
-  directory.parent.mkdir(parents=True, exist_ok=True)
-
-  with replace_atomically(directory) as staging:
+  with write_directory(directory, overwrite=overwrite, marker=METADATA_FILE,
+                       what="checkpoint") as staging:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(staging / PARAMS_DIR, params)
       checkpointer.wait_until_finished()
     (staging / METADATA_FILE).write_text(metadata_text)
-  return directory
-
-
-@contextlib.contextmanager
-def replace_atomically(directory: pathlib.Path) -> Iterator[pathlib.Path]:
-  """Yields an empty staging directory that replaces ``directory`` once the block succeeds.
-
-  A failed or interrupted write removes the staging directory and leaves any previous
-  ``directory`` untouched: a half-written artifact never takes a good one's place.
-  """
-  tag = uuid.uuid4().hex[:8]
-  staging = directory.parent / f".{directory.name}.tmp-{tag}"
-  backup = directory.parent / f".{directory.name}.old-{tag}"
-  staging.mkdir(parents=True)
-  try:
-    yield staging
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  had_old = directory.exists()
-  if had_old:
-    os.rename(directory, backup)
-  try:
-    os.rename(staging, directory)
-  except BaseException:
-    if had_old:
-      os.rename(backup, directory)
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  if had_old:
-    shutil.rmtree(backup, ignore_errors=True)
+  return pathlib.Path(directory).expanduser().resolve()
 
 
 def _check_exists(directory: pathlib.Path) -> None:
-  if not directory.is_dir():
-    raise FileNotFoundError(f"No checkpoint directory at {directory} ({TRAIN_HINT}).")
+  """Raises unless ``directory`` is a checkpoint whose files all pass their checksums."""
+  try:
+    verify(directory)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"No checkpoint directory at {directory} ({TRAIN_HINT}).") from None
 
 
 def load_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -232,13 +219,14 @@ def restore(directory: str | os.PathLike[str], abstract_params: PyTree) -> PyTre
       stored_tree = checkpointer.metadata(params_dir).item_metadata.tree
       stored = _flat_specs(stored_tree)
     except Exception as e:  # orbax raises many kinds of errors on damaged files
-      raise CheckpointError(
-          f"Cannot read the parameter metadata of checkpoint {params_dir}: {e}") from e
+      raise CheckpointError(f"Cannot read the parameter metadata of checkpoint {params_dir}: "
+                            f"{short_error(e)}") from None
     _check_specs(params_dir, stored, wanted, "is stored as")
     try:
       params = checkpointer.restore(params_dir, abstract)
     except Exception as e:
-      raise CheckpointError(f"Cannot restore the parameters of checkpoint {params_dir}: {e}") from e
+      raise CheckpointError(f"Cannot restore the parameters of checkpoint {params_dir}: "
+                            f"{short_error(e)}") from None
   if jax.tree.structure(params) != jax.tree.structure(abstract):
     raise CheckpointError(
         f"Checkpoint {params_dir} restored with tree structure {jax.tree.structure(params)}, "

@@ -1,14 +1,13 @@
 """``aprec analyze`` and ``aprec plan``: sensitivity profiles and static mixed-precision plans.
 
-Both are plain functions for ``tyro``; ``aprec.app.cli`` registers them as subcommands.
-Profiles calibrate on the train split; validation, plans and fronts are measured on the
+Profiles calibrate on the val split; validation, plans and fronts are measured on the
 held-out test split.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json as json_lib
+import json
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -16,20 +15,14 @@ from typing import Any
 import numpy as np
 import tyro
 
-from aprec.app import report
+from aprec.app import inputs, tables
+from aprec.app.cmd_model import AsJson
 
-PROFILE_DIR = "profile"
 # Calibrate on val: unseen in training like the test split (the train split is memorised,
 # so its Δloss comes out several times smaller). One batch size for calibration and
 # held-out data (3 val and 6 test batches): per-tensor activation scales depend on it.
 CALIBRATION_SPLIT, CALIBRATION_BATCH = "val", 60
 HELDOUT_SPLIT = "test"
-
-
-def default_profile_dir(model: str) -> pathlib.Path:
-  """``<checkpoints>/<model>/profile``, beside the model's checkpoint."""
-  from aprec import models
-  return models.default_checkpoint_dir() / model / PROFILE_DIR
 
 
 @contextlib.contextmanager
@@ -60,8 +53,8 @@ def _validation_rows(summary: dict) -> list[dict]:
 
 
 def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
-            validate: bool = False, json: bool = False, out: pathlib.Path | None = None,
-            loss: str = "kl", split: str = CALIBRATION_SPLIT,
+            validate: bool = False, as_json: AsJson = False, out: pathlib.Path | None = None,
+            overwrite: bool = False, loss: str = "kl", split: str = CALIBRATION_SPLIT,
             batch_size: int = CALIBRATION_BATCH) -> None:
   """Compute a model's sensitivity profile (predicted Δloss per op and mode) and save it.
 
@@ -69,14 +62,16 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
   --validate also validation.json, validation_scatter.png and pareto_bits.png.
 
   Args:
-    model: a reference model name (digits_cnn, digits_vit).
+    model: a reference model (digits_cnn, digits_vit) or package.module:factory.
     method: perturbation (measured), taylor, fisher, hessian or tracked; comma-separated
       to combine (the first is the primary table), or `all`.
     validate: also measure on the test split: Spearman ρ of every method against measured
       single-op Δloss (all non-fp32 modes), and ρ / R² of summed predictions over 128
       random mixed assignments.
-    json: print JSON instead of tables.
-    out: the profile directory (default: checkpoints/MODEL/profile, beside the model).
+    as_json: print JSON instead of tables.
+    out: the profile directory (default: checkpoints/MODEL/profile, beside the model;
+      runs/profiles/MODULE.FACTORY for your own model).
+    overwrite: replace a profile already at OUT (the shipped one, by default).
     loss: what Δloss measures: `kl` (cross-entropy against the fp32 model's predictions,
       i.e. KL(p_fp32 ‖ p_mode); label-free, low-noise) or `ce` (against the labels).
     split: calibration split: `val` (unseen in training, like the test data) or `train`
@@ -85,21 +80,29 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
     batch_size: examples per calibration batch, also used for the held-out batches
       (per-tensor activation scales, and so Δloss, depend on it).
   """
-  from aprec import models
   from aprec.emulator import batching
   from aprec.planning import planner
   from aprec.sensitivity import methods as sensitivity
-  from aprec.app import sensitivity_figures as sensitivity_plots
+  from aprec.app import figures
   from aprec.sensitivity import validation
   from aprec.sensitivity import profile as profile_lib
   from aprec.emulator.scoring import Evaluator
-  loaded = models.load(model)
-  out = default_profile_dir(model) if out is None else pathlib.Path(out)
+  inputs.model_ref(model)
+  out = inputs.default_profile_dir(model) if out is None else pathlib.Path(out)
+  inputs.artifact_out(out, overwrite=overwrite, marker=profile_lib.JSON_FILE,
+                      what="sensitivity profile")
+  inputs.one_of(loss, sensitivity.LOSSES, "--loss")
+  sensitivity.parse_methods(method)
+  if split == HELDOUT_SPLIT:
+    raise ValueError(f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
+                     "it was fitted to; use --split train or --split val")
+  inputs.one_of(split, ("train", "val"), "--split")
+  if batch_size <= 0:
+    raise ValueError(f"--batch-size {batch_size}; expected a positive number of examples")
+  loaded = inputs.load_model(model)
+  inputs.integer_labels(loaded, split, loss)
   attachments: dict[str, Any] = {}
-  with _progress(not json) as progress:
-    if split == HELDOUT_SPLIT:
-      raise ValueError(f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
-                       "it was fitted to; use --split train or --split val")
+  with _progress(not as_json) as progress:
     prof = sensitivity.analyze_model(loaded, methods=method, split=split,
                                      batch_size=batch_size, loss=loss, progress=progress)
     summary = None
@@ -120,23 +123,22 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
       summary["pareto_bits"] = [vars(p) for p in front]
       prof = prof.with_details(validation=summary)
       attachments["validation.json"] = lambda p: p.write_text(
-          json_lib.dumps(val.to_json(), indent=2) + "\n")
-      attachments["validation_scatter.png"] = lambda p: sensitivity_plots.scatter(
-          val, p, model=model)
-      attachments["pareto_bits.png"] = lambda p: sensitivity_plots.pareto(
+          json.dumps(val.to_json(), indent=2) + "\n")
+      attachments["validation_scatter.png"] = lambda p: figures.scatter(val, p, model=model)
+      attachments["pareto_bits.png"] = lambda p: figures.pareto(
           front, p, kind="bits", model=model)
-  attachments["heatmap.png"] = lambda p: sensitivity_plots.heatmap(prof, p)
-  where = profile_lib.save(prof, out, attachments=attachments)
-  if json:
-    print(json_lib.dumps({"model": model, "profile": str(where), "methods": list(prof.estimates),
-                          "seconds": prof.details.get("seconds"), "validation": summary},
-                         indent=2, default=str))
+  attachments["heatmap.png"] = lambda p: figures.heatmap(prof, p)
+  where = profile_lib.save(prof, out, attachments=attachments, overwrite=overwrite)
+  if as_json:
+    print(json.dumps({"model": model, "profile": str(where), "methods": list(prof.estimates),
+                      "seconds": prof.details.get("seconds"), "validation": summary},
+                     indent=2, default=str))
     return
-  con = report.console()
+  con = tables.console()
   for name in prof.estimates:
-    con.print(profile_lib.rich_table(prof, name))
+    con.print(tables.profile_table(prof, name))
   if summary is not None:
-    con.print(report.rows_table(
+    con.print(tables.rows_table(
         _validation_rows(summary),
         title=f"{model}: predicted vs measured Δ{summary['loss']} loss on {summary['dataset']}",
         formats={"ρ single op": ".3f", "ρ additive": ".3f", "R² additive": ".3f",
@@ -144,22 +146,24 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
   con.print(f"wrote {where}")
 
 
-def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool = False) -> None:
+def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", as_json: AsJson = False,
+         profile: pathlib.Path | None = None, allow_other_weights: bool = False) -> None:
   """Plan the mixed-precision assignment with the least predicted Δloss within a budget.
 
   Uses the model's saved profile (run `aprec analyze MODEL` first) and measures the plan
   on the test split beside fp32.
 
   Args:
-    model: a reference model name (digits_cnn, digits_vit).
+    model: a reference model (digits_cnn, digits_vit) or package.module:factory.
     budget: KIND=NUMBER with KIND one of: `bits` (average bits per weight, e.g. bits=4.5),
       `weight_bytes` (bytes of all weights, e.g. weight_bytes=20000), `bops`
       (bit-operations per example, Σ MACs·bits_w·bits_a, e.g. bops=1e9), `energy_j` or
-      `latency_s` (per example on an NNP preset under the cost model, e.g.
-      energy_j=2e-9 or latency_s=1e-6@datacenter_gpu; default preset edge_npu).
-    json: print JSON instead of tables.
+      `latency_s` (per example on an NNP, e.g. energy_j=2e-9 or
+      latency_s=1e-6@datacenter_gpu or @my_npu.json; default preset edge_npu).
+    as_json: print JSON instead of tables.
+    profile: the profile directory (default: where `aprec analyze MODEL` writes it).
+    allow_other_weights: use a profile computed with other weights (warns).
   """
-  from aprec import models
   from aprec.emulator import batching
   from aprec.planning import planner
   from aprec.sensitivity import methods as sensitivity
@@ -167,10 +171,13 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool 
   from aprec.sensitivity import profile as profile_lib
   from aprec.emulator.scoring import Evaluator
   from aprec.emulator.formats import MODES
+  inputs.model_ref(model)
   parsed = planner.parse_budget(budget)
-  loaded = models.load(model)
+  loaded = inputs.load_model(model)
   ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
-  prof = profile_lib.load(default_profile_dir(model), expect=ev.emulator.ops)
+  prof = profile_lib.load(inputs.default_profile_dir(model) if profile is None else profile,
+                          expect=ev.emulator.ops, params=loaded.params,
+                          allow_other_params=allow_other_weights)
   chosen = planner.plan(prof, parsed)
   measured = ev.measure(np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment]))
   test = getattr(loaded.data, HELDOUT_SPLIT)
@@ -184,14 +191,14 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", json: bool 
                          "accuracy": float(measured.accuracy[1]),
                          "ce_loss": float(measured.loss[1]),
                          "fp32_accuracy": float(measured.accuracy[0])}}
-  if json:
-    print(json_lib.dumps(result, indent=2))
+  if as_json:
+    print(json.dumps(result, indent=2))
     return
-  con = report.console()
+  con = tables.console()
   rows = [{"op": op.name, "mode": mode, "weights": op.weight_elements,
            "predicted Δloss": float(prof.delta_loss[i, MODES.index(mode)])}
           for i, (op, mode) in enumerate(zip(prof.ops, chosen.modes))]
-  con.print(report.rows_table(rows, title=f"{model}: plan for {parsed} ({prof.method} profile)",
+  con.print(tables.rows_table(rows, title=f"{model}: plan for {parsed} ({prof.method} profile)",
                               formats={"weights": ",", "predicted Δloss": ".2e"}))
   m = result["measured"]
   con.print(f"uses {parsed.kind}={chosen.used:.6g}{'' if chosen.exact else ' (rounded grid)'}; "
