@@ -58,8 +58,9 @@ class CheckpointError(ValueError):
   """An artifact exists but cannot be read, fails its checksums, or does not fit its use."""
 
 
-class ArtifactExistsError(ValueError):
-  """The target directory already holds files and ``overwrite`` was not given."""
+class ArtifactExistsError(FileExistsError, ValueError):
+  """The target directory already holds files and ``overwrite`` was not given (or it is a
+  file, or holds something aprec did not write)."""
 
 
 class DirectoryLockedError(RuntimeError):
@@ -250,7 +251,8 @@ def _fsync_dir(path: pathlib.Path) -> None:
 
 
 def check_target(directory: str | os.PathLike[str], *, overwrite: bool = False,
-                 marker: str | None = None, what: str = "directory written by aprec") -> pathlib.Path:
+                 marker: str | None = None, what: str = "directory written by aprec",
+                 flag: str = "--overwrite (overwrite=True)") -> pathlib.Path:
   """Raises unless ``directory`` may be written (see ``write_directory``); returns it absolute.
 
   Cheap: call it before long work so a bad ``--out`` fails first.
@@ -267,8 +269,8 @@ def check_target(directory: str | os.PathLike[str], *, overwrite: bool = False,
           f"{directory} is a non-empty directory that is not a {what} (no "
           f"{marker or MANIFEST}); refusing to replace it. Choose an empty or new directory")
     if not overwrite:
-      raise ArtifactExistsError(f"{directory} already holds a {what}; pass --overwrite "
-                                "(overwrite=True) to replace it, or choose another directory")
+      raise ArtifactExistsError(f"{directory} already holds a {what}; pass {flag} to "
+                                "replace it, or choose another directory")
   for parent in directory.parents:
     if parent.exists():
       if not parent.is_dir():
@@ -279,8 +281,8 @@ def check_target(directory: str | os.PathLike[str], *, overwrite: bool = False,
 
 @contextlib.contextmanager
 def write_directory(directory: str | os.PathLike[str], *, overwrite: bool = False,
-                    marker: str | None = None, what: str = "directory written by aprec"
-                    ) -> Iterator[pathlib.Path]:
+                    marker: str | None = None, what: str = "directory written by aprec",
+                    flag: str = "--overwrite (overwrite=True)") -> Iterator[pathlib.Path]:
   """Yields an empty staging directory that becomes ``directory`` when the block succeeds.
 
   Args:
@@ -288,18 +290,19 @@ def write_directory(directory: str | os.PathLike[str], *, overwrite: bool = Fals
     overwrite: replace a non-empty ``directory`` (only once the new one is complete).
     marker: a file that marks a directory of this kind (e.g. ``profile.json``); a
       non-empty directory with neither it nor a manifest is never replaced.
-    what: the artifact's name in error messages.
+    what: the artifact's name in error messages; ``flag`` how to ask for ``overwrite``.
 
   Raises:
     ArtifactExistsError: ``directory`` is a file, holds something else, or holds an
       artifact and ``overwrite`` is False (checked before and after taking the lock).
     DirectoryLockedError: another process is writing ``directory``.
   """
-  directory = check_target(directory, overwrite=overwrite, marker=marker, what=what)
+  kw = dict(overwrite=overwrite, marker=marker, what=what, flag=flag)
+  directory = check_target(directory, **kw)
   directory.parent.mkdir(parents=True, exist_ok=True)
   with lock(directory):
     recover(directory)
-    check_target(directory, overwrite=overwrite, marker=marker, what=what)
+    check_target(directory, **kw)
     tag = uuid.uuid4().hex[:8]
     staging = _sibling(directory, "tmp-", tag)
     backup = _sibling(directory, "old-", tag)

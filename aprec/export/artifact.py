@@ -1,8 +1,9 @@
 """Writing an export artifact: program, arrays, assignment, op table and checksum manifest.
 
 The layout and the reader are in ``loader.py`` (which needs only jax and numpy); this
-module builds the program, writes every file into a staging directory and swaps it into
-place (``aprec.checkpoint.replace_atomically``), so a failed export never leaves a
+module builds the program and writes every file through
+``aprec.checkpoint.write_directory`` (staged, locked, swapped in only when complete, an
+existing artifact replaced only when asked), so a failed export never leaves a
 half-written artifact.
 """
 
@@ -92,13 +93,14 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
   """
   emu = model if isinstance(model, Emulator) else Emulator(model, params, example_inputs)
   out_dir = pathlib.Path(out_dir)
-  if out_dir.exists() and not replace:
-    raise FileExistsError(f"{out_dir} exists; pass replace=True (`--replace`) to overwrite it")
+  target = dict(overwrite=replace, marker=MANIFEST, what="export artifact",
+                flag="replace=True (`--replace`)")
+  checkpoint.check_target(out_dir, **target)  # before the work
   program = program_lib.build(emu, params, _as_modes(emu, assignment))
   serialized = program.export(platforms).serialize()
   modes = program_lib.mode_names(program)
   arrays_meta = []
-  with checkpoint.replace_atomically(out_dir) as staging:
+  with checkpoint.write_directory(out_dir, **target) as staging:
     (staging / ARRAYS_DIR).mkdir()
     for index, a in enumerate(program.arrays):
       relative = f"{ARRAYS_DIR}/{index:03d}-{a.name}.bin"
