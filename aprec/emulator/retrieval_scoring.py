@@ -125,7 +125,8 @@ class RetrievalEvaluator:
     n_rows = len(ids)
     padded = -(-n_rows // batch_rows) * batch_rows
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], padded - n_rows, 0)])
-    self._batches = [(jnp.asarray(pad(ids)[i:i + batch_rows]), jnp.asarray(pad(mask)[i:i + batch_rows]))
+    ids, mask = pad(ids), pad(mask)
+    self._batches = [(jnp.asarray(ids[i:i + batch_rows]), jnp.asarray(mask[i:i + batch_rows]))
                      for i in range(0, padded, batch_rows)]
     self.emulator = Emulator(apply_fn, params, self._batches[0],
                              activation_scaling=activation_scaling)
@@ -151,8 +152,8 @@ class RetrievalEvaluator:
     if self._reference is None and not np.any(np.asarray(modes) != mode_index("fp32")):
       self._reference = e  # this was the fp32 pass; do not run it twice
     ref = self.reference()
-    cos = np.sum(e.astype(np.float64) * ref, -1) / np.maximum(
-        np.linalg.norm(e.astype(np.float64), axis=-1) * np.linalg.norm(ref.astype(np.float64), axis=-1),
-        1e-12)
+    e64, ref64 = e.astype(np.float64), ref.astype(np.float64)
+    norms = np.linalg.norm(e64, axis=-1) * np.linalg.norm(ref64, axis=-1)
+    cos = np.sum(e64 * ref64, -1) / np.maximum(norms, 1e-12)
     task = retrieval_metrics(e, self.split.num_pairs)
     return RetrievalMeasured(*task, mean_cosine=float(np.mean(cos)))

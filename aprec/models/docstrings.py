@@ -8,7 +8,8 @@ whole top-level modules go to one split, so calibration, validation and test sha
 
 A split holds ``2 N`` texts as model inputs ``x = (ids, mask)``: the ``N`` summaries, then
 the ``N`` bodies in the same order, and ``y``, the row of each text's partner. Retrieval ranks,
-for each summary, the split's ``N`` bodies by cosine similarity (``aprec.emulator.RetrievalEvaluator``).
+for each summary, the split's ``N`` bodies by cosine similarity
+(``aprec.emulator.RetrievalEvaluator``).
 
 Example:
   >>> splits = load_splits()

@@ -8,8 +8,10 @@ and ``model/tokenizer.json`` (with ``tokenizers``).
 
 Example:
   >>> ids, mask = tokenize(["Open a file and return a stream."], max_tokens=12)
-  >>> ids.tolist(), mask.tolist()
-  ([[101, 2330, 1037, 5371, 1998, 2709, 1037, 5460, 1012, 102, 0, 0]], [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]])
+  >>> ids.tolist()
+  [[101, 2330, 1037, 5371, 1998, 2709, 1037, 5460, 1012, 102, 0, 0]]
+  >>> mask.tolist()
+  [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]]
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def checked_file(name: str, directory: pathlib.Path | None = None) -> pathlib.Pa
   digest = sha256_of(path)
   if digest != SHA256[name]:
     raise WeightsError(f"{path} has SHA-256 {digest}, expected {SHA256[name]}; it is not the "
-                       f"all-MiniLM-L6-v2 file aprec was checked against. Reinstall: {INSTALL_HINT}")
+                       "all-MiniLM-L6-v2 file aprec was checked against. Reinstall: "
+                       f"{INSTALL_HINT}")
   return path
 
 

@@ -75,8 +75,8 @@ class MiniLM(nnx.Module):
     ids, mask = inputs
     length = ids.shape[-1]
     if length > MAX_POSITIONS:
-      raise ValueError(f"ids have {length} positions; MiniLM-L6 has {MAX_POSITIONS}: tokenize "
-                       f"with aprec.models.minilm_files.tokenize(texts, max_tokens<={MAX_POSITIONS})")
+      raise ValueError(f"ids have {length} positions; MiniLM-L6 has {MAX_POSITIONS}: tokenize with "
+                       f"aprec.models.minilm_files.tokenize(texts, max_tokens<={MAX_POSITIONS})")
     x = self.token_embed(ids)
     # Every text is a single segment (type 0), as sentence-transformers encodes it. Explicit
     # broadcasts keep the model valid under jax_numpy_rank_promotion="raise".
