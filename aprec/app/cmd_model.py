@@ -41,14 +41,21 @@ def evaluate(model: tyro.conf.Positional[str], modes: str = "fp32", split: str =
   """Measured accuracy and loss of a model under a precision assignment.
 
   Args:
-    model: a reference model (digits_cnn, digits_vit) or package.module:factory.
+    model: a reference model (digits_cnn, digits_vit) or package.module:factory;
+      minilm_l6 reports the docstring task's recall@1, recall@10, MRR and the mean cosine
+      to fp32 instead.
     modes: one mode for every op (`int8`), or a comma list where a bare mode sets the
       default and `name=mode` sets one op (`int8,Dense_1=fp32`).
-    split: the data split to measure on (train, val, test).
+    split: the data split to measure on (train, val, test; calibration, val, test for
+      minilm_l6).
     as_json: print JSON instead of a table.
   """
+  from aprec import models
   from aprec.emulator.scoring import Evaluator
   inputs.model_ref(model)
+  if model in models.EMBEDDERS:
+    _evaluate_embedder(model, modes, split, as_json)
+    return
   inputs.one_of(split, ("train", "val", "test"), "split")
   ev = Evaluator.for_model(inputs.load_model(model), split)
   assignment = ev.emulator.assignment(modes)
@@ -64,6 +71,27 @@ def evaluate(model: tyro.conf.Positional[str], modes: str = "fp32", split: str =
                               title=f"{model} assignment"))
   con.print(f"{split} accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}  "
             f"({result['n_examples']} examples)")
+
+
+def _evaluate_embedder(model: str, modes: str, split: str, as_json: bool) -> None:
+  from aprec.emulator.retrieval_scoring import RetrievalEvaluator
+  from aprec.models import docstrings
+  inputs.one_of(split, docstrings.SPLITS, "split")
+  loaded = inputs.load_model(model)
+  data = getattr(loaded.data, split)
+  ev = RetrievalEvaluator(loaded.apply_fn, loaded.params, data)
+  assignment = ev.emulator.assignment(modes)
+  measured = ev.measure(assignment)
+  result = {"model": model, "split": split, "n_pairs": data.num_pairs,
+            "modes": {op.name: MODES[int(m)] for op, m in zip(ev.emulator.ops, assignment)},
+            **measured._asdict()}
+  if as_json:
+    print(json.dumps(result, indent=2))
+    return
+  tables.console().print(
+      f"{split}: recall@1 {measured.recall_at_1:.4f}  recall@10 {measured.recall_at_10:.4f}  "
+      f"MRR {measured.mrr:.4f}  mean cos to fp32 {measured.mean_cosine:.6f}  "
+      f"({data.num_pairs} summary -> docstring pairs)")
 
 
 def spec(name: tyro.conf.Positional[str], out: pathlib.Path | None = None,
