@@ -7,6 +7,15 @@ table and reference accuracies), ``metrics.jsonl`` (one line per policy per step
 directory that already holds a run is never replaced unless ``overwrite`` is set (then the
 new run is staged beside it and swapped in only once complete, so a failure loses
 nothing), and a second writer of the same directory fails at once on its lock.
+
+Example:
+  >>> import tempfile
+  >>> from aprec.app import config
+  >>> cfg = config.resolve({"policies": ["static_fp16"], "steps": 20})
+  >>> with tempfile.TemporaryDirectory() as tmp:
+  ...   summary = run_experiment(cfg, pathlib.Path(tmp) / "run", time_decisions=False)
+  >>> [row["policy"] for row in summary["rows"]]
+  ['static_fp16']
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@ under one scenario, prints the table and writes ``out/``: ``report.md``,
 ``summary.json``, ``metrics.jsonl`` and per model ``power_<model>.png``,
 ``modes_<model>.png``, ``accuracy_energy_<model>.png``.
 
+Example:
+  ``aprec demo`` calls ``run("runs/demo/rpm")`` (300 steps, every policy: a minute, so not
+  run here); the learned policy comes from
+
+  >>> shipped_policy_dir("digits_cnn").parts[-2:]
+  ('digits_cnn', 'policy')
 """
 
 from __future__ import annotations

@@ -255,8 +255,16 @@ class Emulator:
     """Every op's weight in the storage format of its mode (None for ops without one).
 
     Example:
-      >>> # stored = emu.store_weights(params, emu.assignment("int4"))
-      >>> # dma.storage_bytes(stored) is what the NNP's memory holds.
+      ``dma.storage_bytes`` of the result is what the NNP's memory holds: a 16 x 4 weight
+      at int4 is 32 bytes of nibbles plus 4 float32 channel scales (256 bytes at fp32).
+
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from aprec.emulator import dma
+      >>> model, x = nn.Dense(4), jnp.ones((2, 16))
+      >>> params = model.init(jax.random.key(0), x)
+      >>> emu = Emulator(model.apply, params, x)
+      >>> dma.storage_bytes(emu.store_weights(params, emu.assignment("int4")))
+      48
     """
     modes = np.asarray(self.check_modes(modes))
     weights = self._observe(params, self._example_inputs(),

@@ -11,7 +11,7 @@ FP8 pipelines do; BF16 and FP16 are plain casts (overflow gives inf, like the ca
 
 Example:
   >>> import jax.numpy as jnp
-  >>> from aprec import formats
+  >>> from aprec.emulator import formats
   >>> q, scale = formats.quantize(jnp.array([0.5, -1.0, 0.26]), formats.mode_index("int8"))
   >>> [int(v) for v in q], round(float(scale[0]) * 127, 6)
   ([64, -127, 33], 1.0)

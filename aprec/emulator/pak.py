@@ -213,7 +213,7 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from aprec import formats, pak
+    >>> from aprec.emulator import formats, pak
     >>> x, w = jnp.array([[0.5, -1.0]]), jnp.array([[1.0], [0.25]])
     >>> y = pak.dot_general(x, w, formats.mode_index("int8"), (((1,), (0,)), ((), ())))
     >>> round(float(y[0, 0]), 4)

@@ -29,7 +29,8 @@ The model, per op ``o`` in mode ``m``:
   and as a fraction of the free buffer (above 1: the op spills to DRAM).
 
 Example:
-  >>> from aprec import cost, hardware
+  >>> from aprec import hardware
+  >>> from aprec.hardware import cost
   >>> from aprec.emulator.ops import Op
   >>> op = Op(name="Dense_0", kind="dot_general", lhs_shape=(32, 64), rhs_shape=(64, 10),
   ...         out_shape=(32, 10), weight_operand=1, macs=32 * 64 * 10, contraction_size=64)

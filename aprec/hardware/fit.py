@@ -6,9 +6,10 @@ latency and measured latencies. ``load_anchor_measurements`` turns the H200 anch
 (square matmuls per format, M x K x N dots, a large copy) into ``Measurement`` records.
 
 Example:
-  >>> from aprec import calibrate, hardware
-  >>> rows = calibrate.load_anchor_measurements(calibrate.PACKAGED_ANCHORS_PATH)
-  >>> fitted, history = calibrate.fit_spec(hardware.datacenter_gpu(), rows, steps=50)
+  >>> from aprec import hardware
+  >>> from aprec.hardware import fit
+  >>> rows = fit.load_anchor_measurements(fit.PACKAGED_ANCHORS_PATH)
+  >>> fitted, history = fit.fit_spec(hardware.datacenter_gpu(), rows, steps=50)
   >>> bool(history[-1] < history[0])
   True
 """

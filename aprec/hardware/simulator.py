@@ -23,7 +23,8 @@ purpose; the ``true_*`` fields and ``sensor_ok`` are ground truth for evaluation
 
 Example:
   >>> import jax
-  >>> from aprec import hardware, simulator
+  >>> from aprec import hardware
+  >>> from aprec.hardware import simulator
   >>> from aprec.hardware.fit import dot_op
   >>> params = simulator.scenario("thermal", hardware.edge_npu(), [dot_op(64, 256, 256)])
   >>> state, metrics = simulator.rollout(params, simulator.init_state(params), [2],

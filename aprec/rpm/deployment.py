@@ -10,9 +10,9 @@ and co-tenant jobs decide whether it fits.
 validation split: ``Δloss[i, m] = loss(op i at m, the rest fp32) - loss(all fp32)``.
 
 Example:
-  >>> # d = deploy("digits_cnn", "contention")
-  >>> # d.ctx.n_ops
-  >>> # 4
+  >>> d = deploy("digits_cnn", "contention")
+  >>> d.ctx.n_ops, d.batches.x.shape
+  (4, (11, 32, 8, 8, 1))
 """
 
 from __future__ import annotations

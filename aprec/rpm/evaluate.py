@@ -1,7 +1,14 @@
 """The evaluation table: every policy in the closed loop on one deployment, measured.
 
 Example:
-  >>> # rows, traces = evaluate(deploy("digits_cnn", "contention"), make_policies(params), 300)
+  >>> from aprec.rpm.deployment import deploy
+  >>> d = deploy("digits_cnn", "contention")
+  >>> policies = make_policies(["static_fp16", "static_int8"])
+  >>> rows, traces, reference = evaluate(d, policies, 20, time_decisions=False)
+  >>> [r["policy"] for r in rows], traces["static_int8"].assignments.shape
+  (['static_fp16', 'static_int8'], (20, 4))
+  >>> bool(rows[1]["energy_per_inference_j"] < rows[0]["energy_per_inference_j"])
+  True
 """
 
 from __future__ import annotations

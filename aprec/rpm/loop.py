@@ -13,8 +13,21 @@ assignment that step ran (each distinct assignment once over all batches, in
 accuracy is measured, not predicted.
 
 Example:
-  >>> # trace = run_episode(params, ctx, Greedy(), emu.assignment("fp16"), safe, key, 200)
-  >>> # correct = measure_accuracy(emu, params, batches, trace.assignments)
+  Step ``t`` of a trace runs batch ``t % n_batches`` in that step's assignment. A 16 → 10
+  dense layer, labelled with its own fp32 predictions, so the fp32 steps count every
+  example of their 2-example batch correct:
+
+  >>> import jax, flax.linen as nn, numpy as np
+  >>> from aprec import Emulator, mode_indices
+  >>> x = np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32)
+  >>> model = nn.Dense(10)
+  >>> params = model.init(jax.random.key(0), x)
+  >>> labels = np.argmax(model.apply(params, x), -1)
+  >>> emu = Emulator(model.apply, params, x[:2])
+  >>> steps = [mode_indices(["fp32"]), mode_indices(["int4"]), mode_indices(["fp32"])]
+  >>> correct = measure_accuracy(emu, params, make_batches(x, labels, 2), steps)
+  >>> correct[[0, 2]].tolist(), correct.shape
+  ([2, 2], (3,))
 """
 
 from __future__ import annotations
@@ -87,7 +100,18 @@ def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Any,
     n_steps: episode length.
 
   Example:
-    >>> # trace = run_episode(params, ctx, Static(), fp16, int8, jax.random.key(0), 100)
+    >>> import numpy as np
+    >>> from aprec import hardware, mode_indices
+    >>> from aprec.hardware.fit import dot_op
+    >>> from aprec.rpm.context import make_context
+    >>> from aprec.rpm.static import Static
+    >>> ops, spec = [dot_op(8, 16, 4)], hardware.edge_npu()
+    >>> params = simulator.scenario("steady", spec, ops)
+    >>> ctx = make_context(ops, spec, np.zeros((1, 7)), float(params.step_period_s))
+    >>> fp16, int8 = mode_indices(["fp16"]), mode_indices(["int8"])
+    >>> trace = run_episode(params, ctx, Static(), fp16, int8, jax.random.key(0), 100)
+    >>> trace.assignments.shape, int(trace.fallback.sum())
+    ((100, 1), 0)
   """
   if n_steps <= 0:
     raise ValueError(f"n_steps = {n_steps}; expected a positive number of steps")

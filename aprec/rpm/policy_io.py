@@ -6,6 +6,20 @@ network and training settings, library versions), ``training_curve.json`` and
 refuses to replace a policy unless asked). ``load`` verifies the checksums, naming a file
 that fails, and refuses a policy trained for another op table, naming both fingerprints.
 Saving draws no figures: the training-curve PNG is the caller's (``aprec.app``).
+
+Example:
+  >>> import tempfile
+  >>> import jax, numpy as np
+  >>> from aprec.hardware.fit import dot_op
+  >>> from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
+  >>> ops = [dot_op(8, 16, 4)]
+  >>> example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((1, N_PER_OP), np.float32))
+  >>> params = PolicyNet(hidden=8).init(jax.random.key(0), example)
+  >>> with tempfile.TemporaryDirectory() as tmp:
+  ...   _ = save(f"{tmp}/policy", params, model="toy", ops=ops, hidden=8, config={})
+  ...   restored, meta = load(f"{tmp}/policy", expect_ops=ops)
+  >>> meta["hidden"], jax.tree.all(jax.tree.map(np.array_equal, params, restored))
+  (8, True)
 """
 
 from __future__ import annotations

@@ -163,7 +163,20 @@ def train(ctx: Context, samples: Samples, config: TrainConfig, *,
   """Adam on the mean objective over random mini-batches; returns params and the curve.
 
   Example:
-    >>> # result = train(ctx, collect(ctx, [params], config), config)
+    A few steps on a one-op table (the real runs use the defaults of ``TrainConfig``):
+
+    >>> import numpy as np
+    >>> from aprec import hardware
+    >>> from aprec.hardware import simulator
+    >>> from aprec.hardware.fit import dot_op
+    >>> from aprec.rpm.context import make_context
+    >>> ops, spec = [dot_op(8, 16, 4)], hardware.edge_npu()
+    >>> params = simulator.scenario("steady", spec, ops)
+    >>> ctx = make_context(ops, spec, np.zeros((1, 7)), float(params.step_period_s))
+    >>> config = TrainConfig(steps=3, batch_size=8, episodes_per_scenario=1, episode_steps=9)
+    >>> result = train(ctx, collect(ctx, [params], config), config)
+    >>> [h["step"] for h in result.history]
+    [0, 2]
   """
   start = time.perf_counter()
   net = PolicyNet(hidden=config.hidden)
