@@ -25,7 +25,7 @@ Example:
   >>> labels = np.argmax(model.apply(params, x), -1)
   >>> emu = Emulator(model.apply, params, x[:2])
   >>> steps = [mode_indices(["fp32"]), mode_indices(["int4"]), mode_indices(["fp32"])]
-  >>> correct = measure_accuracy(emu, params, make_batches(x, labels, 2), steps)
+  >>> correct = measure_accuracy(emu, params, batching.split(x, labels, 2), steps)
   >>> correct[[0, 2]].tolist(), correct.shape
   ([2, 2], (3,))
 """
