@@ -58,7 +58,7 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
 
 def commands() -> dict[str, Callable]:
   """Subcommand name → function; register a new subcommand with one line here."""
-  from aprec.app import cmd_model, cmd_rpm, cmd_sensitivity
+  from aprec.app import cmd_export, cmd_model, cmd_rpm, cmd_sensitivity
   return {
       "ops": cmd_model.ops,
       "eval": cmd_model.evaluate,
@@ -70,6 +70,7 @@ def commands() -> dict[str, Callable]:
       "run": cmd_rpm.run,
       "report": cmd_rpm.report,
       "demo": demo,
+      "export": cmd_export.export,
   }
 
 

@@ -69,7 +69,7 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 
 def export(model: Emulator | Any, params: Any, assignment: Any,
            out_dir: str | os.PathLike[str], *, example_inputs: Any = None,
-           replace: bool = False,
+           replace: bool = False, extra_json: Mapping[str, Any] | None = None,
            platforms: Sequence[str] = program_lib.DEFAULT_PLATFORMS) -> ExportSummary:
   """Write ``model`` at ``assignment`` as a self-contained artifact in ``out_dir``.
 
@@ -81,6 +81,7 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
     out_dir: the artifact directory; an existing one is replaced only with ``replace``.
     example_inputs: a batch of inputs, needed when ``model`` is an ``apply_fn``.
     replace: replace an existing ``out_dir``.
+    extra_json: more files to write (name → JSON value), listed in the manifest.
     platforms: what the serialized program is lowered for.
 
   Example:
@@ -115,6 +116,8 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
     _write_json(staging / OPS_FILE, {"ops": [op.to_dict() for op in emu.ops],
                                      "passthrough": [vars(p) for p in emu.passthrough],
                                      "params_left_out": list(program.params_left_out)})
+    for name, value in (extra_json or {}).items():
+      _write_json(staging / name, value)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     spec = program.input_spec
     _write_json(staging / MANIFEST, {
