@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json as json_lib
 import pathlib
-from typing import Any
+from typing import Annotated, Any
 
 import tyro
 
-from aprec.app import report
+from aprec.app import inputs, tables
+
+AsJson = Annotated[bool, tyro.conf.arg(name="json")]
 
 
 def _modes_from(plan: pathlib.Path) -> dict[str, str]:
@@ -26,7 +28,7 @@ def _modes_from(plan: pathlib.Path) -> dict[str, str]:
 
 def export(model: tyro.conf.Positional[str], out: pathlib.Path, modes: str = "fp32",
            plan: pathlib.Path | None = None, replace: bool = False, qwix: bool = False,
-           json: bool = False) -> None:
+           as_json: AsJson = False) -> None:
   """Write a model at a precision assignment as an artifact that runs with jax alone.
 
   The artifact holds the weights in their storage formats, the assignment, the op table,
@@ -34,26 +36,29 @@ def export(model: tyro.conf.Positional[str], out: pathlib.Path, modes: str = "fp
   with `aprec.export.load(OUT)` or the standalone `aprec/export/loader.py`.
 
   Args:
-    model: a reference model name (digits_cnn, digits_vit).
+    model: a reference model (digits_cnn, digits_vit) or package.module:factory.
     out: the artifact directory.
     modes: the assignment, as for `aprec eval` (ignored with --plan).
     plan: a JSON file with a "modes" mapping (the output of `aprec plan MODEL --json`).
     replace: replace an existing OUT.
     qwix: also write the plan as qwix rules (qwix.json in OUT) with their measured
       agreement and what qwix cannot express (needs `pip install qwix`).
-    json: print JSON instead of tables.
+    as_json: print JSON instead of tables.
   """
   import jax
   import jax.numpy as jnp
   import numpy as np
 
   import aprec.export
-  from aprec import models
   from aprec.emulator import Emulator
-  loaded = models.load(model)
+  from aprec.export.loader import MANIFEST
+  inputs.model_ref(model)
+  inputs.artifact_out(out, overwrite=replace, marker=MANIFEST, what="export artifact")
+  plan_modes = _modes_from(plan) if plan is not None else None
+  loaded = inputs.load_model(model)
   x = jnp.asarray(loaded.data.test.x)
   emu = Emulator(loaded.apply_fn, loaded.params, x)
-  assignment = emu.assignment(_modes_from(plan) if plan is not None else modes)
+  assignment = emu.assignment(plan_modes if plan is not None else modes)
   expected = np.asarray(jax.jit(emu)(loaded.params, x, assignment))
   extra: dict[str, Any] = {}
   if qwix:
@@ -76,11 +81,11 @@ def export(model: tyro.conf.Positional[str], out: pathlib.Path, modes: str = "fp
   }
   if qwix:
     result["qwix"] = extra["qwix.json"]
-  if json:
+  if as_json:
     print(json_lib.dumps(result, indent=2))
     return
-  con = report.console()
-  con.print(report.rows_table([{"op": k, "mode": v} for k, v in result["modes"].items()],
+  con = tables.console()
+  con.print(tables.rows_table([{"op": k, "mode": v} for k, v in result["modes"].items()],
                               title=f"{model} exported to {out}"))
   v = result["vs_emulator"]
   con.print(f"weights {summary.array_bytes:,} bytes ({summary.bytes_over_fp32:.3f} of fp32), "
@@ -98,16 +103,21 @@ def _qwix_report(model: str, loaded, x, emu, assignment, expected) -> dict[str, 
   from aprec.export import qwix_rules
   plan = qwix_rules.rules_for(emu.ops, assignment)
   result = plan.to_dict()
-  result["agreement"] = qwix_rules.agreement(_module(model, loaded.params), loaded.params, x,
-                                             expected, plan)
+  module = _module(model, loaded.params)
+  result["agreement"] = (
+      {"error": f"no Flax module object for {model} here; measure with "
+                "aprec.export.qwix_rules.agreement(module, params, x, expected, plan)"}
+      if module is None else qwix_rules.agreement(module, loaded.params, x, expected, plan))
   return result
 
 
 def _module(model: str, params):
-  """The reference model as a linen module, or an nnx module holding ``params``."""
+  """The reference model as a linen module or an nnx module holding ``params`` (else None)."""
   if model == "digits_cnn":
     from aprec.models import digits_cnn
     return digits_cnn.DigitsCNN()
+  if model != "digits_vit":
+    return None
   from flax import nnx
   from aprec.models import digits_vit
   graphdef = nnx.split(nnx.eval_shape(lambda: digits_vit.DigitsViT(rngs=nnx.Rngs(0))))[0]
