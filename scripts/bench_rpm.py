@@ -28,8 +28,9 @@ from aprec.emulator.formats import mode_index  # noqa: E402
 from aprec.versions import library_versions  # noqa: E402
 from aprec.rpm import policy_io  # noqa: E402
 from aprec.app.rpm_demo import shipped_policy_dir  # noqa: E402
+from aprec.app.sensitivity_cli import default_profile_dir  # noqa: E402
 from aprec.rpm.deployment import SCENARIOS, deploy, sensitivity_table  # noqa: E402
-from aprec.rpm.evaluate import POLICIES, evaluate, make_policies  # noqa: E402
+from aprec.rpm.compare import POLICIES, compare, make_policies  # noqa: E402
 from aprec.rpm.loop import run_episode  # noqa: E402
 from aprec.app.experiment import rich_table  # noqa: E402
 
@@ -40,7 +41,7 @@ FIELDS = ("accuracy", "energy_per_inference_j", "power_violation_frac", "buffer_
 def steps_per_second(d, policy, n_steps: int) -> float:
   """Closed-loop simulator + policy steps per second (jitted scan, compile excluded)."""
   n = d.ctx.n_ops
-  args = (d.params, d.ctx, policy, np.full(n, mode_index("fp16")), np.full(n, mode_index("int8")))
+  args = (d.params, d.ctx, policy, np.full(n, mode_index("fp16")))
   jax.block_until_ready(run_episode(*args, jax.random.key(0), n_steps))
   start = time.perf_counter()
   jax.block_until_ready(run_episode(*args, jax.random.key(1), n_steps))
@@ -61,15 +62,15 @@ def main() -> None:
   start = time.perf_counter()
   for name in args.models:
     model = models.load(name)
-    table, source = sensitivity_table(model)
-    d0 = deploy(name, args.scenarios[0], table=table, profile_source=source, model=model)
+    table, source = sensitivity_table(model, default_profile_dir(name))
+    d0 = deploy(model, args.scenarios[0], table=table, profile_source=source)
     params, meta = policy_io.load(shipped_policy_dir(name), d0.emulator.ops)
     policies = make_policies(POLICIES, learned_params=params, hidden=int(meta["hidden"]))
     result["closed_loop_steps_per_s"][name] = {
         p: steps_per_second(d0, policies[p][0], 2000) for p in ("greedy", "learned", "oracle")}
     for scenario in args.scenarios:
-      d = deploy(name, scenario, table=table, profile_source=source, model=model)
-      rows, _, reference = evaluate(d, policies, args.steps)
+      d = deploy(model, scenario, table=table, profile_source=source)
+      rows, _, reference = compare(d, policies, args.steps)
       result["fp32_accuracy"][name] = reference["fp32_accuracy"]
       for r in rows:
         result["rows"].append({"model": name, "scenario": scenario, "policy": r["policy"],

@@ -94,9 +94,10 @@ def train_policy(config: tyro.conf.Positional[pathlib.Path], out: pathlib.Path |
   out = pathlib.Path(out) if out else _default_out(config, "-policy")
   inputs.artifact_out(out, overwrite=overwrite, marker=policy_io.JSON_FILE, what="policy")
   model = inputs.load_model(cfg.model)
-  table, source = sensitivity_table(model, method=cfg.profile)
-  d = deploy(cfg.model, cfg.scenarios[0], spec_name=cfg.spec, batch_size=cfg.batch_size,
-             table=table, profile_source=source, model=model)
+  table, source = sensitivity_table(model, inputs.default_profile_dir(cfg.model),
+                                    method=cfg.profile)
+  d = deploy(model, cfg.scenarios[0], spec_name=cfg.spec, batch_size=cfg.batch_size,
+             table=table, profile_source=source)
   con = tables.console()
   with Progress(console=con, transient=True) as bar:
     task = bar.add_task(f"training the {cfg.model} policy", total=cfg.train.steps)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aprec.hardware import specs as hardware
 from aprec.rpm.deployment import SCENARIOS
-from aprec.rpm.evaluate import POLICIES
+from aprec.rpm.compare import POLICIES
 from aprec.rpm.train import TrainConfig
 
 PROFILE_METHODS = ("auto", "perturbation")
@@ -48,7 +48,7 @@ class ExperimentConfig:
   profile: str = "auto"
   spec: str | hardware.NNPSpec = "edge_npu"
   scenarios: tuple[str, ...] = ("contention",)
-  policies: tuple[str, ...] = POLICIES
+  policies: tuple[str, ...] = tuple(POLICIES)
   steps: int = 300
   batch_size: int = 32
   seed: int = 0

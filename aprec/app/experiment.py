@@ -32,9 +32,10 @@ from aprec import checkpoint
 from aprec.emulator.formats import MODES
 from aprec.rpm import policy_io
 from aprec.app import figures as plots
+from aprec.app import inputs
 from aprec.app.config import ExperimentConfig
 from aprec.rpm.deployment import Deployment, deploy, scenario_params, sensitivity_table
-from aprec.rpm.evaluate import evaluate, make_policies
+from aprec.rpm.compare import compare, make_policies
 from aprec.rpm.train import TrainConfig, collect, train
 from aprec.versions import library_versions
 
@@ -121,12 +122,13 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
     (stage / MARKER).write_text(json.dumps(cfg.to_dict(), indent=2))
     (stage / "versions.json").write_text(json.dumps(library_versions(), indent=2))
     model = models.load(cfg.model)
-    table, source = sensitivity_table(model, method=cfg.profile)
+    table, source = sensitivity_table(model, inputs.default_profile_dir(cfg.model),
+                                      method=cfg.profile)
     learned_params, hidden, curve = None, cfg.train.hidden, []
     rows_all, reference_all = [], {}
     with Progress(console=console, transient=True) as bar:
-      d0 = deploy(cfg.model, cfg.scenarios[0], spec_name=cfg.spec, batch_size=cfg.batch_size,
-                  table=table, profile_source=source, model=model)
+      d0 = deploy(model, cfg.scenarios[0], spec_name=cfg.spec, batch_size=cfg.batch_size,
+                  table=table, profile_source=source)
       if "learned" in cfg.policies:
         if cfg.policy_checkpoint:
           learned_params, meta = policy_io.load(cfg.policy_checkpoint, d0.emulator.ops)
@@ -142,9 +144,9 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
       policies = make_policies(cfg.policies, learned_params=learned_params, hidden=hidden)
       task = bar.add_task("closed loop", total=len(cfg.scenarios) * len(policies))
       for scenario in cfg.scenarios:
-        d = deploy(cfg.model, scenario, spec_name=cfg.spec, batch_size=cfg.batch_size,
-                   table=table, profile_source=source, model=model)
-        rows, traces, reference = evaluate(d, policies, cfg.steps, seed=cfg.seed,
+        d = deploy(model, scenario, spec_name=cfg.spec, batch_size=cfg.batch_size,
+                   table=table, profile_source=source)
+        rows, traces, reference = compare(d, policies, cfg.steps, seed=cfg.seed,
                                            progress=lambda _: bar.advance(task),
                                            time_decisions=time_decisions)
         rows_all += rows

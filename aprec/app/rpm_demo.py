@@ -29,7 +29,7 @@ from aprec.app import figures as plots
 from aprec.app import inputs
 from aprec.rpm import policy_io
 from aprec.rpm.deployment import deploy, sensitivity_table
-from aprec.rpm.evaluate import POLICIES, evaluate, make_policies
+from aprec.rpm.compare import POLICIES, compare, make_policies
 from aprec.app.experiment import markdown_table, rich_table, train_policy_for, write_metrics
 from aprec.rpm.train import TrainConfig
 
@@ -81,8 +81,8 @@ def write(out: pathlib.Path, model_names: Sequence[str] = ("digits_cnn",),
     with Progress(console=con, transient=True) as bar:
       task = bar.add_task(f"{name}: loading model and profile", total=None)
       model = inputs.load_model(name)
-      table, source = sensitivity_table(model)
-      d = deploy(name, scenario, table=table, profile_source=source, model=model)
+      table, source = sensitivity_table(model, inputs.default_profile_dir(name))
+      d = deploy(model, scenario, table=table, profile_source=source)
       bar.update(task, description=f"{name}: loading the policy")
       policy_note = ""
       try:
@@ -98,7 +98,7 @@ def write(out: pathlib.Path, model_names: Sequence[str] = ("digits_cnn",),
         policy_note = f"trained now ({cfg.steps} steps): {err}"
       policies = make_policies(POLICIES, learned_params=params, hidden=hidden)
       bar.update(task, description=f"{name}: closed loop", total=len(policies), completed=0)
-      rows, traces, reference = evaluate(d, policies, steps, seed=seed,
+      rows, traces, reference = compare(d, policies, steps, seed=seed,
                                          progress=lambda _: bar.advance(task))
     title = f"{name} / {scenario}: {steps} steps × {d.batch_size} images"
     con.print(rich_table(rows, f"{title} (fp32 accuracy {reference['fp32_accuracy']:.4f})"))

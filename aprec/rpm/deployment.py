@@ -5,14 +5,21 @@ The closed loop runs ``batch_size`` test images per step (default 32): at the te
 int8, so every step would spill to DRAM whatever the RPM did; at 32 it is ~0.2x at fp16,
 and co-tenant jobs decide whether it fits.
 
-``sensitivity_table(model)`` prefers the shipped profile
-(``checkpoints/<model>/profile/``); without one it measures the perturbation table on the
-validation split: ``Δloss[i, m] = loss(op i at m, the rest fp32) - loss(all fp32)``.
+``deploy`` takes a loaded model (anything with ``name``, ``apply_fn``, ``params`` and
+``data.test``/``data.val`` splits, e.g. ``aprec.models.load(...)``) and its Δloss table.
+``sensitivity_table`` gives that table from a saved profile, or — with none — measures it
+as the profile's own perturbation method does (``aprec.sensitivity.analyze_model``, the
+default loss, on the validation split): one table, one definition.
 
 Example:
-  >>> d = deploy("digits_cnn", "contention")
+  >>> import flax.linen as nn, jax, numpy as np, types
+  >>> from aprec.models.data import Split
+  >>> net = nn.Dense(3); x = np.ones((64, 5), np.float32); y = np.zeros(64, np.int32)
+  >>> model = types.SimpleNamespace(name="toy", apply_fn=net.apply,
+  ...     params=net.init(jax.random.key(0), x), data=types.SimpleNamespace(test=Split(x, y)))
+  >>> d = deploy(model, "steady", table=np.zeros((1, 7)))
   >>> d.ctx.n_ops, d.batches.x.shape
-  (4, (11, 32, 8, 8, 1))
+  (1, (2, 32, 5))
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 
 from aprec.hardware import specs as hardware
 from aprec.hardware import simulator
-from aprec.emulator.formats import N_MODES
+from aprec.emulator.core import Emulator
 from aprec.rpm.context import Context, make_context
 from aprec.emulator import batching
 from aprec.emulator.batching import Batches
@@ -43,35 +50,25 @@ def scenario_params(name: str, spec, ops) -> simulator.ScenarioParams:
   return simulator.scenario(name, spec, ops)
 
 
-def sensitivity_table(model: Any, *, method: str = "auto",
-                      profile_dir: str | pathlib.Path | None = None) -> tuple[np.ndarray, str]:
+def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None, *,
+                      method: str = "auto") -> tuple[np.ndarray, str]:
   """``(Δloss [n_ops, n_modes], where it came from)`` for a loaded model (see module doc).
 
-  ``method="auto"`` prefers the shipped profile; ``"perturbation"`` always measures.
+  ``method="auto"`` reads the profile at ``profile_dir`` when there is one (it must match
+  the model's op table); ``"perturbation"`` always measures.
   """
+  from aprec.sensitivity import methods
+  from aprec.sensitivity import profile as profile_lib
   if method not in ("auto", "perturbation"):
     raise ValueError(f"profile method {method!r}; use auto or perturbation")
-  from aprec import models
-  from aprec.emulator.scoring import Evaluator
-  from aprec.sensitivity.profile import load as load_profile
-  evaluator = Evaluator.for_model(model, "val")
-  ops = evaluator.emulator.ops
-  directory = pathlib.Path(profile_dir) if profile_dir else (
-      models.default_checkpoint_dir() / model.name / "profile")
-  if method == "auto" and (directory / "profile.json").is_file():
-    profile = load_profile(directory, expect=ops)  # raises ProfileError on a mismatch
+  directory = None if profile_dir is None else pathlib.Path(profile_dir)
+  if method == "auto" and directory is not None and (directory / "profile.json").is_file():
+    ops = Emulator(model.apply_fn, model.params, model.data.val.x).ops
+    profile = profile_lib.load(directory, expect=ops)  # raises ProfileError on a mismatch
     return np.asarray(profile.delta_loss, np.float64), f"profile {directory} ({profile.method})"
-  n = len(ops)
-  rows = [np.zeros(n, np.int32)]
-  for i in range(n):
-    for m in range(N_MODES):
-      a = np.zeros(n, np.int32)
-      a[i] = m
-      rows.append(a)
-  measured = evaluator.measure(np.stack(rows))
-  table = (measured.loss[1:] - measured.loss[0]).reshape(n, N_MODES)
-  table[:, 0] = 0.0
-  return table, "perturbation on the val split (no shipped profile)"
+  measured = methods.analyze_model(model, methods="perturbation", split="val")
+  return (np.asarray(measured.delta_loss, np.float64),
+          f"perturbation ({measured.loss}) on the val split (no saved profile)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -89,22 +86,16 @@ class Deployment:
   spec_name: str
 
 
-def deploy(model_name: str, scenario: str, *, spec_name: str = "edge_npu", batch_size: int = 32,
-           table: np.ndarray | None = None, profile_source: str = "given",
-           model: Any = None) -> Deployment:
-  """Loads ``model_name`` (unless ``model`` is given) and builds its deployment."""
-  from aprec import models
-  from aprec.emulator.core import Emulator
+def deploy(model: Any, scenario: str, *, table: np.ndarray, spec_name: str = "edge_npu",
+           batch_size: int = 32, profile_source: str = "given") -> Deployment:
+  """The deployment of a loaded ``model`` under ``scenario`` with Δloss ``table``."""
   if batch_size <= 0:
     raise ValueError(f"batch_size = {batch_size}; expected a positive number of images")
-  model = models.load(model_name) if model is None else model
   test = model.data.test
   emu = Emulator(model.apply_fn, model.params, test.x[:batch_size])
   spec = hardware.get_spec(spec_name)
   params = scenario_params(scenario, spec, emu.ops)
-  if table is None:
-    table, profile_source = sensitivity_table(model)
-  ctx = make_context(emu.ops, spec, table, float(params.step_period_s))
+  ctx = make_context(emu.ops, spec, np.asarray(table, np.float64), float(params.step_period_s))
   return Deployment(model=model, emulator=emu, ctx=ctx, params=params,
                     batches=batching.split(test.x, test.y, batch_size), batch_size=batch_size,
                     scenario=scenario, profile_source=profile_source, spec_name=spec_name)

@@ -91,7 +91,7 @@ class Greedy:
   restore_buffer: float = 0.6
   patience_steps: int = 10
   ceiling: str = "fp16"
-  reads_truth: bool = False
+  reads_true_state: bool = False
 
   @property
   def name(self) -> str:

@@ -153,7 +153,7 @@ class Learned:
   margin: float = 0.05
   use_repair: bool = True
   name: str = "learned"
-  reads_truth: bool = False
+  reads_true_state: bool = False
   params: Any = dataclasses.field(default=None, compare=False, hash=False)
 
   def init(self, ctx: Context, assignment: jax.Array) -> LearnedState:

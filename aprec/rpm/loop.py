@@ -2,15 +2,14 @@
 
 Each step ``t`` the simulator prices the batch under the assignment the policy chose after
 step ``t - 1`` and returns the readings; the policy reads them and picks step ``t + 1``'s
-assignment. Deployable policies run behind a guard: an implausible reading
-(``observe.plausible``: NaN, spikes, out-of-range) makes the RPM run ``safe_assignment`` for
-the next step, logged in ``Trace.fallback``, and leaves the policy's own state as it was.
+assignment. Deployable policies run behind ``aprec.rpm.fault_guard``: a faulty reading
+(implausible, or a stuck power sensor) makes them run the safe assignment for the next
+step, logged in ``Trace.fallback``, and leaves the wrapped policy's state as it was.
 
 The simulator and policy run together jitted in one ``lax.scan`` (``run_episode``); then
 ``measure_accuracy`` runs every step's real test batch through the emulator in the
 assignment that step ran (each distinct assignment once over all batches, in
-``aprec.emulator.batching.sweep``), so
-accuracy is measured, not predicted.
+``aprec.emulator.batching.sweep``), so accuracy is measured, not predicted.
 
 Example:
   Step ``t`` of a trace runs batch ``t % n_batches`` in that step's assignment. A 16 → 10
@@ -45,57 +44,50 @@ import numpy as np
 from aprec.emulator import batching
 from aprec.emulator.batching import Batches
 from aprec.hardware import simulator
+from aprec.rpm import fault_guard
 from aprec.rpm.context import Context
-from aprec.rpm.observe import expected_power_w, metrics_plausible, plausible
+from aprec.rpm.observe import expected_power_w, metrics_plausible
+from aprec.rpm.policy import Policy
 
 SWEEP_CHUNK = 32  # distinct assignments per compiled accuracy sweep
 
 
 class Trace(NamedTuple):
   """One episode: ``metrics`` and ``assignments`` (what step ``t`` ran) stacked over steps;
-  ``fallback[t]``: step ``t`` ran the safe assignment because of a faulty reading."""
+  ``fallback[t]``: step ``t`` ran the guard's safe assignment because of a faulty reading
+  (``stuck_sensor[t]``: because the power sensor was judged stuck)."""
 
   metrics: simulator.Metrics
   assignments: jax.Array
   fallback: jax.Array
+  stuck_sensor: jax.Array
 
 
-def _guarded_step(policy, guard: bool, ctx, ran, state, metrics, key, safe):
-  new_state, proposal = policy(state, metrics, key)
-  if not guard:
-    return new_state, proposal, jnp.bool_(False)
-  ok = plausible(metrics.power_w, metrics.power_cap_w, metrics.buffer_occupancy,
-                 metrics.pe_availability, metrics.temperature_c, expected_power_w(ctx, ran))
-  new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, state)
-  return new_state, jnp.where(ok, proposal, safe), ~ok
-
-
-@functools.partial(jax.jit, static_argnames=("policy", "guard", "n_steps"))
-def _episode(params, ctx, policy_state, assignment, safe, key, policy, guard: bool, n_steps: int):
+@functools.partial(jax.jit, static_argnames=("policy", "n_steps"))
+def _episode(params, ctx, policy_state, assignment, key, policy, n_steps: int):
   keys = jax.random.split(key, (n_steps, 2))
 
   def body(carry, k):
-    s, ps, a, fell_back = carry
+    s, ps, a, fell_back, stuck = carry
     s, m = simulator.step(s, a, k[0], params)
-    ps, a_next, fb = _guarded_step(policy, guard, ctx, a, ps, m, k[1], safe)
-    return (s, ps, a_next, fb), (m, a, fell_back)
+    ps, a_next = policy(ps, m, k[1])
+    return (s, ps, a_next, *fault_guard.status(ps)), (m, a, fell_back, stuck)
 
-  init = (simulator.init_state(params), policy_state, assignment, jnp.bool_(False))
-  _, (metrics, assignments, fallback) = jax.lax.scan(body, init, keys)
-  return Trace(metrics, assignments, fallback)
+  no = jnp.bool_(False)
+  init = (simulator.init_state(params), policy_state, assignment, no, no)
+  _, (metrics, assignments, fallback, stuck) = jax.lax.scan(body, init, keys)
+  return Trace(metrics, assignments, fallback, stuck)
 
 
-def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Any,
-                assignment: jax.Array, safe_assignment: jax.Array, key: jax.Array,
-                n_steps: int) -> Trace:
+def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Policy,
+                assignment: jax.Array, key: jax.Array, n_steps: int) -> Trace:
   """Runs ``policy`` in the loop for ``n_steps`` (jitted; one compile per policy type).
 
   Args:
     params: the scenario (``simulator.scenario``) for the same op table as ``ctx``.
     ctx: the deployment context.
-    policy: a policy object (``Static``, ``Greedy``, ``Oracle``, ``Learned``).
+    policy: any ``Policy``; deployable ones usually behind ``fault_guard.guard``.
     assignment: what step 0 runs (the default mode everywhere, e.g. fp16).
-    safe_assignment: what runs after a faulty reading.
     key: PRNG key of the scenario and the policy.
     n_steps: episode length.
 
@@ -109,7 +101,7 @@ def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Any,
     >>> params = simulator.scenario("steady", spec, ops)
     >>> ctx = make_context(ops, spec, np.zeros((1, 7)), float(params.step_period_s))
     >>> fp16, int8 = mode_indices(["fp16"]), mode_indices(["int8"])
-    >>> trace = run_episode(params, ctx, Static(), fp16, int8, jax.random.key(0), 100)
+    >>> trace = run_episode(params, ctx, Static(), fp16, jax.random.key(0), 100)
     >>> trace.assignments.shape, int(trace.fallback.sum())
     ((100, 1), 0)
   """
@@ -118,13 +110,14 @@ def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Any,
   assignment = jnp.asarray(assignment, jnp.int32)
   if assignment.shape != (ctx.n_ops,):
     raise ValueError(f"assignment has shape {assignment.shape}; expected ({ctx.n_ops},)")
-  guard = not getattr(policy, "reads_truth", False) and policy.name != "static"
-  return _episode(params.replace(name=""), ctx, policy.init(ctx, assignment), assignment,
-                  jnp.asarray(safe_assignment, jnp.int32), key, policy, guard, n_steps)
+  return _episode(params.replace(name=""), ctx, policy.init(ctx, assignment), assignment, key,
+                  policy, n_steps)
 
 
-def decision_time_us(policy: Any, ctx: Context, trace: Trace, repeats: int = 3) -> float:
-  """Jitted time of one decision, µs: the policy alone scanned over the episode's metrics."""
+def decision_time_us(policy: Policy, ctx: Context, trace: Trace, repeats: int = 3) -> float:
+  """Jitted time of one decision, µs: the policy alone (without its guard) scanned over
+  the episode's metrics."""
+  policy = policy.policy if isinstance(policy, fault_guard.Guarded) else policy
   state0 = policy.init(ctx, trace.assignments[0])
   n = trace.assignments.shape[0]
 
@@ -187,6 +180,8 @@ def summarize(trace: Trace, correct: np.ndarray, batch_size: int, ctx: Context |
   m = jax.tree.map(np.asarray, trace.metrics)
   expected = (0.0 if ctx is None else
               jax.vmap(lambda a: expected_power_w(ctx, a))(jnp.asarray(trace.assignments)))
+  min_power_w = (0.0 if ctx is None
+                 else fault_guard.MIN_POWER_OVER_STATIC * ctx.spec.static_power_w)
   a = np.asarray(trace.assignments)
   switches = np.sum(a[1:] != a[:-1], axis=1) if len(a) > 1 else np.zeros(1)
   return {
@@ -198,6 +193,8 @@ def summarize(trace: Trace, correct: np.ndarray, batch_size: int, ctx: Context |
       "switches_per_step": float(np.mean(switches)),
       "fallback_frac": float(np.mean(np.asarray(trace.fallback))),
       "sensor_fault_frac": float(1.0 - np.mean(m.sensor_ok)),
-      "implausible_reading_frac": float(1.0 - np.mean(np.asarray(metrics_plausible(m, expected)))),
+      "stuck_sensor_frac": float(np.mean(np.asarray(trace.stuck_sensor))),
+      "implausible_reading_frac": float(1.0 - np.mean(np.asarray(
+          metrics_plausible(m, expected, min_power_w)))),
       "mean_power_w": float(np.mean(m.true_power_w)),
   }

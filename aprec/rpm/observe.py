@@ -10,9 +10,13 @@ outside what the hardware can produce: power above ``3x`` the cap, occupancy abo
 availability outside [0, 1], temperature above 150 C. ``plausible`` takes the cap as
 ``max(power_cap_w, expected_power_w)`` where the RPM passes the power its cost model expects
 for what ran, so a cap that a battery drains to nearly nothing does not make every honest
-reading look wrong. Spikes of 5x (the simulator's) trip one of these; a stuck sensor
-repeats a recent true value and is harmless to a policy that acts on thresholds, so it is
-not detected. On a fault the RPM runs its safe assignment.
+reading look wrong; with ``min_power_w`` (the guard passes half the chip's static power) a
+reading no running chip can produce is implausible too. Spikes of 5x (the simulator's)
+trip one of these. A stuck sensor is not harmless: stuck at a low power it hides every
+over-cap step from a threshold policy (greedy's steps over the cap rise from 1-3 % to
+74-87 % under ``thermal`` with the power sensor stuck for the whole run).
+``aprec.rpm.fault_guard`` detects it (a reading below static power, or one that does not
+move when the cost model predicts it must) and falls back to the safe assignment.
 
 Example:
   >>> import jax.numpy as jnp
@@ -34,7 +38,7 @@ MAX_TEMPERATURE_C = 150.0
 
 
 def plausible(power_w, power_cap_w, buffer_occupancy, pe_availability,
-              temperature_c, expected_power_w=0.0) -> jax.Array:
+              temperature_c, expected_power_w=0.0, min_power_w=0.0) -> jax.Array:
   """True when every reading is finite and physically possible (see module doc).
 
   Example:
@@ -46,18 +50,20 @@ def plausible(power_w, power_cap_w, buffer_occupancy, pe_availability,
   finite = jnp.all(jnp.isfinite(readings))
   power_w, power_cap_w, occupancy, pe, temp = (readings[i] for i in range(5))
   bound = MAX_POWER_OVER_CAP * jnp.maximum(power_cap_w, jnp.asarray(expected_power_w, jnp.float32))
-  return (finite & (power_w >= 0) & (power_w <= bound)
+  return (finite & (power_w >= jnp.asarray(min_power_w, jnp.float32)) & (power_w >= 0)
+          & (power_w <= bound)
           & (occupancy >= 0) & (occupancy <= MAX_OCCUPANCY) & (pe >= 0) & (pe <= 1.0)
           & (temp <= MAX_TEMPERATURE_C))
 
 
-def metrics_plausible(metrics, expected_power_w=0.0) -> jax.Array:
+def metrics_plausible(metrics, expected_power_w=0.0, min_power_w=0.0) -> jax.Array:
   """``plausible`` of a ``simulator.Metrics`` (works on stacked metrics too)."""
   shape = jnp.shape(metrics.power_w)
   expected = jnp.broadcast_to(jnp.asarray(expected_power_w, jnp.float32), shape)
   args = [jnp.atleast_1d(jnp.asarray(getattr(metrics, k))) for k in
           ("power_w", "power_cap_w", "buffer_occupancy", "pe_availability", "temperature_c")]
-  return jax.vmap(plausible)(*args, jnp.atleast_1d(expected)).reshape(shape)
+  check = lambda *a: plausible(*a, min_power_w=min_power_w)
+  return jax.vmap(check)(*args, jnp.atleast_1d(expected)).reshape(shape)
 
 
 def expected_power_w(ctx: Context, modes: jax.Array) -> jax.Array:

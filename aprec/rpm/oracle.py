@@ -76,7 +76,7 @@ class Oracle:
   grid: int = 128
   margin: float = 0.0
   name: str = "oracle"
-  reads_truth: bool = True
+  reads_true_state: bool = True
 
   def init(self, ctx: Context, assignment: jax.Array) -> OracleState:
     return OracleState(ctx, jnp.asarray(assignment, jnp.int32))

@@ -27,7 +27,7 @@ class Static:
   """Runs the assignment it was initialised with at every step (reads nothing)."""
 
   name: str = "static"
-  reads_truth: bool = False
+  reads_true_state: bool = False
 
   def init(self, ctx: Any, assignment: jax.Array) -> StaticState:
     return StaticState(jnp.asarray(assignment, jnp.int32))

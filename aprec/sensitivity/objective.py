@@ -15,16 +15,27 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from aprec.models.metrics import cross_entropy
+from aprec.typing import LossFn
 
 LOSSES = ("kl", "ce")
 DEFAULT_LOSS = "kl"
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-
 __all__ = ["DEFAULT_LOSS", "LOSSES", "LossFn", "Objective", "cross_entropy", "objective",
            "soft_cross_entropy"]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy of ``logits`` (..., classes) against integer ``labels`` (in float32).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> round(float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))), 6)  # log 4
+    1.386294
+  """
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels))
 
 
 def soft_cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
@@ -32,7 +43,7 @@ def soft_cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
 
   Against the fp32 model's own ``probs``, its increase over the fp32 value is the KL.
   """
-  return -jnp.mean(jnp.sum(probs * jax.nn.log_softmax(logits.astype(jnp.float32)), -1))
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), probs))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,7 +59,7 @@ def test_same_seed_same_numbers_short(cnn_ops, spec):
   for _ in range(2):
     r = train(ctx, collect(ctx, [params], cfg), cfg)
     policy = Learned(net=PolicyNet(hidden=16), params=r.params)
-    trace = run_episode(params, ctx, policy, np.full(4, 2), np.full(4, 5), jax.random.key(9), 30)
+    trace = run_episode(params, ctx, policy, np.full(4, 2), jax.random.key(9), 30)
     results.append((r.history, np.asarray(trace.assignments),
                     np.asarray(trace.metrics.energy_j)))
   assert results[0][0] == results[1][0]

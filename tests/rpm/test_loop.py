@@ -7,6 +7,7 @@ import numpy as np
 
 from aprec.hardware import simulator
 from aprec.rpm.greedy import Greedy
+from aprec.rpm.fault_guard import guard
 from aprec.rpm.loop import run_episode, summarize
 from aprec.rpm.oracle import Oracle
 from aprec.rpm.static import Static
@@ -20,9 +21,8 @@ def test_loop_survives_sensor_faults(cnn_ops, spec):
   heavy = simulator.FaultParams(dropout_prob=0.2, stuck_prob=0.05, spike_prob=0.2)
   params = params.replace(faults=jax.tree.map(lambda x: np.asarray(x, type(x)), heavy))
   n = len(cnn_ops)
-  for policy in (Greedy(), Greedy(restore=True)):
-    trace = run_episode(params, ctx, policy, np.full(n, FP16), np.full(n, INT8),
-                        jax.random.key(3), 120)
+  for policy in (guard(Greedy()), guard(Greedy(restore=True))):
+    trace = run_episode(params, ctx, policy, np.full(n, FP16), jax.random.key(3), 120)
     a = np.asarray(trace.assignments)
     fb = np.asarray(trace.fallback)
     assert a.shape == (120, n) and np.all((a >= 0) & (a < 7))
@@ -38,6 +38,5 @@ def test_static_and_oracle_need_no_guard(cnn_ops, spec):
   params, ctx = deployment("thermal", cnn_ops, spec, faults="severe")
   n = len(cnn_ops)
   for policy in (Static(), Oracle(grid=64)):
-    trace = run_episode(params, ctx, policy, np.full(n, FP16), np.full(n, INT8),
-                        jax.random.key(0), 50)
+    trace = run_episode(params, ctx, policy, np.full(n, FP16), jax.random.key(0), 50)
     assert not np.asarray(trace.fallback).any()
