@@ -63,9 +63,22 @@ class Objective:
 
   def targets(self, apply_fn: Callable, params: Any, xs: np.ndarray, ys: np.ndarray
               ) -> np.ndarray:
-    """The loss targets of every batch: the fp32 model's probabilities for ``kl``."""
+    """The loss targets of every batch: the fp32 model's probabilities for ``kl``.
+
+    Raises:
+      ValueError: ``kl`` on a model without class logits (e.g. one output, a regression):
+        the softmax of one value is always 1, so every Δloss would be 0.
+    """
     if self.name != "kl":
       return ys
+    shape = jax.eval_shape(lambda x: apply_fn(params, x), xs[0])
+    shape = getattr(shape, "shape", None)
+    if shape is None or len(shape) < 2 or shape[-1] < 2:
+      raise ValueError(
+          f"loss='kl' compares predicted class distributions, but the model's outputs have "
+          f"shape {shape} (not (..., n_classes >= 2): a regression model?), so every Δloss "
+          "would be 0; pass a loss: loss_fn=your_loss(outputs, targets) (e.g. mean squared "
+          "error), or loss='ce' for class logits with integer labels")
     probs = jax.jit(lambda x: jax.nn.softmax(apply_fn(params, x).astype(jnp.float32)))
     return np.stack([np.asarray(probs(x)) for x in xs])
 

@@ -232,3 +232,14 @@ def test_bad_inputs_raise_clear_errors(mlp):
     sensitivity.analyze(apply_fn, params, nan_batches, loss="ce")
   with pytest.raises(ValueError, match="batch_size must be in 1..3"):
     batching.split(x[:3], y[:3], 4)
+
+
+def test_kl_on_a_regression_model_raises_and_a_given_loss_works():
+  model = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(1)])  # one output: a regression
+  batches = [(x, np.asarray(x[:, :1])) for x, _ in _batches((8, 5))]
+  params = model.init(jax.random.key(0), batches[0][0])
+  with pytest.raises(ValueError, match=r"loss='kl'.*shape \(8, 1\).*pass a loss"):
+    sensitivity.analyze(model.apply, params, batches)
+  mse = lambda out, target: jnp.mean(jnp.square(out - target))
+  prof = sensitivity.analyze(model.apply, params, batches, loss_fn=mse)
+  assert prof.loss == "custom" and prof.delta_loss[:, -1].min() > 0  # int4 costs something
