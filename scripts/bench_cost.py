@@ -35,7 +35,8 @@ if str(_REPO) not in sys.path:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aprec import models, simulator  # noqa: E402
+from aprec import models  # noqa: E402
+from aprec.hardware import scenarios, simulator  # noqa: E402
 from aprec.hardware import fit as calibrate
 from aprec.hardware import cost
 from aprec.emulator import dma
@@ -89,7 +90,7 @@ def bench_cost(ops: list[Op], spec: hardware.NNPSpec) -> float:
 
 
 def bench_simulator(ops: list[Op], spec: hardware.NNPSpec) -> tuple[float, float]:
-  params = simulator.scenario("contention", spec, ops, faults="mild")
+  params = scenarios.scenario("contention", spec, ops, faults="mild")
   init = simulator.init_state(params)
   modes = np.full(len(ops), 2, np.int32)
   run = lambda k, n: simulator.rollout(params, init, modes, k, n_steps=n)[1]

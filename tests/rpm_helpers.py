@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from aprec.hardware import specs as hardware
-from aprec.hardware import simulator
+from aprec.hardware import scenarios
 from aprec.rpm.context import make_context
 
 def toy_table(n_ops: int, seed: int = 0) -> np.ndarray:
@@ -17,6 +17,6 @@ def toy_table(n_ops: int, seed: int = 0) -> np.ndarray:
 
 
 def deployment(name, ops, spec, faults="none"):
-  params = simulator.scenario(name, spec, ops, faults=faults)
+  params = scenarios.scenario(name, spec, ops, faults=faults)
   ctx = make_context(ops, spec, toy_table(len(ops)), float(params.step_period_s))
   return params, ctx

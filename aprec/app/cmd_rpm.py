@@ -44,14 +44,14 @@ def simulate(scenario: tyro.conf.Positional[str], model: str = "digits_cnn",
 
   from aprec.app import figures
   from aprec.emulator.scoring import Evaluator
-  from aprec.hardware import simulator
-  inputs.one_of(scenario, simulator.SCENARIOS, "scenario")
+  from aprec.hardware import scenarios, simulator
+  inputs.one_of(scenario, scenarios.SCENARIOS, "scenario")
   inputs.steps(steps)
   inputs.out_dir(out, "simulator trace")
   inputs.model_ref(model)
   nnp = inputs.spec(spec)
   emu = Evaluator.for_model(inputs.load_model(model)).emulator
-  params = simulator.scenario(scenario, nnp, emu.ops, faults=faults)
+  params = scenarios.scenario(scenario, nnp, emu.ops, faults=faults)
   assignment = emu.assignment(modes)
   _, metrics = simulator.rollout(params, simulator.init_state(params), assignment,
                                  jax.random.key(seed), n_steps=steps)

@@ -166,7 +166,6 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", as_json: As
   """
   from aprec.emulator import batching
   from aprec.planning import planner
-  from aprec.sensitivity import methods as sensitivity
   from aprec.sensitivity import validation
   from aprec.sensitivity import profile as profile_lib
   from aprec.emulator.scoring import Evaluator

@@ -20,7 +20,7 @@ from aprec.emulator import dma
 from aprec.emulator import formats
 from aprec.emulator import pak
 from aprec.emulator.dma import Packed
-from aprec.emulator.formats import MODES, STE
+from aprec.emulator.formats import MODES, N_MODES, STE
 from aprec.emulator.ops import INLINE, Op, Passthrough, _Info, discover, param_name
 from aprec.emulator.pak import ActivationScaling
 
@@ -148,7 +148,7 @@ class Emulator:
       arr = np.asarray(modes)
       dtype = arr.dtype
     if not np.issubdtype(dtype, np.integer):
-      raise TypeError(f"modes must be an integer array of mode indices (0..{len(MODES) - 1}: "
+      raise TypeError(f"modes must be an integer array of mode indices (0..{N_MODES - 1}: "
                       f"{', '.join(MODES)}), got dtype {dtype}; build one with "
                       f"emulator.assignment('int8') or aprec.emulator.formats.mode_indices([...])")
     if shape != (len(self.ops),):
@@ -156,11 +156,11 @@ class Emulator:
                        f"({', '.join(self.op_names)}), got shape {shape}")
     if not isinstance(modes, jax.core.Tracer):
       arr = np.asarray(modes)
-      bad = np.flatnonzero((arr < 0) | (arr >= len(MODES)))
+      bad = np.flatnonzero((arr < 0) | (arr >= N_MODES))
       if bad.size:
         i = int(bad[0])
         raise ValueError(f"modes[{i}] = {int(arr[i])} (op {self.ops[i].name!r}) is not a mode "
-                         f"index; valid indices are 0..{len(MODES) - 1} ({', '.join(MODES)})")
+                         f"index; valid indices are 0..{N_MODES - 1} ({', '.join(MODES)})")
     return jnp.asarray(modes, jnp.int32)
 
   def _flat_args(self, params: Any, inputs: Any) -> list[Any]:

@@ -3,10 +3,12 @@ spec to measurements, and the time-stepped runtime simulator with its scenarios.
 
 from aprec.hardware import cost as cost
 from aprec.hardware import fit as fit
+from aprec.hardware import scenarios as scenarios
 from aprec.hardware import simulator as simulator
 from aprec.hardware.cost import Cost as Cost
 from aprec.hardware.cost import HardwareState as HardwareState
 from aprec.hardware.cost import OpArrays as OpArrays
+from aprec.hardware.cost import checked_cost as checked_cost
 from aprec.hardware.cost import nominal_state as nominal_state
 from aprec.hardware.cost import one_hot as one_hot
 from aprec.hardware.cost import op_arrays as op_arrays

@@ -35,8 +35,8 @@ Example:
   >>> op = Op(name="Dense_0", kind="dot_general", lhs_shape=(32, 64), rhs_shape=(64, 10),
   ...         out_shape=(32, 10), weight_operand=1, macs=32 * 64 * 10, contraction_size=64)
   >>> spec = hardware.edge_npu()
-  >>> c8 = cost.evaluate([op], cost.one_hot([5]), spec)   # int8
-  >>> c16 = cost.evaluate([op], cost.one_hot([2]), spec)  # fp16
+  >>> c8 = cost.checked_cost([op], cost.one_hot([5]), spec)   # int8
+  >>> c16 = cost.checked_cost([op], cost.one_hot([2]), spec)  # fp16
   >>> bool(c8.energy_j < c16.energy_j)
   True
 """
@@ -50,11 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.emulator.formats import MODE_TABLE, MODES
+from aprec.emulator.formats import MODE_TABLE, MODES, N_MODES
 from aprec.hardware.specs import NNPSpec, validate
 from aprec.emulator.ops import Op
 
-N_MODES = len(MODES)
 SCALE_BYTES = 4.0  # one FP32 scale
 # Floor on PE availability inside the model: a job with no PEs gets a trickle, so latency
 # stays finite (and gradients stay finite) instead of dividing by zero.
@@ -200,7 +199,7 @@ def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -
   """The pure, jitted cost of mode probabilities ``probs[op, mode]`` (no validation).
 
   Differentiable in ``probs`` and every numeric field of ``spec`` and ``state``; composes
-  with ``vmap`` (over assignments, states or specs) and ``grad``. Use ``evaluate`` for
+  with ``vmap`` (over assignments, states or specs) and ``grad``. Use ``checked_cost`` for
   checked inputs.
 
   Example:
@@ -300,8 +299,8 @@ def validate_state(state: HardwareState) -> HardwareState:
   return state
 
 
-def evaluate(ops: Sequence[Op] | OpArrays, probs, spec: NNPSpec,
-             state: HardwareState | None = None) -> Cost:
+def checked_cost(ops: Sequence[Op] | OpArrays, probs, spec: NNPSpec,
+                 state: HardwareState | None = None) -> Cost:
   """Validated cost of an assignment: checks every input, then calls ``cost``.
 
   Args:
@@ -315,7 +314,7 @@ def evaluate(ops: Sequence[Op] | OpArrays, probs, spec: NNPSpec,
     >>> from aprec.emulator.ops import Op
     >>> op = Op(name="d", kind="dot_general", lhs_shape=(8, 16), rhs_shape=(16, 4),
     ...         out_shape=(8, 4), weight_operand=1, macs=512, contraction_size=16)
-    >>> float(evaluate([op], [5], edge_npu()).latency_s) > 0
+    >>> float(checked_cost([op], [5], edge_npu()).latency_s) > 0
     True
   """
   arrays = ops if isinstance(ops, OpArrays) else op_arrays(ops)

@@ -5,17 +5,7 @@ batch with the cost model under the live hardware state, advances co-tenant jobs
 temperature, the power cap, the deadline and the sensors, and returns ``Metrics``.
 It runs inside ``lax.scan`` (``rollout``, ``closed_loop``) and under ``vmap``.
 
-Scenarios (``scenario(name, spec, ops)``), all calibrated against the model's own uniform
-FP16 and INT8 costs so that pressure binds at FP16 and is (mostly) met at INT8:
-
-- ``steady``: nothing changes; FP16 meets the cap and the deadline.
-- ``contention``: co-tenant jobs arrive (Bernoulli per step), each holding a random share
-  of the PEs and of the buffer for a random number of steps.
-- ``thermal``: temperature follows an RC model driven by the average power; above the
-  limit the power cap drops to between the INT8 and FP16 power.
-- ``battery``: an energy budget per window that shrinks window by window; the cap is the
-  remaining budget over the remaining time of the window.
-- ``burst``: request spikes tighten the deadline to between the INT8 and FP16 latency.
+Scenarios (``aprec.hardware.scenarios``) set the ``ScenarioParams``.
 
 Sensor faults (``FaultParams``) apply to any scenario: dropouts read NaN, stuck sensors
 repeat their last value, spikes multiply the reading. NaN readings are emitted on
@@ -24,11 +14,10 @@ purpose; the ``true_*`` fields and ``sensor_ok`` are ground truth for evaluation
 Example:
   >>> import jax
   >>> from aprec import hardware
-  >>> from aprec.hardware import simulator
+  >>> from aprec.hardware import scenarios
   >>> from aprec.hardware.fit import dot_op
-  >>> params = simulator.scenario("thermal", hardware.edge_npu(), [dot_op(64, 256, 256)])
-  >>> state, metrics = simulator.rollout(params, simulator.init_state(params), [2],
-  ...                                    jax.random.key(0), n_steps=8)
+  >>> params = scenarios.scenario("thermal", hardware.edge_npu(), [dot_op(64, 256, 256)])
+  >>> state, metrics = rollout(params, init_state(params), [2], jax.random.key(0), n_steps=8)
   >>> metrics.power_w.shape
   (8,)
 """
@@ -36,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -44,10 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.hardware.cost import HardwareState, OpArrays, cost, evaluate, one_hot, op_arrays
-from aprec.emulator.formats import mode_index
-from aprec.hardware.specs import NNPSpec, validate
-from aprec.emulator.ops import Op
+from aprec.hardware.cost import HardwareState, OpArrays, cost, one_hot
+from aprec.hardware.specs import NNPSpec
 
 SENSORS = ("power_w", "temperature_c", "buffer_occupancy", "pe_availability")
 N_UNIFORMS = 6 + 3 * len(SENSORS)  # random numbers one step draws
@@ -72,16 +59,9 @@ class FaultParams:
   spike_scale: float = 5.0
 
 
-FAULT_PRESETS = {
-    "none": FaultParams(),
-    "mild": FaultParams(dropout_prob=0.01, stuck_prob=0.002, spike_prob=0.005),
-    "severe": FaultParams(dropout_prob=0.05, stuck_prob=0.005, spike_prob=0.03),
-}
-
-
 @flax.struct.dataclass(kw_only=True)
 class ScenarioParams:
-  """Everything a scenario fixes (a pytree; build with ``scenario``).
+  """Everything a scenario fixes (a pytree; build with ``scenarios.scenario``).
 
   Times in seconds, powers in W, energies in J, temperatures in C; ``*_steps`` count steps.
   A knob at its neutral value (probability 0, throttled cap = cap, window 0) is off.
@@ -198,6 +178,7 @@ def step(state: SimState, assignment: jax.Array, key: jax.Array,
     >>> import jax
     >>> from aprec import hardware
     >>> from aprec.hardware.fit import dot_op
+    >>> from aprec.hardware.scenarios import scenario
     >>> params = scenario("steady", hardware.edge_npu(), [dot_op(64, 256, 256)])
     >>> _, m = step(init_state(params), jax.numpy.array([5]), jax.random.key(0), params)
     >>> bool(m.power_w <= m.power_cap_w)
@@ -351,75 +332,6 @@ def _closed_loop(params: ScenarioParams, init: SimState, policy: Callable, polic
   return (s, ps), metrics, assignments
 
 
-SCENARIOS = ("steady", "contention", "thermal", "battery", "burst")
-
-
-def scenario(name: str, spec: NNPSpec, ops: Sequence[Op] | OpArrays, *,
-             faults: FaultParams | str = "none",
-             reference_modes: tuple[str, str] = ("fp16", "int8"), **overrides) -> ScenarioParams:
-  """The named scenario, calibrated against ``ops`` on ``spec``.
-
-  The model's uniform ``reference_modes`` (high, low) costs on an idle chip anchor every
-  threshold: the deadline is 1.5x the high-precision latency (one batch per deadline), caps
-  sit between the two modes' average powers. ``overrides`` replace any field.
-
-  Example:
-    >>> from aprec import hardware
-    >>> from aprec.hardware.fit import dot_op
-    >>> scenario("burst", hardware.edge_npu(), [dot_op(64, 256, 256)]).name
-    'burst'
-  """
-  if name not in SCENARIOS:
-    raise ValueError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}")
-  if isinstance(faults, str):
-    if faults not in FAULT_PRESETS:
-      raise ValueError(f"unknown fault preset {faults!r}; known: {', '.join(FAULT_PRESETS)} "
-                       f"(or pass a FaultParams)")
-    faults = FAULT_PRESETS[faults]
-  validate(spec)
-  arrays = ops if isinstance(ops, OpArrays) else op_arrays(ops)
-  hi, lo = (evaluate(arrays, np.full(arrays.n_ops, mode_index(m), np.int32), spec)
-            for m in reference_modes)
-  latency_hi, latency_lo = float(hi.latency_s), float(lo.latency_s)
-  period_s = 1.5 * latency_hi
-  avg_power = lambda c: (float(c.energy_j) + spec.static_power_w
-                         * (period_s - float(c.latency_s))) / period_s
-  power_hi, power_lo = avg_power(hi), avg_power(lo)
-  between = lambda frac: power_lo + frac * (power_hi - power_lo)
-  base = dict(name=name, spec=spec, ops=arrays, step_period_s=period_s, deadline_s=period_s,
-              power_cap_w=1.15 * power_hi, faults=faults)
-  window = 50
-  knobs = {
-      "steady": {},
-      "contention": dict(job_arrival_prob=0.03),
-      # Steady-state temperature ambient + R * P crosses the limit between the two powers.
-      "thermal": dict(thermal_resistance_c_per_w=60.0 / between(0.6), temp_limit_c=85.0,
-                      thermal_time_constant_s=30 * period_s, throttled_power_cap_w=between(0.4)),
-      "battery": dict(battery_window_steps=window, battery_budget_decay=0.85,
-                      battery_budget_j=power_hi * 1.1 * window * period_s,
-                      battery_min_budget_j=between(0.25) * window * period_s),
-      "burst": dict(burst_start_prob=0.04,
-                    burst_deadline_s=latency_lo + 0.5 * (latency_hi - latency_lo)),
-  }[name]
-  fields = {**base, **knobs, **overrides}
-  unknown = set(fields) - set(ScenarioParams.__dataclass_fields__)
-  if unknown:
-    raise ValueError(f"unknown scenario settings {sorted(unknown)}; settable: "
-                     f"{sorted(ScenarioParams.__dataclass_fields__)}")
-  # Uniform leaf types (strong float32/int32 arrays), so every scenario and override
-  # reuses one compiled rollout.
-  params = ScenarioParams(**fields)
-  return params.replace(**{k: jax.tree.map(_leaf, getattr(params, k))
-                           for k in ScenarioParams.__dataclass_fields__
-                           if k not in ("name", "max_jobs", "spec", "ops")})
-
-
-def _leaf(x) -> jax.Array:
-  integer = isinstance(x, (int, np.integer)) or (
-      hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer))
-  return jnp.asarray(x, jnp.int32 if integer else jnp.float32)
-
-
 def summarize(metrics: Metrics) -> dict[str, float]:
   """Headline numbers of a trace (ground truth, not sensor readings).
 
@@ -427,6 +339,7 @@ def summarize(metrics: Metrics) -> dict[str, float]:
     >>> import jax
     >>> from aprec import hardware
     >>> from aprec.hardware.fit import dot_op
+    >>> from aprec.hardware.scenarios import scenario
     >>> params = scenario("steady", hardware.edge_npu(), [dot_op(64, 256, 256)])
     >>> _, m = rollout(params, init_state(params), [2], jax.random.key(0), n_steps=4)
     >>> summarize(m)["over_cap_frac"]

@@ -25,9 +25,8 @@ from collections.abc import Callable
 import flax.struct
 import numpy as np
 
-from aprec.emulator.formats import MODE_TABLE, MODES
+from aprec.emulator.formats import MODE_TABLE, MODES, N_MODES
 
-N_MODES = len(MODES)
 PJ = 1e-12
 
 PER_MODE_FIELDS = ("relative_throughput", "energy_per_mac_j")

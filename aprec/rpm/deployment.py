@@ -31,23 +31,23 @@ from typing import Any
 import numpy as np
 
 from aprec.hardware import specs as hardware
-from aprec.hardware import simulator
+from aprec.hardware import scenarios, simulator
 from aprec.emulator.core import Emulator
 from aprec.rpm.context import Context, make_context
 from aprec.emulator import batching
 from aprec.emulator.batching import Batches
 
 FAULT_SCENARIO = "faults"  # contention with the severe sensor-fault preset
-SCENARIOS = (*simulator.SCENARIOS, FAULT_SCENARIO)
+SCENARIOS = (*scenarios.SCENARIOS, FAULT_SCENARIO)
 
 
 def scenario_params(name: str, spec, ops) -> simulator.ScenarioParams:
-  """``simulator.scenario``, plus ``"faults"``: contention with severe sensor faults."""
+  """``scenarios.scenario``, plus ``"faults"``: contention with severe sensor faults."""
   if name == FAULT_SCENARIO:
-    return simulator.scenario("contention", spec, ops, faults="severe")
-  if name not in simulator.SCENARIOS:
+    return scenarios.scenario("contention", spec, ops, faults="severe")
+  if name not in scenarios.SCENARIOS:
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-  return simulator.scenario(name, spec, ops)
+  return scenarios.scenario(name, spec, ops)
 
 
 def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None, *,

@@ -84,7 +84,7 @@ def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Policy,
   """Runs ``policy`` in the loop for ``n_steps`` (jitted; one compile per policy type).
 
   Args:
-    params: the scenario (``simulator.scenario``) for the same op table as ``ctx``.
+    params: the scenario (``scenarios.scenario``) for the same op table as ``ctx``.
     ctx: the deployment context.
     policy: any ``Policy``; deployable ones usually behind ``fault_guard.guard``.
     assignment: what step 0 runs (the default mode everywhere, e.g. fp16).
@@ -94,14 +94,16 @@ def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Policy,
   Example:
     >>> import numpy as np
     >>> from aprec import hardware, mode_indices
+    >>> from aprec.hardware import scenarios
     >>> from aprec.hardware.fit import dot_op
     >>> from aprec.rpm.context import make_context
-    >>> from aprec.rpm.static import Static
+    >>> from aprec.rpm.fault_guard import guard
+    >>> from aprec.rpm.greedy import Greedy
     >>> ops, spec = [dot_op(8, 16, 4)], hardware.edge_npu()
-    >>> params = simulator.scenario("steady", spec, ops)
+    >>> params = scenarios.scenario("thermal", spec, ops)
     >>> ctx = make_context(ops, spec, np.zeros((1, 7)), float(params.step_period_s))
-    >>> fp16, int8 = mode_indices(["fp16"]), mode_indices(["int8"])
-    >>> trace = run_episode(params, ctx, Static(), fp16, jax.random.key(0), 100)
+    >>> trace = run_episode(params, ctx, guard(Greedy()), mode_indices(["fp16"]),
+    ...                     jax.random.key(0), 100)
     >>> trace.assignments.shape, int(trace.fallback.sum())
     ((100, 1), 0)
   """

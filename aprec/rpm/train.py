@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from aprec.hardware import scenarios as scenarios_lib
 from aprec.hardware import simulator
 from aprec.hardware.cost import HardwareState, one_hot
 from aprec.rpm.context import LADDER, Context, Tables, predict, tables
@@ -72,10 +73,10 @@ class TrainConfig:
       raise ValueError(f"train.margin = {self.margin}; expected in [0, 0.5)")
     if not 0.0 <= self.walk_prob <= 1.0:
       raise ValueError(f"train.walk_prob = {self.walk_prob}; expected in [0, 1]")
-    bad = [s for s in self.scenarios if s not in simulator.SCENARIOS]
+    bad = [s for s in self.scenarios if s not in scenarios_lib.SCENARIOS]
     if bad or not self.scenarios:
       raise ValueError(f"train.scenarios = {self.scenarios}; expected a non-empty subset of "
-                       f"{simulator.SCENARIOS}")
+                       f"{scenarios_lib.SCENARIOS}")
 
 
 class Samples(NamedTuple):
@@ -167,11 +168,11 @@ def train(ctx: Context, samples: Samples, config: TrainConfig, *,
 
     >>> import numpy as np
     >>> from aprec import hardware
-    >>> from aprec.hardware import simulator
+    >>> from aprec.hardware import scenarios
     >>> from aprec.hardware.fit import dot_op
     >>> from aprec.rpm.context import make_context
     >>> ops, spec = [dot_op(8, 16, 4)], hardware.edge_npu()
-    >>> params = simulator.scenario("steady", spec, ops)
+    >>> params = scenarios.scenario("steady", spec, ops)
     >>> ctx = make_context(ops, spec, np.zeros((1, 7)), float(params.step_period_s))
     >>> config = TrainConfig(steps=3, batch_size=8, episodes_per_scenario=1, episode_steps=9)
     >>> result = train(ctx, collect(ctx, [params], config), config)

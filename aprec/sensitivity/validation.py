@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from aprec.sensitivity import methods as sensitivity
+from aprec.sensitivity import measured as measured_lib
+from aprec.sensitivity.objective import DEFAULT_LOSS, objective
+from aprec.typing import LossFn, Progress
 from aprec.emulator.core import Emulator
-from aprec.emulator.formats import MODES, mode_index
+from aprec.emulator.formats import MODES, N_MODES, mode_index
 from aprec.sensitivity.profile import SensitivityProfile, check_matches
 
 PAIR_MODES = MODES[1:]
@@ -89,7 +91,7 @@ def random_mixed_assignments(n_ops: int, n: int, *, seed: int = 0) -> np.ndarray
   for row in out:
     k = rng.integers(1, n_ops + 1)
     ops = rng.choice(n_ops, size=k, replace=False)
-    row[ops] = rng.integers(1, len(MODES), size=k)
+    row[ops] = rng.integers(1, N_MODES, size=k)
   return out
 
 
@@ -144,7 +146,7 @@ class Validation:
 
   @property
   def pair_mask(self) -> np.ndarray:
-    cols = np.isin(np.arange(len(MODES)), [mode_index(m) for m in self.pair_modes])
+    cols = np.isin(np.arange(N_MODES), [mode_index(m) for m in self.pair_modes])
     return np.broadcast_to(cols, self.measured_single.shape)
 
   def summary(self) -> dict[str, Any]:
@@ -176,9 +178,9 @@ def score(method: str, table: np.ndarray, measured_single: np.ndarray, mask: np.
 
 
 def measure_assignments(apply_fn: Callable, params: Any, batches: Sequence[tuple[Any, Any]],
-                        assignments: np.ndarray, *, loss: str = sensitivity.DEFAULT_LOSS,
-                        loss_fn: sensitivity.LossFn | None = None, chunk_size: int = 32,
-                        progress: sensitivity.Progress | None = None,
+                        assignments: np.ndarray, *, loss: str = DEFAULT_LOSS,
+                        loss_fn: LossFn | None = None, chunk_size: int = 32,
+                        progress: Progress | None = None,
                         expect: SensitivityProfile | None = None, **emulator_options: Any
                         ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
   """Measured Δloss (against all-fp32) of every assignment on ``batches``.
@@ -187,25 +189,25 @@ def measure_assignments(apply_fn: Callable, params: Any, batches: Sequence[tuple
     apply_fn, params: the model.
     batches: ``[(x, y), ...]`` of equal shapes.
     assignments: ``(n, n_ops)`` mode indices.
-    loss, loss_fn: what to measure, as in ``sensitivity.analyze``.
+    loss, loss_fn: what to measure, as in ``aprec.sensitivity.analyze``.
     expect: a profile the model must match (``ProfileError`` otherwise).
 
   Returns:
     ``(mean, stderr, (n_batches, batch_size))``; mean and stderr over batches, ``(n,)``.
   """
-  obj = sensitivity.objective(loss, loss_fn)
-  xs, ys = sensitivity.stack_batches(batches)
+  obj = objective(loss, loss_fn)
+  xs, ys = measured_lib.stack_batches(batches)
   emulator = Emulator(apply_fn, params, xs[0], **emulator_options)
   if expect is not None:
     check_matches(expect, emulator.ops)
   ts = obj.targets(apply_fn, params, xs, ys)
-  sensitivity.baseline_losses(emulator, params, xs, ts, obj.loss_fn)
+  measured_lib.baseline_losses(emulator, params, xs, ts, obj.loss_fn)
   rows = np.concatenate([np.zeros((1, len(emulator.ops)), np.int32),
                          np.asarray(assignments, np.int32).reshape(-1, len(emulator.ops))])
-  losses = sensitivity.batch_losses(emulator, params, xs, ts, rows, loss_fn=obj.loss_fn,
+  losses = measured_lib.batch_losses(emulator, params, xs, ts, rows, loss_fn=obj.loss_fn,
                                     chunk_size=chunk_size, progress=progress,
                                     task="measure")
-  mean, err = sensitivity.mean_and_stderr(losses[1:] - losses[:1])
+  mean, err = measured_lib.mean_and_stderr(losses[1:] - losses[:1])
   return mean, err, (len(xs), xs.shape[1])
 
 
@@ -214,8 +216,8 @@ def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,
              n_assignments: int = N_ASSIGNMENTS, seed: int = 0,
              pair_modes: Sequence[str] = PAIR_MODES,
              extra_tables: Mapping[str, np.ndarray] | None = None, loss: str | None = None,
-             loss_fn: sensitivity.LossFn | None = None, chunk_size: int = 32,
-             progress: sensitivity.Progress | None = None,
+             loss_fn: LossFn | None = None, chunk_size: int = 32,
+             progress: Progress | None = None,
              **emulator_options: Any) -> Validation:
   """Measures single-op and mixed assignments on ``batches`` and scores every method.
 
@@ -230,7 +232,7 @@ def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,
     extra_tables: more Δloss tables to score beside the profile's, by name.
     loss: the loss to measure (default: the profile's, ``profile.loss``).
     loss_fn: the custom loss of a ``"custom"`` profile.
-    chunk_size, progress, emulator_options: as for ``sensitivity.analyze``.
+    chunk_size, progress, emulator_options: as for ``aprec.sensitivity.analyze``.
 
   Raises:
     ProfileError: the profile belongs to another model.
@@ -244,7 +246,7 @@ def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,
   if loss == "custom" and loss_fn is None:
     raise ValueError("the profile was computed with a custom loss_fn; pass the same loss_fn")
   n_ops = len(profile.ops)
-  single = sensitivity.single_op_assignments(n_ops)[1:]
+  single = measured_lib.single_op_assignments(n_ops)[1:]
   mixed = random_mixed_assignments(n_ops, n_assignments, seed=seed)
   mean, err, (n_batches, batch_size) = measure_assignments(
       apply_fn, params, batches, np.concatenate([single, mixed]), loss=loss, loss_fn=loss_fn,
@@ -255,7 +257,7 @@ def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,
   measured_err = np.concatenate([zeros, err[:k].reshape(n_ops, -1)], 1)
   tables = {name: est.delta_loss for name, est in profile.estimates.items()}
   tables.update(extra_tables or {})
-  mask = np.broadcast_to(np.isin(np.arange(len(MODES)), [mode_index(m) for m in pair_modes]),
+  mask = np.broadcast_to(np.isin(np.arange(N_MODES), [mode_index(m) for m in pair_modes]),
                          measured.shape)
   scores = {name: score(name, t, measured, mask, mixed, mean[k:]) for name, t in tables.items()}
   return Validation(

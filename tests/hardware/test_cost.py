@@ -71,7 +71,7 @@ def test_one_hot_matches_numpy_reference(spec_name, state):
   with jax.enable_x64(True):
     for _ in range(3):
       modes = rng.integers(0, len(MODES), len(ops))
-      got = cost.evaluate(ops, modes.astype(np.int32), spec,
+      got = cost.checked_cost(ops, modes.astype(np.int32), spec,
                           HardwareState(availability, free, clock))
       ref = ref_cost(ops, modes, spec, availability, free, clock)
       np.testing.assert_allclose(got.op_latency_s, ref["latency"], rtol=1e-10)
@@ -214,14 +214,14 @@ def test_vmap_over_assignments_and_states_equals_loop():
   state = cost.nominal_state(spec)
   batched = jax.vmap(lambda m: cost.cost(arrays, cost.one_hot(m), spec, state))(modes)
   for k in range(modes.shape[0]):
-    single = cost.evaluate(ops, np.asarray(modes[k]), spec)
+    single = cost.checked_cost(ops, np.asarray(modes[k]), spec)
     np.testing.assert_allclose(batched.energy_j[k], single.energy_j, rtol=1e-6)
     np.testing.assert_allclose(batched.op_latency_s[k], single.op_latency_s, rtol=1e-6)
   avail = jnp.array([1.0, 0.5, 0.1])
   states = HardwareState(avail, jnp.full(3, 2e4), jnp.ones(3))
   over_states = jax.vmap(lambda s: cost.cost(arrays, cost.one_hot(modes[0]), spec, s))(states)
   for k in range(3):
-    single = cost.evaluate(ops, np.asarray(modes[0]), spec,
+    single = cost.checked_cost(ops, np.asarray(modes[0]), spec,
                            HardwareState(float(avail[k]), 2e4, 1.0))
     np.testing.assert_allclose(over_states.latency_s[k], single.latency_s, rtol=1e-6)
 
@@ -236,7 +236,7 @@ def test_vmap_over_assignments_and_states_equals_loop():
 ])
 def test_bad_probabilities_raise(probs, message):
   with pytest.raises(ValueError, match=message):
-    cost.evaluate(digits_ops(), probs, hardware.edge_npu())
+    cost.checked_cost(digits_ops(), probs, hardware.edge_npu())
 
 
 @pytest.mark.parametrize("state, message", [
@@ -247,12 +247,12 @@ def test_bad_probabilities_raise(probs, message):
 ])
 def test_bad_states_raise(state, message):
   with pytest.raises(ValueError, match=message):
-    cost.evaluate(digits_ops(), np.zeros(4, np.int32), hardware.edge_npu(), state)
+    cost.checked_cost(digits_ops(), np.zeros(4, np.int32), hardware.edge_npu(), state)
 
 
 def test_bad_spec_and_ops_raise():
   with pytest.raises(ValueError, match="static_power_w"):
-    cost.evaluate(digits_ops(), np.zeros(4, np.int32),
+    cost.checked_cost(digits_ops(), np.zeros(4, np.int32),
                   hardware.edge_npu().replace(static_power_w=-1.0))
   with pytest.raises(ValueError, match="op table is empty"):
     cost.op_arrays([])

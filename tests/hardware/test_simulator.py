@@ -11,7 +11,7 @@ import pytest
 
 from aprec.hardware import cost
 from aprec.hardware import specs as hardware
-from aprec.hardware import simulator
+from aprec.hardware import scenarios, simulator
 from op_tables import digits_ops
 
 FP16, INT8, INT4 = 2, 5, 6
@@ -28,7 +28,7 @@ def uniform(mode):
 
 @functools.cache
 def _run(name, mode, key, faults):
-  params = simulator.scenario(name, SPEC, OPS, faults=faults)
+  params = scenarios.scenario(name, SPEC, OPS, faults=faults)
   _, m = simulator.rollout(params, simulator.init_state(params), uniform(mode),
                            jax.random.key(key), n_steps=N_STEPS)
   return params, jax.tree.map(np.asarray, m)
@@ -49,7 +49,7 @@ def test_deterministic_for_a_key():
 
 
 def test_scan_equals_python_loop_of_step():
-  params = simulator.scenario("contention", SPEC, OPS, faults="severe",
+  params = scenarios.scenario("contention", SPEC, OPS, faults="severe",
                               job_arrival_prob=0.3)
   key = jax.random.key(7)
   final, scanned = simulator.rollout(params, simulator.init_state(params), uniform(FP16), key,
@@ -73,14 +73,14 @@ def test_lowering_precision_lowers_power_and_occupancy():
   occupancy = [m.true_buffer_occupancy[-1] for m in steady]
   assert powers[0] > powers[1] > powers[2]
   assert occupancy[0] > occupancy[1] > occupancy[2]
-  for name in simulator.SCENARIOS:
+  for name in scenarios.SCENARIOS:
     _, hi = run(name, FP16)
     _, lo = run(name, INT8)
     assert np.all(lo.true_power_w < hi.true_power_w), name
 
 
 def test_per_step_soft_assignments():
-  params = simulator.scenario("steady", SPEC, OPS)
+  params = scenarios.scenario("steady", SPEC, OPS)
   cycle = np.array([FP16, INT8, INT4])[np.arange(N_STEPS) % 3]
   probs = cost.one_hot(np.repeat(cycle[:, None], len(OPS), axis=1))  # [steps, ops, modes]
   _, seq = simulator.rollout(params, simulator.init_state(params), probs, jax.random.key(0),
@@ -91,7 +91,7 @@ def test_per_step_soft_assignments():
 
 
 def test_vmap_over_keys_matches_single_rollouts():
-  params = simulator.scenario("burst", SPEC, OPS)
+  params = scenarios.scenario("burst", SPEC, OPS)
   init = simulator.init_state(params)
   keys = jax.random.split(jax.random.key(0), 3)
   batched = jax.vmap(lambda k: simulator.rollout(params, init, uniform(FP16), k,
@@ -183,7 +183,7 @@ def test_sensor_faults():
 
 
 def test_closed_loop_policy_reacts_to_power():
-  params = simulator.scenario("thermal", SPEC, OPS)
+  params = scenarios.scenario("thermal", SPEC, OPS)
 
   def policy(policy_state, metrics, key):
     over = metrics.power_w > 0.9 * metrics.power_cap_w
@@ -201,11 +201,11 @@ def test_closed_loop_policy_reacts_to_power():
 
 def test_scenario_errors():
   with pytest.raises(ValueError, match="known scenarios: steady, contention, thermal"):
-    simulator.scenario("meltdown", SPEC, OPS)
+    scenarios.scenario("meltdown", SPEC, OPS)
   with pytest.raises(ValueError, match=r"unknown scenario settings \['fan_speed'\]"):
-    simulator.scenario("steady", SPEC, OPS, fan_speed=3)
+    scenarios.scenario("steady", SPEC, OPS, fan_speed=3)
   with pytest.raises(ValueError, match="known: none, mild, severe"):
-    simulator.scenario("steady", SPEC, OPS, faults="apocalyptic")
+    scenarios.scenario("steady", SPEC, OPS, faults="apocalyptic")
 
 
 def test_plot_trace_writes_png(tmp_path):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aprec.hardware import simulator
+from aprec.hardware import scenarios, simulator
 from aprec.rpm.greedy import Greedy
 from aprec.rpm.fault_guard import guard
 from aprec.rpm.loop import run_episode, summarize
@@ -81,7 +81,7 @@ def test_stuck_rule_fires_only_on_a_stuck_sensor(cnn_ops, spec):
   assert np.all(np.asarray(trace.assignments)[stuck] == INT8)
 
 
-@pytest.mark.parametrize("name", simulator.SCENARIOS)
+@pytest.mark.parametrize("name", scenarios.SCENARIOS)
 def test_no_false_fallbacks_without_faults(name, cnn_ops, spec):
   params, ctx = deployment(name, cnn_ops, spec)
   n = len(cnn_ops)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aprec.hardware import simulator
+from aprec.hardware import scenarios, simulator
 from aprec.rpm.learned import Learned, PolicyNet, features, violation
 from aprec.rpm.train import TrainConfig, collect, train
 from rpm_helpers import deployment
@@ -26,7 +26,7 @@ def trained(cnn_ops_key, spec_key):
   from op_tables import digits_ops
   ops, spec = digits_ops(32), hardware.edge_npu()
   _, ctx = deployment("contention", ops, spec)
-  params = [simulator.scenario(s, spec, ops) for s in CFG.scenarios]
+  params = [scenarios.scenario(s, spec, ops) for s in CFG.scenarios]
   samples = collect(ctx, params, CFG)
   return ctx, params, train(ctx, samples, CFG)
 

@@ -7,7 +7,6 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from aprec.hardware.cost import HardwareState
 from aprec.hardware.cost import one_hot

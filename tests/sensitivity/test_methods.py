@@ -8,6 +8,7 @@ import pytest
 from aprec import Emulator
 from aprec.emulator import pak
 from aprec.sensitivity import probes
+from aprec.sensitivity import measured
 from aprec.sensitivity import methods as sensitivity
 from aprec.emulator import batching
 from aprec.emulator.formats import MODES, N_MODES
@@ -86,7 +87,7 @@ def test_sweep_compiles_once_for_all_chunks(mlp):
                                     progress=lambda *a: seen.append(a))
   assert losses.shape == (len(rows), 3)
   assert seen[-1] == ("assignments", len(rows), len(rows)) and len(seen) == 4
-  fn = sensitivity._loss_fn(emu, sensitivity.cross_entropy)
+  fn = measured._loss_fn(emu, sensitivity.cross_entropy)
   mesh = jax.sharding.Mesh(np.array(jax.devices()), (batching.AXIS,))
   assert batching._compiled(fn, 1, True, mesh)._cache_size() == 1
 
@@ -200,7 +201,7 @@ def test_hessian_combines_traces_with_rounding_errors():
 
 
 def test_parse_methods():
-  assert sensitivity.parse_methods("all") == sensitivity.METHODS
+  assert sensitivity.parse_methods("all") == tuple(sensitivity.METHODS)
   assert sensitivity.parse_methods(["fisher", "taylor", "fisher"]) == ("fisher", "taylor")
   with pytest.raises(ValueError, match=r"unknown sensitivity method\(s\) \['gradient'\]"):
     sensitivity.parse_methods("perturbation,gradient")
