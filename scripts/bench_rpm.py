@@ -28,7 +28,7 @@ from aprec.emulator.formats import mode_index  # noqa: E402
 from aprec.versions import library_versions  # noqa: E402
 from aprec.rpm import policy_io  # noqa: E402
 from aprec.app.rpm_demo import shipped_policy_dir  # noqa: E402
-from aprec.app.sensitivity_cli import default_profile_dir  # noqa: E402
+from aprec.app.inputs import default_profile_dir  # noqa: E402
 from aprec.rpm.deployment import SCENARIOS, deploy, sensitivity_table  # noqa: E402
 from aprec.rpm.compare import POLICIES, compare, make_policies  # noqa: E402
 from aprec.rpm.loop import run_episode  # noqa: E402
