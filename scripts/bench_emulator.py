@@ -32,6 +32,12 @@ are the CPU run's). Lower is better for every ratio:
   is a new quantized model and a new compilation (even with the models cached by
   assignment, which this benchmark does; rebuilding per switch would compile every switch).
   Wall times of the 100 switches (compilation included) sit next to the counts.
+- ``export_over_emulator`` (target <= 1.0): the exported artifact (``aprec.export``:
+  stored weights, static modes, ``jax.export``) called through ``aprec.export.load`` on the
+  test split, over ``jax.jit(emulator)`` at the same mixed assignment (``EXPORT_ASSIGNMENTS``).
+  ``export_bytes_over_fp32``: the artifact's array bytes (weights in their storage formats
+  with scales, plus biases and norms at fp32) over all parameters at fp32. ``_vit`` for the
+  ViT. ``--only export`` runs just these and merges them into an existing ``--out`` JSON.
 
 Timing: everything is compiled first; each side of a ratio is timed as a loop of calls
 ended by ``block_until_ready``, the sides interleaved (A, B, A, B, ... in a rotating order)
@@ -84,6 +90,12 @@ TARGETS: dict[str, tuple[str, float]] = {
     "sweep_over_loop_vit": ("<=", 1.0),
     "ours_over_qwix": ("<=", 1.0),
     "compiles_per_100_switches": ("<=", 1.0),
+    "export_over_emulator": ("<=", 1.0),
+    "export_over_emulator_vit": ("<=", 1.0),
+}
+EXPORT_ASSIGNMENTS = {
+    "digits_cnn": "int8,Conv_0=fp8_e4m3,Dense_0=int4,Dense_1=bf16",
+    "digits_vit": "int8,patch_embed=fp8_e4m3,blocks/0/mlp_in=int4,blocks/1/mlp_in=int4,head=bf16",
 }
 N_VMAPPED = 32
 N_SWITCHES = 100
@@ -558,6 +570,8 @@ def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedM
       ratios["vmapped_over_loop_vit"] = b_vit["ratio"]
       ratios["sweep_over_loop_vit"] = b_vit["sweep_ratio"]
       details["vmapped_over_loop"]["digits_vit"] = b_vit
+    export_ratios, details["export"] = run_export(device, args, (cnn, vit), console)
+    ratios.update(export_ratios)
   for group in details.values():
     for entry in group.values():
       entry.update(where)
@@ -566,6 +580,72 @@ def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedM
 
 def _fmt(v: float) -> str:
   return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
+
+
+def bench_export(model: models.LoadedModel, repeats: int, device: jax.Device) -> dict[str, Any]:
+  """The exported artifact against ``jax.jit(emulator)`` at one mixed assignment."""
+  import tempfile
+
+  import aprec.export
+  params = jax.device_put(model.params, device)
+  x = jax.device_put(jnp.asarray(model.data.test.x), device)
+  emu = aprec.Emulator(model.apply_fn, params, x)
+  modes = jax.device_put(emu.assignment(EXPORT_ASSIGNMENTS[model.name]), device)
+  with tempfile.TemporaryDirectory() as tmp:
+    t = time.perf_counter()
+    summary = aprec.export.export(emu, params, modes, pathlib.Path(tmp) / "artifact")
+    export_s = time.perf_counter() - t
+    artifact = aprec.export.load(summary.directory)
+  emulator = jax.jit(emu)
+  compile_s = {"emulator": round(_time_once(lambda: emulator(params, x, modes)), 3),
+               "artifact": round(_time_once(lambda: artifact(x)), 3)}
+  s = interleaved({"artifact": lambda: artifact(x),
+                   "emulator": lambda: emulator(params, x, modes)}, repeats)
+  y_art = np.asarray(artifact(x))
+  y_emu = np.asarray(emulator(params, x, modes))
+  labels = np.asarray(model.data.test.y)
+  return {
+      "ratio": paired_ratio(s["artifact"], s["emulator"]),
+      "ratio_quartiles": ratio_quartiles(s["artifact"], s["emulator"]),
+      "artifact_ms": _ms(s["artifact"]), "emulator_ms": _ms(s["emulator"]),
+      "bytes_over_fp32": summary.bytes_over_fp32, "array_bytes": summary.array_bytes,
+      "fp32_param_bytes": summary.fp32_param_bytes, "program_bytes": summary.program_bytes,
+      "assignment": summary.assignment, "export_s": round(export_s, 3), "compile_s": compile_s,
+      "max_abs_diff": float(np.abs(y_art - y_emu).max()),
+      "max_abs_output": float(np.abs(y_emu).max()),
+      "top1_agreement": float(np.mean(y_art.argmax(-1) == y_emu.argmax(-1))),
+      "accuracy": {"artifact": _accuracy(y_art, labels), "emulator": _accuracy(y_emu, labels)},
+  }
+
+
+def run_export(device: jax.Device, args: argparse.Namespace,
+               loaded: Sequence[models.LoadedModel],
+               console: Console) -> tuple[dict[str, float], dict[str, Any]]:
+  """``export_over_emulator`` and ``export_bytes_over_fp32`` (``_vit``) on one device."""
+  ratios, details = {}, {}
+  with jax.default_device(device):
+    for model in loaded:
+      console.log(f"[{device.platform}] (e) export over emulator: {model.name}")
+      e = bench_export(model, args.repeats, device)
+      suffix = "" if model.name == "digits_cnn" else "_vit"
+      ratios[f"export_over_emulator{suffix}"] = e["ratio"]
+      ratios[f"export_bytes_over_fp32{suffix}"] = e["bytes_over_fp32"]
+      details[model.name] = {**e, "platform": device.platform,
+                             "device_kind": device.device_kind}
+  return ratios, details
+
+
+def print_export_table(console: Console, ratios: dict[str, float],
+                       details: dict[str, Any], platform: str) -> None:
+  table = Table(title=f"aprec export benchmark — {platform}")
+  for col in ("model", "artifact", "emulator", "export_over_emulator", "bytes_over_fp32",
+              "max |Δ|", "top-1 agreement"):
+    table.add_column(col)
+  for name, e in details.items():
+    table.add_row(name, f"{e['artifact_ms']:.2f} ms", f"{e['emulator_ms']:.2f} ms",
+                  _fmt(e["ratio"]), _fmt(e["bytes_over_fp32"]), f"{e['max_abs_diff']:.2e}",
+                  f"{e['top1_agreement']:.4f}")
+  console.print(table)
 
 
 def print_table(console: Console, run: dict[str, Any]) -> None:
@@ -604,6 +684,7 @@ def print_table(console: Console, run: dict[str, Any]) -> None:
   row("switch_wall_ours_over_qwix", "digits_cnn", f"{sw['wall_s']:.2f} s",
       f"{sw['qwix_wall_s']:.2f} s")
   console.print(table)
+  print_export_table(console, r, d["export"], run["platform"])
   rel = c["rel_diff"]
   console.print(
       f"logit rel. diff (digits_cnn int8): ours vs qwix matched {rel['ours_vs_qwix_matched']:.2e}, "
@@ -628,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--skip-vit-vmap", action="store_true",
                       help="skip vmapped_over_loop_vit (saves ~30 s on CPU)")
   parser.add_argument("--cpu-only", action="store_true", help="skip the accelerator run")
+  parser.add_argument("--only", choices=("all", "export"), default="all",
+                      help="run one part and merge its ratios into an existing --out JSON")
   args = parser.parse_args(argv)
   console = Console()
   if not console.is_terminal:
@@ -640,6 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if jax.default_backend() != "cpu" and not args.cpu_only:
     devices.append(jax.devices()[0])
 
+  if args.only == "export":
+    return main_export(args, devices, (cnn, vit), console)
   runs = []
   for device in devices:
     run = run_device(device, args, cnn, vit, console)
@@ -667,6 +752,30 @@ def main(argv: Sequence[str] | None = None) -> int:
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
   console.print(f"wrote {args.out} in {result['setup']['wall_s']} s")
+  return 0
+
+
+def main_export(args: argparse.Namespace, devices: Sequence[jax.Device],
+                loaded: Sequence[models.LoadedModel], console: Console) -> int:
+  """``--only export``: the export ratios, merged into ``args.out`` (other keys kept)."""
+  result = json.loads(args.out.read_text()) if args.out.exists() else {}
+  per_device = []
+  for device in devices:
+    ratios, details = run_export(device, args, loaded, console)
+    print_export_table(console, ratios, details, device.platform)
+    per_device.append({"platform": device.platform, "device_kind": device.device_kind,
+                       "ratios": ratios, "details": details})
+  result.setdefault("ratios", {}).update(per_device[0]["ratios"])
+  result.setdefault("targets", {}).update(
+      {k: f"{op} {v}" for k, (op, v) in TARGETS.items() if k in per_device[0]["ratios"]})
+  result.setdefault("met", {}).update(
+      {k: per_device[0]["ratios"][k] <= v for k, (_, v) in TARGETS.items()
+       if k in per_device[0]["ratios"]})
+  result["export"] = {"runs": per_device, "repeats": args.repeats,
+                      "assignments": EXPORT_ASSIGNMENTS}
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+  console.print(f"merged the export ratios into {args.out}")
   return 0
 
 

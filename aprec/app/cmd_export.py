@@ -28,6 +28,7 @@ def _modes_from(plan: pathlib.Path) -> dict[str, str]:
 
 def export(model: tyro.conf.Positional[str], out: pathlib.Path, modes: str = "fp32",
            plan: pathlib.Path | None = None, replace: bool = False, qwix: bool = False,
+           platforms: tuple[str, ...] = (),
            as_json: AsJson = False) -> None:
   """Write a model at a precision assignment as an artifact that runs with jax alone.
 
@@ -41,6 +42,7 @@ def export(model: tyro.conf.Positional[str], out: pathlib.Path, modes: str = "fp
     modes: the assignment, as for `aprec eval` (ignored with --plan).
     plan: a JSON file with a "modes" mapping (the output of `aprec plan MODEL --json`).
     replace: replace an existing OUT.
+    platforms: lower the program for these (cpu, cuda, rocm, tpu); default: this machine's.
     qwix: also write the plan as qwix rules (qwix.json in OUT) with their measured
       agreement and what qwix cannot express (needs `pip install qwix`).
     as_json: print JSON instead of tables.
@@ -64,7 +66,7 @@ def export(model: tyro.conf.Positional[str], out: pathlib.Path, modes: str = "fp
   if qwix:
     extra["qwix.json"] = _qwix_report(model, loaded, x, emu, assignment, expected)
   summary = aprec.export.export(emu, loaded.params, assignment, out, replace=replace,
-                                extra_json=extra)
+                                extra_json=extra, platforms=platforms or None)
   got = np.asarray(aprec.export.load(out)(x))
   labels = np.asarray(loaded.data.test.y)
   result = {

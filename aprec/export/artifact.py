@@ -70,7 +70,7 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 def export(model: Emulator | Any, params: Any, assignment: Any,
            out_dir: str | os.PathLike[str], *, example_inputs: Any = None,
            replace: bool = False, extra_json: Mapping[str, Any] | None = None,
-           platforms: Sequence[str] = program_lib.DEFAULT_PLATFORMS) -> ExportSummary:
+           platforms: Sequence[str] | None = program_lib.DEFAULT_PLATFORMS) -> ExportSummary:
   """Write ``model`` at ``assignment`` as a self-contained artifact in ``out_dir``.
 
   Args:
@@ -82,7 +82,8 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
     example_inputs: a batch of inputs, needed when ``model`` is an ``apply_fn``.
     replace: replace an existing ``out_dir``.
     extra_json: more files to write (name → JSON value), listed in the manifest.
-    platforms: what the serialized program is lowered for.
+    platforms: what the program is lowered for (``jax.export`` names: cpu, cuda, rocm,
+      tpu); default: the platform of JAX's default backend.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, tempfile, pathlib
@@ -98,7 +99,8 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
                 flag="replace=True (`--replace`)")
   checkpoint.check_target(out_dir, **target)  # before the work
   program = program_lib.build(emu, params, _as_modes(emu, assignment))
-  serialized = program.export(platforms).serialize()
+  exported = program.export(platforms)
+  serialized = exported.serialize()
   modes = program_lib.mode_names(program)
   arrays_meta = []
   with checkpoint.write_directory(out_dir, **target) as staging:
@@ -128,7 +130,7 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
         "program": PROGRAM_FILE, "assignment": ASSIGNMENT_FILE, "ops": OPS_FILE,
         "arrays": arrays_meta,
         "input": {"shape": [None, *spec.shape[1:]], "dtype": spec.dtype.name},
-        "platforms": list(platforms), "jax_version": jax.__version__,
+        "platforms": list(exported.platforms), "jax_version": jax.__version__,
     })
   fp32_bytes = sum(int(np.size(v)) * 4 for v in jax.tree_util.tree_leaves(params))
   return ExportSummary(directory=out_dir, assignment=modes,

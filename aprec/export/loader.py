@@ -113,6 +113,9 @@ class Artifact:
     self.arrays = [jnp.asarray(_read_array(directory, a)) for a in manifest["arrays"]]
     self.input_shape = tuple(manifest["input"]["shape"])  # None marks the batch dimension
     self.input_dtype = jnp.dtype(manifest["input"]["dtype"])
+    self.platforms = tuple(self.exported.platforms)
+    here = jax.devices()[0].platform
+    self._platform = {"gpu": "cuda"}.get(here, here)
     self._call = jax.jit(self.exported.call)
 
   @property
@@ -132,6 +135,10 @@ class Artifact:
       if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"input has dtype {x.dtype}; this artifact takes {self.input_dtype}")
       x = x.astype(self.input_dtype)
+    if self._platform not in self.platforms:
+      raise ValueError(f"this artifact was lowered for {list(self.platforms)}, not "
+                       f"{self._platform!r}; "
+                       "export it again with platforms including it (`--platforms`)")
     return self._call(self.arrays, x)
 
 
