@@ -7,12 +7,14 @@ The packages follow the system's components (see the README's Architecture secti
 - ``aprec.sensitivity`` — per-op, per-mode sensitivity profiles and their validation;
 - ``aprec.planning`` — budgets and the exact knapsack planner;
 - ``aprec.rpm`` — the Runtime Precision Manager: policies, training, the closed loop;
+- ``aprec.export`` — a model at an assignment as a servable ``jax.export`` artifact;
 - ``aprec.models`` — the reference models and their data; ``aprec.app`` — the CLI.
 
 The most used entry points are here at the top level.
 """
 
 from aprec import emulator as emulator
+from aprec import export as export
 from aprec import hardware as hardware
 from aprec import models as models
 from aprec import planning as planning
