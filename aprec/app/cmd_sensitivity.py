@@ -177,6 +177,7 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", as_json: As
   prof = profile_lib.load(inputs.default_profile_dir(model) if profile is None else profile,
                           expect=ev.emulator.ops, params=loaded.params,
                           allow_other_params=allow_other_weights)
+  inputs.integer_labels(loaded, HELDOUT_SPLIT, prof.loss)
   chosen = planner.plan(prof, parsed)
   measured = ev.measure(np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment]))
   test = getattr(loaded.data, HELDOUT_SPLIT)

@@ -12,6 +12,7 @@ import json
 import pathlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +26,14 @@ MARKER = "summary.json"
 PLAN_BUDGET = "bits=5"
 
 
-def mixed_spec(model_name: str, op_names: Sequence[str]) -> tuple[str, str]:
+def mixed_spec(model_name: str, op_names: Sequence[str], params: Any = None
+               ) -> tuple[str, str]:
   """A mixed plan and how it was made: the planner's best at 5 bits per weight under the
   shipped sensitivity profile, else the naive "int4, first and last op int8"."""
   from aprec.planning import planner
   from aprec.sensitivity import profile
   try:
-    prof = profile.load(inputs.default_profile_dir(model_name))
+    prof = profile.load(inputs.default_profile_dir(model_name), params=params)
   except (FileNotFoundError, ValueError):
     return f"int4,{op_names[0]}=int8,{op_names[-1]}=int8", "naive: int4, first/last int8"
   if prof.op_names != tuple(op_names):
@@ -70,7 +72,7 @@ def write(directory: pathlib.Path, model_names: Sequence[str],
     ev = Evaluator.for_model(model, "test")
     emu = ev.emulator
     con.print(tables.op_table(emu.ops, title=f"{name}: {emu!r}"))
-    mixed, how = mixed_spec(name, emu.op_names)
+    mixed, how = mixed_spec(name, emu.op_names, model.params)
     labels = list(MODES) + ["mixed"]
     specs = list(MODES) + [mixed]
     assignments = np.stack([np.asarray(emu.assignment(s)) for s in specs])

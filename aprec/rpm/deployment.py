@@ -64,7 +64,8 @@ def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None,
   directory = None if profile_dir is None else pathlib.Path(profile_dir)
   if method == "auto" and directory is not None and (directory / "profile.json").is_file():
     ops = Emulator(model.apply_fn, model.params, model.data.val.x).ops
-    profile = profile_lib.load(directory, expect=ops)  # raises ProfileError on a mismatch
+    # raises ProfileError for another op table or other weights
+    profile = profile_lib.load(directory, expect=ops, params=model.params)
     return np.asarray(profile.delta_loss, np.float64), f"profile {directory} ({profile.method})"
   measured = methods.analyze_model(model, methods="perturbation", split="val")
   return (np.asarray(measured.delta_loss, np.float64),

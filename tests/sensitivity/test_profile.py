@@ -185,3 +185,18 @@ def test_shipped_profiles_fit_the_reference_models(name):
   assert set(prof.estimates) == {"perturbation", "taylor", "fisher", "hessian", "tracked"}
   assert np.isfinite(prof.delta_loss).all()
   assert prof.details["validation"]["scores"]["perturbation"]["spearman_single_op"] >= 0.9
+
+
+def test_profile_for_other_weights_is_refused_naming_the_file(tmp_path):
+  """Issue 13.13: a profile is tied to the weights it was computed with, not only the ops."""
+  weights = {"w": np.arange(6, dtype=np.float32)}
+  other = {"w": np.arange(6, dtype=np.float32) * 1.001}  # same architecture, other weights
+  written = profile_lib.save(_profile(params=weights), tmp_path / "p")
+  assert json.loads((written / profile_lib.JSON_FILE).read_text())["params_hash"] == (
+      checkpoint.params_hash(weights))
+  assert profile_lib.load(written, params=weights).params_hash == checkpoint.params_hash(weights)
+  with pytest.raises(ProfileError, match=f"{written}.*other weights") as info:
+    profile_lib.load(written, params=other)
+  assert "allow_other_params=True" in str(info.value)
+  with pytest.warns(UserWarning, match="other weights"):
+    profile_lib.load(written, params=other, allow_other_params=True)
