@@ -61,7 +61,7 @@ def commands() -> dict[str, Callable]:
   from aprec.app import cmd_export, cmd_model, cmd_rpm, cmd_sensitivity
   return {
       "ops": cmd_model.ops,
-      "eval": cmd_model.evaluate,
+      "eval": cmd_model.measure,
       "spec": cmd_model.spec,
       "analyze": cmd_sensitivity.analyze,
       "plan": cmd_sensitivity.plan,

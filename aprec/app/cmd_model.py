@@ -36,8 +36,8 @@ def ops(model: tyro.conf.Positional[str], as_json: AsJson = False) -> None:
     con.print(f"[yellow]passed through:[/] {p.count} × {p.primitive}: {p.reason}")
 
 
-def evaluate(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = "test",
-             as_json: AsJson = False) -> None:
+def measure(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = "test",
+            as_json: AsJson = False) -> None:
   """Measured accuracy and loss of a model under a precision assignment.
 
   Args:
