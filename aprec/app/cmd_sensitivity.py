@@ -96,10 +96,10 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
   if split == HELDOUT_SPLIT:
     raise ValueError(f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
                      "it was fitted to; use --split train or --split val")
-  inputs.one_of(split, ("train", "val"), "--split")
   if batch_size <= 0:
     raise ValueError(f"--batch-size {batch_size}; expected a positive number of examples")
   loaded = inputs.load_model(model)
+  inputs.one_of(split, tuple(s for s in loaded.data._fields if s != HELDOUT_SPLIT), "--split")
   inputs.integer_labels(loaded, split, loss)
   attachments: dict[str, Any] = {}
   with _progress(not as_json) as progress:

@@ -79,7 +79,8 @@ def integer_labels(model, split: str, loss: str) -> None:
   import numpy as np
   if loss != "ce":
     return
-  y = np.asarray(getattr(model.data, split).y)
-  if not np.issubdtype(y.dtype, np.integer):
+  y = getattr(getattr(model.data, split, None), "y", None)
+  dtype = None if y is None else np.asarray(y).dtype
+  if dtype is not None and not np.issubdtype(dtype, np.integer):
     raise ValueError(f"--loss ce needs integer class labels, but {split} labels have dtype "
-                     f"{y.dtype}; use --loss kl (label-free) or convert the labels")
+                     f"{dtype}; use --loss kl (label-free) or convert the labels")
