@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +106,6 @@ def test_corrupt_metadata(tmp_path):
 
 
 def test_deleted_params(tmp_path):
-  import shutil
   path = checkpoint.save(tmp_path / "ck", _linen_params(), {})
   shutil.rmtree(path / "params")
   checkpoint.write_manifest(path)
@@ -154,14 +158,6 @@ def test_metadata_file_format(tmp_path):
 
 # --------------------------------------------------------------------------------------
 # The one directory writer: refuse to replace, lock, checksums, crash recovery.
-
-import os
-import pathlib
-import shutil
-import subprocess
-import sys
-import textwrap
-import warnings
 
 _DIRECTORY_MODULE = pathlib.Path(checkpoint.__file__).with_name("_directory.py")
 

@@ -44,7 +44,8 @@ def mixed_spec(model_name: str, op_names: Sequence[str], params: Any = None
 
 def weight_bytes(ops, assignment) -> int:
   """Bytes of all weights stored in their modes (scales not counted)."""
-  return int(sum(op.weight_elements * MODE_TABLE[int(m)].bits for op, m in zip(ops, assignment)) // 8)
+  bits = sum(op.weight_elements * MODE_TABLE[int(m)].bits for op, m in zip(ops, assignment))
+  return int(bits // 8)
 
 
 def run(out: str | pathlib.Path = "runs/demo/modes",
@@ -79,8 +80,8 @@ def write(directory: pathlib.Path, model_names: Sequence[str],
     measured = ev.measure(assignments)  # all assignments in one compiled call
     fp32_acc = float(measured.accuracy[0])
     rows = [{"assignment": label, "accuracy": float(a), "Δacc vs fp32": float(a) - fp32_acc,
-             "loss": float(l), "weight KiB": weight_bytes(emu.ops, m) / 1024}
-            for label, a, l, m in zip(labels, measured.accuracy, measured.loss, assignments)]
+             "loss": float(loss), "weight KiB": weight_bytes(emu.ops, m) / 1024}
+            for label, a, loss, m in zip(labels, measured.accuracy, measured.loss, assignments)]
     con.print(tables.rows_table(rows, title=f"{name}: measured on {len(ev.split.y)} test images",
                                 formats={"accuracy": ".4f", "Δacc vs fp32": "+.4f",
                                          "loss": ".4f", "weight KiB": ".1f"}))

@@ -6,6 +6,7 @@ numbers (``specs.validate``), naming the file and the field.
 
 Example:
   >>> import pathlib, tempfile
+  >>> from aprec.hardware.specs import edge_npu
   >>> path = save_spec(edge_npu(), pathlib.Path(tempfile.mkdtemp()) / "npu.json")
   >>> load_spec(path) == edge_npu()
   True
@@ -21,13 +22,14 @@ import pathlib
 import numpy as np
 
 from aprec.emulator.formats import MODES
-from aprec.hardware.specs import PER_MODE_FIELDS, NNPSpec, _per_mode, edge_npu, validate
+from aprec.hardware.specs import PER_MODE_FIELDS, NNPSpec, _per_mode, validate
 
 
 def spec_to_dict(spec: NNPSpec) -> dict:
   """The JSON form of a spec: every field, per-mode fields as ``{mode: value}``.
 
   Example:
+    >>> from aprec.hardware.specs import edge_npu
     >>> spec_to_dict(edge_npu())["relative_throughput"]["int4"]
     4.0
   """
@@ -45,6 +47,7 @@ def spec_from_dict(data: dict, where: str = "spec") -> NNPSpec:
   errors (unknown or missing fields, values of the wrong kind, out-of-range numbers).
 
   Example:
+    >>> from aprec.hardware.specs import edge_npu
     >>> spec_from_dict(spec_to_dict(edge_npu())) == edge_npu()
     True
   """

@@ -136,7 +136,7 @@ def test_bad_spec_files_name_the_file_and_field(tmp_path, edit, message, capsys)
 def test_nnpspec_objects_wherever_a_preset_name_is():
   from aprec.app import config
   from aprec.hardware import datacenter_gpu, edge_npu, get_spec
-  from aprec.planning import Budget, default_budgets
+  from aprec.planning import Budget
   spec = edge_npu()
   assert spec == get_spec("edge_npu") and hash(spec) == hash(get_spec("edge_npu"))
   assert spec != datacenter_gpu()
