@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -29,3 +29,7 @@ LossFn = Callable[[Array, Array], Array]
 """``loss_fn(outputs, targets) -> scalar``, a batch-mean loss."""
 Progress = Callable[[str, int, int], None]
 """``progress(task, done, total)``."""
+Shifts = Sequence[Array | None]
+"""One additive shift per op (an op output's shape, or None for no shift)."""
+OperandShifts = Sequence[tuple[Array | None, Array | None]]
+"""Per op, shifts of its (lhs, rhs) operands (None: no shift)."""

@@ -24,13 +24,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from aprec.checkpoint._directory import CheckpointError, verify, write_directory
+from aprec.typing import PyTree
 
 PARAMS_DIR = "params"
 METADATA_FILE = "metadata.json"
 TRAIN_HINT = "for the shipped models, run `python scripts/train_models.py` to create it"
 RETRAIN_HINT = "for the shipped models, run `python scripts/train_models.py` to recreate it"
 
-PyTree = Any
 
 
 _MAX_ERROR_CHARS = 300

@@ -106,34 +106,34 @@ class Emulator:
     return (f"Emulator({len(self.ops)} ops, {sum(o.macs for o in self.ops):,} MACs, "
             f"{sum(p.count for p in self.passthrough)} passed through)")
 
-  def assignment(self, spec: str | Mapping[str, str] | None = None, *,
+  def assignment(self, modes: str | Mapping[str, str] | None = None, *,
                  default: str = "fp32") -> jax.Array:
     """An int32 assignment from mode names.
 
-    ``spec`` is one mode for every op (``"int8"``), a comma list where a bare mode sets the
+    ``modes`` is one mode for every op (``"int8"``), a comma list where a bare mode sets the
     default and ``name=mode`` sets one op (``"int8,Dense_1=fp32"``), or a mapping of op
     names to modes.
     """
     overrides: dict[str, str] = {}
-    if isinstance(spec, str):
-      tokens = [t.strip() for t in spec.split(",")]
+    if isinstance(modes, str):
+      tokens = [t.strip() for t in modes.split(",")]
       if "" in tokens:
-        raise ValueError(f"modes {spec!r} has an empty entry; write one mode (int8) or a comma "
+        raise ValueError(f"modes {modes!r} has an empty entry; write one mode (int8) or a comma "
                          "list such as 'int8,Dense_1=fp32'")
       defaults = [t for t in tokens if "=" not in t]
       if len(defaults) > 1:
-        raise ValueError(f"modes {spec!r} sets the default mode {len(defaults)} times "
+        raise ValueError(f"modes {modes!r} sets the default mode {len(defaults)} times "
                          f"({', '.join(defaults)}); give one bare mode and NAME=MODE per op")
       for token in tokens:
         if "=" in token:
           name, mode = (s.strip() for s in token.split("=", 1))
           if name in overrides:
-            raise ValueError(f"modes {spec!r} sets op {name!r} twice")
+            raise ValueError(f"modes {modes!r} sets op {name!r} twice")
           overrides[name] = mode
         else:
           default = token
-    elif spec is not None:
-      overrides = dict(spec)
+    elif modes is not None:
+      overrides = dict(modes)
     unknown = sorted(set(overrides) - set(self.op_names))
     if unknown:
       raise ValueError(f"unknown op name(s) {unknown}; this model's ops are: "
@@ -201,7 +201,8 @@ class Emulator:
     if stored_weights is not None and len(stored_weights) != len(self.ops):
       raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
                        f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
-    def compute(i: int, spec: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    def compute(i: int, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
+                ) -> jax.Array:
       op = self.ops[i]
       if stored_weights is not None and stored_weights[i] is not None:
         operands = [lhs, rhs]
@@ -212,38 +213,41 @@ class Emulator:
       if activation_amax is not None:
         amax = [None if side == op.weight_operand else activation_amax[i, side]
                 for side in (0, 1)]
-      return pak.apply(spec, lhs, rhs, modes[i], *amax)
+      return pak.apply(contraction, lhs, rhs, modes[i], *amax)
 
-    return self.evaluate(params, inputs, compute)
+    return self.run_with(params, inputs, compute)
 
-  def evaluate(self, params: Any, inputs: Any,
+  def run_with(self, params: Any, inputs: Any,
                compute: Callable[[int, pak.ProductSpec, jax.Array, jax.Array], jax.Array]) -> Any:
-    """Run the traced model with op ``i`` computed by ``compute(i, spec, lhs, rhs)``.
+    """Run the traced model with op ``i`` computed by ``compute(i, contraction, lhs, rhs)``.
 
-    ``spec`` is the op's PAK spec; ``spec.float_product(lhs, rhs)`` is the op exactly as
-    the model computes it. This is the hook for analyses that look inside the model
+    ``contraction`` is the op's ``pak.ProductSpec``; ``contraction.float_product(lhs, rhs)``
+    is the op exactly as the model computes it. This is the hook for analyses that look
+    inside the model
     (``aprec.sensitivity.probes`` adds shifts at op outputs and operands to differentiate by them).
     """
     flat = self._flat_args(params, inputs)
 
     def run_op(i: int, eqn, lhs, rhs):
-      spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
-                              eqn.outvars[0].aval.ndim, weight_operand=self.ops[i].weight_operand,
-                              activation_scaling=self.activation_scaling, ste=self.ste)
-      return compute(i, spec, lhs, rhs)
+      contraction = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
+                                     eqn.outvars[0].aval.ndim,
+                                     weight_operand=self.ops[i].weight_operand,
+                                     activation_scaling=self.activation_scaling,
+                                     ste=self.ste)
+      return compute(i, contraction, lhs, rhs)
 
-    outs = _evaluate(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op)
+    outs = _run_jaxpr(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op)
     return jax.tree_util.tree_unflatten(self._out_tree, outs)
 
   def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
     """``[fn(op, lhs, rhs) for each op]`` from one fp32 pass of the model."""
     seen: dict[int, Any] = {}
 
-    def compute(i, spec, lhs, rhs):
+    def compute(i, contraction, lhs, rhs):
       seen[i] = fn(self.ops[i], lhs, rhs)
-      return spec.float_product(lhs, rhs)
+      return contraction.float_product(lhs, rhs)
 
-    self.evaluate(params, inputs, compute)
+    self.run_with(params, inputs, compute)
     return [seen[i] for i in range(len(self.ops))]
 
   def operand_ranges(self, params: Any, inputs: Any) -> jax.Array:
@@ -307,7 +311,7 @@ class Emulator:
     return self(params, inputs, modes)
 
 
-def _evaluate(jaxpr, consts, args, plan: dict[int, int], run_op: Callable) -> list[Any]:
+def _run_jaxpr(jaxpr, consts, args, plan: dict[int, int], run_op: Callable) -> list[Any]:
   """Evaluate a jaxpr, sending planned equations to ``run_op`` and inlining planned bodies."""
   env: dict[Any, Any] = {}
   env.update(zip(jaxpr.constvars, consts))
@@ -319,7 +323,7 @@ def _evaluate(jaxpr, consts, args, plan: dict[int, int], run_op: Callable) -> li
       outs = _jaxpr.bind(eqn, invals)
     elif step == INLINE:
       body = _jaxpr.inline_body(eqn)
-      outs = _evaluate(body.jaxpr, body.consts, invals, plan, run_op)
+      outs = _run_jaxpr(body.jaxpr, body.consts, invals, plan, run_op)
     else:
       outs = [run_op(step, eqn, *invals)]
     env.update(zip(eqn.outvars, outs))

@@ -88,36 +88,36 @@ def unpack_int4(data: jax.Array, size: int) -> jax.Array:
 def pack(x: jax.Array, mode: int | str, channel_axes: Sequence[int] = ()) -> Packed:
   """Store ``x`` in ``mode`` with one scale per index of ``channel_axes`` (empty: per tensor)."""
   m = _mode(mode)
-  spec = MODE_TABLE[m]
+  fmt = MODE_TABLE[m]
   x = jnp.asarray(x, jnp.float32)
   if any(not -x.ndim <= a < x.ndim for a in channel_axes):
     raise ValueError(f"channel_axes {tuple(channel_axes)} out of range for shape {x.shape}")
   channel_axes = tuple(a % x.ndim for a in channel_axes)
   reduce_axes = tuple(a for a in range(x.ndim) if a not in channel_axes)
   values, scale = formats.quantize(x, m, reduce_axes)
-  if not spec.scaled:
-    return Packed(data=values.astype(spec.dtype), scale=jnp.zeros((0,), jnp.float32),
+  if not fmt.scaled:
+    return Packed(data=values.astype(fmt.dtype), scale=jnp.zeros((0,), jnp.float32),
                   shape=x.shape, mode=m)
-  if spec.is_int and spec.bits == 4:
+  if fmt.is_int and fmt.bits == 4:
     data = pack_int4(values)
-  elif spec.is_int:
+  elif fmt.is_int:
     data = lax.bitcast_convert_type(values.astype(jnp.int8), jnp.uint8)
   else:
-    data = lax.bitcast_convert_type(values.astype(spec.dtype), jnp.uint8)
+    data = lax.bitcast_convert_type(values.astype(fmt.dtype), jnp.uint8)
   return Packed(data=data, scale=scale, shape=x.shape, mode=m)
 
 
 def unpack(packed: Packed) -> tuple[jax.Array, jax.Array]:
   """``(grid values as float32, scale)`` exactly as ``formats.quantize`` produced them."""
-  spec = MODE_TABLE[packed.mode]
-  if not spec.scaled:
+  fmt = MODE_TABLE[packed.mode]
+  if not fmt.scaled:
     return packed.data.astype(jnp.float32), jnp.ones((1,) * len(packed.shape), jnp.float32)
-  if spec.is_int and spec.bits == 4:
+  if fmt.is_int and fmt.bits == 4:
     ints = unpack_int4(packed.data, math.prod(packed.shape))
-  elif spec.is_int:
+  elif fmt.is_int:
     ints = lax.bitcast_convert_type(packed.data, jnp.int8)
   else:
-    ints = lax.bitcast_convert_type(packed.data, spec.dtype)
+    ints = lax.bitcast_convert_type(packed.data, fmt.dtype)
   return ints.astype(jnp.float32).reshape(packed.shape), packed.scale
 
 

@@ -154,45 +154,46 @@ def contraction_size(primitive_name: str, params: dict, lhs_shape, rhs_shape) ->
 # The kernel.
 
 
-def _forward(spec: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
-  ql, sl = formats.quantize(lhs, mode, spec.lhs_reduce_axes, lhs_amax)
-  qr, sr = formats.quantize(rhs, mode, spec.rhs_reduce_axes, rhs_amax)
-  if spec.int_exact_in_float:
-    acc = spec.float_product(ql, qr)
+def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
+  ql, sl = formats.quantize(lhs, mode, contraction.lhs_reduce_axes, lhs_amax)
+  qr, sr = formats.quantize(rhs, mode, contraction.rhs_reduce_axes, rhs_amax)
+  if contraction.int_exact_in_float:
+    acc = contraction.float_product(ql, qr)
   else:
     is_int = jnp.asarray(formats.MODE_IS_INT)[mode]
-    acc = lax.cond(is_int, spec.int_product, spec.float_product, ql, qr)
-  out = acc * spec.lhs_to_out(sl).astype(acc.dtype) * spec.rhs_to_out(sr).astype(acc.dtype)
+    acc = lax.cond(is_int, contraction.int_product, contraction.float_product, ql, qr)
+  out = (acc * contraction.lhs_to_out(sl).astype(acc.dtype)
+         * contraction.rhs_to_out(sr).astype(acc.dtype))
   return out, (ql, sl, qr, sr)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _pak(spec, lhs, rhs, mode, lhs_amax, rhs_amax):
-  return _forward(spec, lhs, rhs, mode, lhs_amax, rhs_amax)[0]
+def _pak(contraction, lhs, rhs, mode, lhs_amax, rhs_amax):
+  return _forward(contraction, lhs, rhs, mode, lhs_amax, rhs_amax)[0]
 
 
 @_pak.defjvp
-def _pak_jvp(spec, primals, tangents):
+def _pak_jvp(contraction, primals, tangents):
   lhs, rhs, mode, lhs_amax, rhs_amax = primals
   t_lhs, t_rhs = tangents[:2]
-  out, (ql, sl, qr, sr) = _forward(spec, lhs, rhs, mode, lhs_amax, rhs_amax)
-  if spec.ste is STE.CLIPPED:
+  out, (ql, sl, qr, sr) = _forward(contraction, lhs, rhs, mode, lhs_amax, rhs_amax)
+  if contraction.ste is STE.CLIPPED:
     t_lhs = t_lhs * formats.in_range_mask(lhs, mode, sl)
     t_rhs = t_rhs * formats.in_range_mask(rhs, mode, sr)
   lhs_hat = (ql * sl).astype(lhs.dtype)
   rhs_hat = (qr * sr).astype(rhs.dtype)
-  t_out = spec.float_product(t_lhs, rhs_hat) + spec.float_product(lhs_hat, t_rhs)
+  t_out = contraction.float_product(t_lhs, rhs_hat) + contraction.float_product(lhs_hat, t_rhs)
   return out, t_out.astype(out.dtype)
 
 
-def apply(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
+def apply(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
           lhs_amax: jax.Array | None = None, rhs_amax: jax.Array | None = None) -> jax.Array:
   """Run one product in precision ``mode`` (an int or traced int32 index into ``MODES``).
 
   ``lhs_amax``/``rhs_amax`` fix the operand ranges (static calibration); default is the
   operands' own ``max |x|`` at each call.
   """
-  return _pak(spec, lhs, rhs, jnp.asarray(mode, jnp.int32), lhs_amax, rhs_amax)
+  return _pak(contraction, lhs, rhs, jnp.asarray(mode, jnp.int32), lhs_amax, rhs_amax)
 
 
 def _params_of(fn: Callable, lhs: jax.Array, rhs: jax.Array) -> tuple[Any, dict, int]:
@@ -223,10 +224,10 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
       functools.partial(lax.dot_general, dimension_numbers=dimension_numbers,
                         precision=precision, preferred_element_type=preferred_element_type),
       lhs, rhs)
-  spec = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim,
+  contraction = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim,
                       weight_operand=weight_operand, activation_scaling=activation_scaling,
                       ste=ste)
-  return apply(spec, lhs, rhs, mode)
+  return apply(contraction, lhs, rhs, mode)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
@@ -240,5 +241,6 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
                         dimension_numbers=dimension_numbers,
                         feature_group_count=feature_group_count),
       lhs, rhs)
-  spec = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim, weight_operand=1, ste=ste)
-  return apply(spec, lhs, rhs, mode)
+  contraction = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim, weight_operand=1,
+                             ste=ste)
+  return apply(contraction, lhs, rhs, mode)

@@ -76,7 +76,7 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
   Args:
     model: an ``Emulator``, or an ``apply_fn(params, x)`` with ``example_inputs``.
     params: the parameters whose weights are stored.
-    assignment: an int32 mode array (one per op), a mode spec string (``"int8,Dense_1=fp32"``),
+    assignment: an int32 mode array (one per op), a mode string (``"int8,Dense_1=fp32"``),
       a ``{op: mode}`` mapping, or a plan with an ``.assignment``.
     out_dir: the artifact directory; an existing one is replaced only with ``replace``.
     example_inputs: a batch of inputs, needed when ``model`` is an ``apply_fn``.

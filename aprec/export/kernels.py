@@ -66,52 +66,52 @@ def weight_grid(data: jax.Array, scale: jax.Array, shape: tuple[int, ...],
   ``data``/``scale`` are a ``dma.Packed``'s arrays; integer grids stay int8 so the product
   can run on integers; unscaled modes return a scale of ones shaped like ``dma.unpack``'s.
   """
-  spec = MODE_TABLE[mode]
-  if spec.is_int and spec.bits == 4:
+  fmt = MODE_TABLE[mode]
+  if fmt.is_int and fmt.bits == 4:
     values = dma.unpack_int4(data, math.prod(shape)).reshape(shape)
-  elif spec.is_int:
+  elif fmt.is_int:
     values = lax.bitcast_convert_type(data, jnp.int8).reshape(shape)
-  elif spec.scaled:
-    values = lax.bitcast_convert_type(data, spec.dtype).astype(jnp.float32).reshape(shape)
+  elif fmt.scaled:
+    values = lax.bitcast_convert_type(data, fmt.dtype).astype(jnp.float32).reshape(shape)
   else:
     values = data.astype(jnp.float32)
-  if not spec.scaled:
+  if not fmt.scaled:
     scale = jnp.ones((1,) * len(shape), jnp.float32)
   return values, scale
 
 
 def _activation(x: jax.Array, mode: int, reduce_axes) -> tuple[jax.Array, jax.Array]:
   values, scale = formats.quantize(x, mode, reduce_axes)
-  spec = MODE_TABLE[mode]
-  if spec.is_int:
+  fmt = MODE_TABLE[mode]
+  if fmt.is_int:
     return values.astype(jnp.int8), scale
-  if spec.name != "fp32":
-    values = round_to_mode(values, spec)  # idempotent on the grid; survives XLA's rewrites
+  if fmt.name != "fp32":
+    values = round_to_mode(values, fmt)  # idempotent on the grid; survives XLA's rewrites
   return values, scale
 
 
-def _int_product(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+def _int_product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
   """int8 x int8 -> int32: the model's primitive with an int32 accumulator."""
-  params = dict(spec.params, preferred_element_type=jnp.int32)
-  return spec.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
+  params = dict(contraction.params, preferred_element_type=jnp.int32)
+  return contraction.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
 
 
-def product(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int,
+def product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int,
             weight: Packed | None = None, weight_operand: int | None = None) -> jax.Array:
   """One op in the static ``mode``; ``weight`` (stored) replaces operand ``weight_operand``.
 
-  Equal, bit for bit, to ``pak.apply(spec, lhs, rhs, mode)`` with the weight operand
+  Equal, bit for bit, to ``pak.apply(contraction, lhs, rhs, mode)`` with the weight operand
   replaced by ``dma.load(weight)`` when both run op by op (``jax.disable_jit()``).
   """
   m = MODE_TABLE[mode]
   operands = [lhs, rhs]
-  dtype = spec.float_product_dtype(lhs, rhs)
+  dtype = contraction.float_product_dtype(lhs, rhs)
   if m.name == "fp32":
     if weight is not None:
       operands[weight_operand] = weight_grid(weight.data, weight.scale, weight.shape,
                                              mode)[0].astype(operands[weight_operand].dtype)
-    return spec.float_product(*operands)
-  reduce_axes = (spec.lhs_reduce_axes, spec.rhs_reduce_axes)
+    return contraction.float_product(*operands)
+  reduce_axes = (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes)
   grids, scales = [], []
   for side, x in enumerate(operands):
     if weight is not None and side == weight_operand:
@@ -122,8 +122,9 @@ def product(spec: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int,
       q, s = _activation(x, mode, reduce_axes[side])
     grids.append(q)
     scales.append(s)
-  acc = _int_product(spec, *grids) if m.is_int else spec.float_product(*grids)
+  acc = _int_product(contraction, *grids) if m.is_int else contraction.float_product(*grids)
   acc = acc.astype(dtype)
   if not m.scaled:  # the emulator's scales are exactly 1 here
     return acc
-  return acc * spec.lhs_to_out(scales[0]).astype(dtype) * spec.rhs_to_out(scales[1]).astype(dtype)
+  return (acc * contraction.lhs_to_out(scales[0]).astype(dtype)
+          * contraction.rhs_to_out(scales[1]).astype(dtype))

@@ -118,10 +118,10 @@ def _forward(emu: Emulator, modes: np.ndarray, stored: Sequence[Packed | None],
               for k, s in zip(keep, leaf_specs)]
     params = jax.tree_util.tree_unflatten(treedef, leaves)
 
-    def compute(i, spec, lhs, rhs):
+    def compute(i, contraction, lhs, rhs):
       op = emu.ops[i]
-      return kernels.product(spec, lhs, rhs, int(modes[i]), weights[i], op.weight_operand)
-    return emu.evaluate(params, x, compute)
+      return kernels.product(contraction, lhs, rhs, int(modes[i]), weights[i], op.weight_operand)
+    return emu.run_with(params, x, compute)
   return fn
 
 

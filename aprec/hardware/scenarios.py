@@ -1,6 +1,6 @@
-"""Scenarios: ``ScenarioParams`` for the simulator, calibrated against the model's own costs.
+"""Scenarios: ``ScenarioParams`` for the simulator, anchored to the model's own costs.
 
-All are calibrated against the model's uniform FP16 and INT8 costs so that pressure binds
+All are anchored to the model's uniform FP16 and INT8 costs so that pressure binds
 at FP16 and is (mostly) met at INT8:
 
 - ``steady``: nothing changes; FP16 meets the cap and the deadline.
@@ -50,7 +50,7 @@ SCENARIOS = ("steady", "contention", "thermal", "battery", "burst")
 def scenario(name: str, spec: NNPSpec, ops: Sequence[Op] | OpArrays, *,
              faults: FaultParams | str = "none",
              reference_modes: tuple[str, str] = ("fp16", "int8"), **overrides) -> ScenarioParams:
-  """The named scenario, calibrated against ``ops`` on ``spec``.
+  """The named scenario, anchored to the costs of ``ops`` on ``spec``.
 
   The model's uniform ``reference_modes`` (high, low) costs on an idle chip anchor every
   threshold: the deadline is 1.5x the high-precision latency (one batch per deadline), caps

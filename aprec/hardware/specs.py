@@ -312,7 +312,7 @@ def presets() -> dict[str, Callable[[], NNPSpec]]:
   return dict(_PRESETS)
 
 
-def get_spec(spec: str | os.PathLike[str] | NNPSpec) -> NNPSpec:
+def get_spec(ref: str | os.PathLike[str] | NNPSpec) -> NNPSpec:
   """A spec from a preset name, a JSON file written by ``save_spec``, or an ``NNPSpec``.
 
   Raises ``ValueError`` naming the known presets, or the file and the field at fault.
@@ -323,17 +323,17 @@ def get_spec(spec: str | os.PathLike[str] | NNPSpec) -> NNPSpec:
     >>> get_spec(edge_npu()) == get_spec("edge_npu")
     True
   """
-  if isinstance(spec, NNPSpec):
-    return validate(spec)
-  if isinstance(spec, os.PathLike) or (isinstance(spec, str) and spec.endswith(".json")):
+  if isinstance(ref, NNPSpec):
+    return validate(ref)
+  if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".json")):
     from aprec.hardware.spec_io import load_spec
-    return load_spec(spec)
-  if not isinstance(spec, str):
+    return load_spec(ref)
+  if not isinstance(ref, str):
     raise TypeError(f"expected an NNPSpec, a preset name or a JSON file, got "
-                    f"{type(spec).__name__}")
+                    f"{type(ref).__name__}")
   try:
-    return _PRESETS[spec]()
+    return _PRESETS[ref]()
   except KeyError:
-    raise ValueError(f"unknown NNP spec {spec!r}; known presets: "
+    raise ValueError(f"unknown NNP spec {ref!r}; known presets: "
                      f"{', '.join(sorted(_PRESETS))}, or a JSON file (e.g. my_npu.json; "
                      "`aprec spec edge_npu --out my_npu.json` writes a starting point)") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -11,10 +10,10 @@ import numpy as np
 import optax
 
 from aprec.models import data as data_lib
+from aprec.typing import ApplyFn
 
 EVAL_BATCH_SIZE = 512
 
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

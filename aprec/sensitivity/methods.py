@@ -88,7 +88,7 @@ DEFAULT_METHOD = "perturbation"
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
-class Calibration:
+class Analysis:
   """One analysis in progress: the model, its calibration data and settings, and the
   gradient pass that ``taylor``, ``fisher``, ``hessian`` and ``tracked`` share."""
 
@@ -117,22 +117,22 @@ class Calibration:
     return out
 
 
-Method = Callable[[Calibration], tuple[Estimate, dict[str, Any] | None]]
-"""A sensitivity method: the estimate and its details (or None) for one calibration."""
+Method = Callable[[Analysis], tuple[Estimate, dict[str, Any] | None]]
+"""A sensitivity method: the estimate and its details (or None) for one analysis."""
 
 
-def _perturbation(c: Calibration) -> tuple[Estimate, None]:
+def _perturbation(c: Analysis) -> tuple[Estimate, None]:
   return perturbation(c.emulator, c.params, c.xs, c.ts, loss_fn=c.obj.loss_fn,
                       chunk_size=c.chunk_size, progress=c.progress), None
 
 
-def _hessian(c: Calibration) -> tuple[Estimate, dict[str, Any]]:
+def _hessian(c: Analysis) -> tuple[Estimate, dict[str, Any]]:
   return hessian(c.emulator, c.params, c.xs, c.ts, c.gradients[1], loss_fn=c.obj.loss_fn,
                  rtol=c.hessian_rtol, seed=c.seed, max_probes=c.hessian_max_probes,
                  progress=c.progress)
 
 
-def _tracked(c: Calibration) -> tuple[Estimate, dict[str, Any]]:
+def _tracked(c: Analysis) -> tuple[Estimate, dict[str, Any]]:
   return tracked(c.emulator, c.apply_fn, c.params, c.xs, c.ts, c.gradients[0]["fisher"],
                  obj=c.obj, label_samples=c.label_samples, seed=c.seed, state=c.tracker_state)
 
@@ -203,24 +203,24 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
   emulator = Emulator(apply_fn, params, xs[0], **emulator_options)
   ts = obj.targets(apply_fn, params, xs, ys)
   baseline = baseline_losses(emulator, params, xs, ts, obj.loss_fn)
-  calibration = Calibration(emulator=emulator, apply_fn=apply_fn, params=params, xs=xs, ts=ts,
-                            obj=obj, chunk_size=chunk_size, hessian_rtol=hessian_rtol,
-                            hessian_max_probes=hessian_max_probes, label_samples=label_samples,
-                            tracker_state=tracker_state, seed=seed, progress=progress)
+  analysis = Analysis(emulator=emulator, apply_fn=apply_fn, params=params, xs=xs, ts=ts,
+                      obj=obj, chunk_size=chunk_size, hessian_rtol=hessian_rtol,
+                      hessian_max_probes=hessian_max_probes, label_samples=label_samples,
+                      tracker_state=tracker_state, seed=seed, progress=progress)
   estimates: dict[str, Estimate] = {}
   details: dict[str, Any] = {"seconds": {},
                              "passthrough": [vars(p) for p in emulator.passthrough]}
   if set(names) - {"perturbation"}:  # one gradient pass serves taylor, fisher and the rest
-    calibration.gradients  # noqa: B018 (computed here so its time is its own)
-    details["seconds"]["gradient_pass"] = calibration.gradient_seconds
+    analysis.gradients  # noqa: B018 (computed here so its time is its own)
+    details["seconds"]["gradient_pass"] = analysis.gradient_seconds
   for name in names:
     start = time.perf_counter()
-    estimates[name], method_details = METHODS[name](calibration)
+    estimates[name], method_details = METHODS[name](analysis)
     if method_details is not None:
       details[name] = method_details
     # Wall time each method costs alone; all but perturbation include the gradient pass.
     details["seconds"][name] = (time.perf_counter() - start
-                                + calibration.gradient_seconds * (name != "perturbation"))
+                                + analysis.gradient_seconds * (name != "perturbation"))
   return make_profile(model=model_name, ops=emulator.ops, estimates=estimates,
                       dataset=dataset, n_batches=len(xs), batch_size=xs.shape[1],
                       baseline_loss=float(baseline.mean()), loss=obj.name, details=details,
@@ -239,7 +239,7 @@ def analyze_model(model: Any, *, methods: str | Sequence[str] = DEFAULT_METHOD,
                  methods=methods, model_name=model.name, dataset=f"digits/{split}", **kwargs)
 
 
-__all__ = ["LOSSES", "METHODS", "MODES", "Calibration", "Objective", "analyze",
+__all__ = ["LOSSES", "METHODS", "MODES", "Analysis", "Objective", "analyze",
            "analyze_model", "batch_losses", "cross_entropy", "gradient", "hessian",
            "objective", "parse_methods", "perturbation", "single_op_assignments",
            "soft_cross_entropy", "stack_batches", "tracked"]

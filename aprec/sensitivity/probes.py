@@ -5,7 +5,7 @@ quantities *inside* the model: each op's output ``y`` (for ``∂L/∂y``) and ea
 operands (for Hessian traces). Adding a zero "shift" at those points and differentiating
 with respect to the shift gives exactly those derivatives, without editing the model.
 
-Everything here runs the emulator's traced program (``Emulator.evaluate``) with every op
+Everything here runs the emulator's traced program (``Emulator.run_with``) with every op
 computed by its original primitive at fp32, so the
 result equals the emulator at an all-fp32 assignment. ``mode_deltas`` adds, per op and per
 mode, what the PAK changes when that op alone runs in that mode; ``hutchinson_traces``
@@ -36,9 +36,8 @@ from aprec.emulator import pak
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import N_MODES
 from aprec.emulator.ops import param_name
+from aprec.typing import OperandShifts, Shifts
 
-Shifts = Sequence[jax.Array | None]
-OperandShifts = Sequence[tuple[jax.Array | None, jax.Array | None]]
 
 
 class ModeDeltas(NamedTuple):
@@ -87,20 +86,20 @@ def run(emulator: Emulator, params: Any, inputs: Any, *, output_shifts: Shifts |
   """
   _check_shifts(emulator, output_shifts, operand_shifts)
 
-  def compute(i: int, spec: pak.ProductSpec, lhs, rhs):
+  def compute(i: int, contraction: pak.ProductSpec, lhs, rhs):
     if operand_shifts is not None:
       dl, dr = operand_shifts[i]
       lhs = lhs if dl is None else lhs + dl.astype(lhs.dtype)
       rhs = rhs if dr is None else rhs + dr.astype(rhs.dtype)
-    out = spec.float_product(lhs, rhs)
+    out = contraction.float_product(lhs, rhs)
     if output_shifts is not None and output_shifts[i] is not None:
       out = out + output_shifts[i].astype(out.dtype)
     return out
 
-  return emulator.evaluate(params, inputs, compute)
+  return emulator.run_with(params, inputs, compute)
 
 
-def _static_pak(spec: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int
+def _static_pak(contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """``pak.apply`` for a Python-int mode, with both operands' rounding errors.
 
@@ -108,12 +107,14 @@ def _static_pak(spec: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int
   bit for bit), traced without the other modes' ``lax.switch``/``lax.cond`` branches,
   which makes a pass over all modes of all ops far cheaper to compile.
   """
-  ql, sl = formats.quantize(lhs, mode, spec.lhs_reduce_axes)
-  qr, sr = formats.quantize(rhs, mode, spec.rhs_reduce_axes)
+  ql, sl = formats.quantize(lhs, mode, contraction.lhs_reduce_axes)
+  qr, sr = formats.quantize(rhs, mode, contraction.rhs_reduce_axes)
   # The PAK's own choice: the int32 product, or the float one where it is provably equal.
-  use_int = formats.MODE_TABLE[mode].is_int and not getattr(spec, "int_exact_in_float", False)
-  acc = (spec.int_product if use_int else spec.float_product)(ql, qr)
-  out = acc * spec.lhs_to_out(sl).astype(acc.dtype) * spec.rhs_to_out(sr).astype(acc.dtype)
+  use_int = (formats.MODE_TABLE[mode].is_int
+             and not getattr(contraction, "int_exact_in_float", False))
+  acc = (contraction.int_product if use_int else contraction.float_product)(ql, qr)
+  out = (acc * contraction.lhs_to_out(sl).astype(acc.dtype)
+         * contraction.rhs_to_out(sr).astype(acc.dtype))
   return out, (ql * sl).astype(lhs.dtype) - lhs, (qr * sr).astype(rhs.dtype) - rhs
 
 
@@ -140,16 +141,16 @@ def mode_deltas(emulator: Emulator, params: Any, inputs: Any,
   modes = tuple(range(N_MODES)) if modes is None else tuple(int(m) for m in modes)
   found: dict[int, tuple[jax.Array, jax.Array, jax.Array]] = {}
 
-  def compute(i: int, spec: pak.ProductSpec, lhs, rhs):
-    exact = spec.float_product(lhs, rhs)
-    per_mode = [_static_pak(spec, lhs, rhs, m) for m in modes]
+  def compute(i: int, contraction: pak.ProductSpec, lhs, rhs):
+    exact = contraction.float_product(lhs, rhs)
+    per_mode = [_static_pak(contraction, lhs, rhs, m) for m in modes]
     out = jnp.stack([o - exact for o, _, _ in per_mode])
     dl = jnp.stack([d for _, d, _ in per_mode])
     dr = jnp.stack([d for _, _, d in per_mode])
     found[i] = (out, dl, dr)
     return exact
 
-  outputs = emulator.evaluate(params, inputs, compute)
+  outputs = emulator.run_with(params, inputs, compute)
   per_op = [found[i] for i in range(len(emulator.ops))]
   deltas = ModeDeltas(*(tuple(d[k] for d in per_op) for k in range(3)))
   return outputs, deltas
@@ -161,14 +162,14 @@ def weight_errors(emulator: Emulator, params: Any, inputs: Any
   without a weight. The errors have a leading mode axis."""
   found: dict[int, tuple[jax.Array, jax.Array]] = {}
 
-  def compute(i: int, spec: pak.ProductSpec, lhs, rhs):
+  def compute(i: int, contraction: pak.ProductSpec, lhs, rhs):
     side = emulator.ops[i].weight_operand
     if side is not None:
-      w, axes = ((lhs, spec.lhs_reduce_axes), (rhs, spec.rhs_reduce_axes))[side]
+      w, axes = ((lhs, contraction.lhs_reduce_axes), (rhs, contraction.rhs_reduce_axes))[side]
       found[i] = (w, jnp.stack([_rounding_error(w, m, axes) for m in range(N_MODES)]))
-    return spec.float_product(lhs, rhs)
+    return contraction.float_product(lhs, rhs)
 
-  emulator.evaluate(params, inputs, compute)
+  emulator.run_with(params, inputs, compute)
   return tuple(found.get(i) for i in range(len(emulator.ops)))
 
 

@@ -37,8 +37,8 @@ import numpy as np
 
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import N_MODES
+from aprec.typing import PyTree
 
-PyTree = Any
 
 
 @jax.tree_util.register_dataclass
