@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from aprec.hardware import specs as hardware
 from aprec.hardware import scenarios
 from aprec.rpm.context import make_context
 
