@@ -3,7 +3,8 @@
 One step is one inference batch. A pure ``step(state, assignment, key, params)`` prices the
 batch with the cost model under the live hardware state, advances co-tenant jobs,
 temperature, the power cap, the deadline and the sensors, and returns ``Metrics``.
-It runs inside ``lax.scan`` (``rollout``, ``closed_loop``) and under ``vmap``.
+It runs inside ``lax.scan`` (``rollout``; with a policy, ``aprec.rpm.loop.run_episode``)
+and under ``vmap``.
 
 Scenarios (``aprec.hardware.scenarios``) set the ``ScenarioParams``.
 
@@ -25,8 +26,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -298,38 +298,6 @@ def _rollout(params: ScenarioParams, init: SimState, a: jax.Array, key: jax.Arra
     return step(s, a if a_t is None else a_t, k, params)
 
   return jax.lax.scan(body, init, (keys, a if per_step else None))
-
-
-def closed_loop(params: ScenarioParams, init: SimState, policy: Callable, policy_state: Any,
-                assignment: jax.Array, key: jax.Array,
-                n_steps: int) -> tuple[tuple[SimState, Any], Metrics, jax.Array]:
-  """Runs a policy in the loop, jitted in one ``lax.scan``.
-
-  ``policy(policy_state, metrics, key) -> (policy_state, next_assignment)`` (a pure,
-  hashable function, static under ``jit``) reads each step's metrics and picks the next
-  step's assignment; ``assignment`` is what step 0 runs.
-
-  Returns:
-    ``((final_state, final_policy_state), metrics, assignments)``, where
-    ``assignments[t]`` is what step ``t`` ran.
-  """
-  return _closed_loop(_anonymous(params), init, policy, policy_state, jnp.asarray(assignment),
-                      key, n_steps)
-
-
-@functools.partial(jax.jit, static_argnames=("policy", "n_steps"))
-def _closed_loop(params: ScenarioParams, init: SimState, policy: Callable, policy_state: Any,
-                 assignment: jax.Array, key: jax.Array, n_steps: int):
-  keys = jax.random.split(key, (n_steps, 2))
-
-  def body(carry, k):
-    s, ps, a = carry
-    s, m = step(s, a, k[0], params)
-    ps, a_next = policy(ps, m, k[1])
-    return (s, ps, a_next), (m, a)
-
-  (s, ps, _), (metrics, assignments) = jax.lax.scan(body, (init, policy_state, assignment), keys)
-  return (s, ps), metrics, assignments
 
 
 def summarize(metrics: Metrics) -> dict[str, float]:

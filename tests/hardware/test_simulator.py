@@ -182,23 +182,6 @@ def test_sensor_faults():
   np.testing.assert_allclose(spiky.power_w[spiked], 5.0 * spiky.true_power_w[spiked], rtol=1e-6)
 
 
-def test_closed_loop_policy_reacts_to_power():
-  params = scenarios.scenario("thermal", SPEC, OPS)
-
-  def policy(policy_state, metrics, key):
-    over = metrics.power_w > 0.9 * metrics.power_cap_w
-    return policy_state, jnp.where(over, INT8, FP16) * jnp.ones(len(OPS), jnp.int32)
-
-  (_, _), m, assignments = simulator.closed_loop(
-      params, simulator.init_state(params), policy, (), jnp.asarray(uniform(FP16)),
-      jax.random.key(0), n_steps=N_STEPS)
-  _, static = run("thermal", FP16)
-  used = np.asarray(assignments[:, 0])
-  assert (used == INT8).any() and (used == FP16).any()
-  assert np.mean(np.asarray(m.true_power_w > m.power_cap_w)) < np.mean(
-      static.true_power_w > static.power_cap_w)
-
-
 def test_scenario_errors():
   with pytest.raises(ValueError, match="known scenarios: steady, contention, thermal"):
     scenarios.scenario("meltdown", SPEC, OPS)

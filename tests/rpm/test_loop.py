@@ -1,8 +1,11 @@
-"""Tests for aprec/rpm/loop.py: the closed loop survives injected sensor faults."""
+"""Tests for aprec/rpm/loop.py: the closed loop reacts to readings and survives faults."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from aprec.hardware import simulator
@@ -40,3 +43,29 @@ def test_static_and_oracle_need_no_guard(cnn_ops, spec):
   for policy in (Static(), Oracle(grid=64)):
     trace = run_episode(params, ctx, policy, np.full(n, FP16), jax.random.key(0), 50)
     assert not np.asarray(trace.fallback).any()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Threshold:
+  """int8 everywhere while the power reading is over 90 % of the cap, else fp16."""
+
+  name: str = "threshold"
+  reads_true_state: bool = False
+
+  def init(self, ctx, assignment):
+    return ()
+
+  def __call__(self, state, metrics, key):
+    over = metrics.power_w > 0.9 * metrics.power_cap_w
+    return state, jnp.where(over, INT8, FP16) * jnp.ones(4, jnp.int32)
+
+
+def test_loop_policy_reacts_to_power(cnn_ops, spec):
+  params, ctx = deployment("thermal", cnn_ops, spec)
+  n = len(cnn_ops)
+  react = run_episode(params, ctx, Threshold(), np.full(n, FP16), jax.random.key(0), 200)
+  static = run_episode(params, ctx, Static(), np.full(n, FP16), jax.random.key(0), 200)
+  used = np.asarray(react.assignments[:, 0])
+  assert (used == INT8).any() and (used == FP16).any()
+  over = lambda t: np.mean(np.asarray(t.metrics.true_power_w > t.metrics.power_cap_w))
+  assert over(react) < over(static)
