@@ -19,7 +19,6 @@ import optax
 
 from aprec.typing import LossFn
 
-LOSSES = ("kl", "ce")
 DEFAULT_LOSS = "kl"
 
 __all__ = ["DEFAULT_LOSS", "LOSSES", "LossFn", "Objective", "cross_entropy", "objective",
@@ -83,12 +82,22 @@ class Objective:
     return np.stack([np.asarray(probs(x)) for x in xs])
 
 
+LOSSES: dict[str, Objective] = {
+    "kl": Objective("kl", soft_cross_entropy, True),
+    "ce": Objective("ce", cross_entropy, False),
+}
+"""The registry of named objectives."""
+
+
 def objective(loss: str = DEFAULT_LOSS, loss_fn: LossFn | None = None) -> Objective:
-  """The objective for ``loss`` in ``LOSSES``, or a custom ``loss_fn`` (then ``"custom"``)."""
+  """The objective named ``loss`` in ``LOSSES``, or a custom ``loss_fn`` (then ``"custom"``).
+
+  Example:
+    >>> objective("ce").sample_labels, objective(loss_fn=lambda y, t: 0.0).name
+    (False, 'custom')
+  """
   if loss_fn is not None:
     return Objective("custom", loss_fn, False)
-  if loss == "kl":
-    return Objective("kl", soft_cross_entropy, True)
-  if loss == "ce":
-    return Objective("ce", cross_entropy, False)
+  if loss in LOSSES:
+    return LOSSES[loss]
   raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(LOSSES)} or pass loss_fn")
