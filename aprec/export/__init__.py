@@ -21,4 +21,4 @@ from aprec.export.loader import ArtifactError as ArtifactError
 from aprec.export.loader import load as load
 from aprec.export.loader import verify as verify
 from aprec.export.program import Program as Program
-from aprec.export.program import build as build_program
+from aprec.export import program as program

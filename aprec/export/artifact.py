@@ -67,10 +67,17 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
   path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def export(model: Emulator | Any, params: Any, assignment: Any,
-           out_dir: str | os.PathLike[str], *, example_inputs: Any = None,
-           replace: bool = False, extra_json: Mapping[str, Any] | None = None,
-           platforms: Sequence[str] | None = program_lib.DEFAULT_PLATFORMS) -> ExportSummary:
+def export(
+    model: Emulator | Any,
+    params: Any,
+    assignment: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    example_inputs: Any = None,
+    replace: bool = False,
+    extra_json: Mapping[str, Any] | None = None,
+    platforms: Sequence[str] | None = program_lib.DEFAULT_PLATFORMS,
+) -> ExportSummary:
   """Write ``model`` at ``assignment`` as a self-contained artifact in ``out_dir``.
 
   Args:
@@ -87,7 +94,8 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, tempfile, pathlib
-    >>> model = nn.Sequential([nn.Dense(3)]); x = jnp.ones((2, 4)); params = model.init(jax.random.key(0), x)
+    >>> model, x = nn.Sequential([nn.Dense(3)]), jnp.ones((2, 4))
+    >>> params = model.init(jax.random.key(0), x)
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "dense"
     >>> summary = export(model.apply, params, "int4", out, example_inputs=x)
     >>> summary.array_bytes, summary.fp32_param_bytes
@@ -95,8 +103,9 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
   """
   emu = model if isinstance(model, Emulator) else Emulator(model, params, example_inputs)
   out_dir = pathlib.Path(out_dir)
-  target = dict(overwrite=replace, marker=MANIFEST, what="export artifact",
-                flag="replace=True (`--replace`)")
+  target = dict(
+      overwrite=replace, marker=MANIFEST, what="export artifact", flag="replace=True (`--replace`)"
+  )
   checkpoint.check_target(out_dir, **target)  # before the work
   program = program_lib.build(emu, params, _as_modes(emu, assignment))
   exported = program.export(platforms)
@@ -108,32 +117,56 @@ def export(model: Emulator | Any, params: Any, assignment: Any,
     for index, a in enumerate(program.arrays):
       relative = f"{ARRAYS_DIR}/{index:03d}-{a.name}.bin"
       (staging / relative).write_bytes(np.ascontiguousarray(a.array).tobytes())
-      arrays_meta.append({"file": relative, "dtype": a.array.dtype.name,
-                          "shape": list(a.array.shape), "role": a.role, "op": a.op,
-                          "mode": modes[a.op] if a.op else None})
+      arrays_meta.append(
+          {
+              "file": relative,
+              "dtype": a.array.dtype.name,
+              "shape": list(a.array.shape),
+              "role": a.role,
+              "op": a.op,
+              "mode": modes[a.op] if a.op else None,
+          }
+      )
     (staging / PROGRAM_FILE).write_bytes(serialized)
-    _write_json(staging / ASSIGNMENT_FILE,
-                {"modes": modes, "assignment": [int(m) for m in program.modes],
-                 "mode_table": list(MODES)})
-    _write_json(staging / OPS_FILE, {"ops": [op.to_dict() for op in emu.ops],
-                                     "passthrough": [vars(p) for p in emu.passthrough],
-                                     "params_left_out": list(program.params_left_out)})
+    _write_json(
+        staging / ASSIGNMENT_FILE,
+        {"modes": modes, "assignment": [int(m) for m in program.modes], "mode_table": list(MODES)},
+    )
+    _write_json(
+        staging / OPS_FILE,
+        {
+            "ops": [op.to_dict() for op in emu.ops],
+            "passthrough": [vars(p) for p in emu.passthrough],
+            "params_left_out": list(program.params_left_out),
+        },
+    )
     for name, value in (extra_json or {}).items():
       _write_json(staging / name, value)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     spec = program.input_spec
-    _write_json(staging / MANIFEST, {
-        "format": FORMAT,
-        "files": {p.relative_to(staging).as_posix(): {"sha256": sha256(p),
-                                                      "bytes": p.stat().st_size}
-                  for p in files},
-        "program": PROGRAM_FILE, "assignment": ASSIGNMENT_FILE, "ops": OPS_FILE,
-        "arrays": arrays_meta,
-        "input": {"shape": [None, *spec.shape[1:]], "dtype": spec.dtype.name},
-        "platforms": list(exported.platforms), "jax_version": jax.__version__,
-    })
+    _write_json(
+        staging / MANIFEST,
+        {
+            "format": FORMAT,
+            "files": {
+                p.relative_to(staging).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size}
+                for p in files
+            },
+            "program": PROGRAM_FILE,
+            "assignment": ASSIGNMENT_FILE,
+            "ops": OPS_FILE,
+            "arrays": arrays_meta,
+            "input": {"shape": [None, *spec.shape[1:]], "dtype": spec.dtype.name},
+            "platforms": list(exported.platforms),
+            "jax_version": jax.__version__,
+        },
+    )
   fp32_bytes = sum(int(np.size(v)) * 4 for v in jax.tree_util.tree_leaves(params))
-  return ExportSummary(directory=out_dir, assignment=modes,
-                       array_bytes=sum(a.array.nbytes for a in program.arrays),
-                       fp32_param_bytes=fp32_bytes, program_bytes=len(serialized),
-                       params_left_out=program.params_left_out)
+  return ExportSummary(
+      directory=out_dir,
+      assignment=modes,
+      array_bytes=sum(a.array.nbytes for a in program.arrays),
+      fp32_param_bytes=fp32_bytes,
+      program_bytes=len(serialized),
+      params_left_out=program.params_left_out,
+  )

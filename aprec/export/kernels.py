@@ -59,8 +59,9 @@ def round_to_mode(x: jax.Array, mode: Mode) -> jax.Array:
   return jnp.where(jnp.abs(x) < float(info.smallest_normal), subnormal.astype(x.dtype), normal)
 
 
-def weight_grid(data: jax.Array, scale: jax.Array, shape: tuple[int, ...],
-                mode: int) -> tuple[jax.Array, jax.Array]:
+def weight_grid(
+    data: jax.Array, scale: jax.Array, shape: tuple[int, ...], mode: int
+) -> tuple[jax.Array, jax.Array]:
   """``(grid values, scale)`` of a stored weight: int8 for integer modes, float32 otherwise.
 
   ``data``/``scale`` are a ``dma.Packed``'s arrays; integer grids stay int8 so the product
@@ -96,20 +97,27 @@ def _int_product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> ja
   return contraction.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
 
 
-def product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int,
-            weight: Packed | None = None, weight_operand: int | None = None) -> jax.Array:
+def product(
+    contraction: ProductSpec,
+    lhs: jax.Array,
+    rhs: jax.Array,
+    mode: int,
+    weight: Packed | None = None,
+    weight_operand: int | None = None,
+) -> jax.Array:
   """One op in the static ``mode``; ``weight`` (stored) replaces operand ``weight_operand``.
 
-  Equal, bit for bit, to ``pak.apply(contraction, lhs, rhs, mode)`` with the weight operand
-  replaced by ``dma.load(weight)`` when both run op by op (``jax.disable_jit()``).
+  Equal, bit for bit, to ``pak.apply(contraction, lhs, rhs, mode)`` on the weight that
+  ``weight = dma.pack(...)`` stored (same grid values, same scales) when both run op by op
+  (``jax.disable_jit()``).
   """
   m = MODE_TABLE[mode]
   operands = [lhs, rhs]
   dtype = contraction.float_product_dtype(lhs, rhs)
   if m.name == "fp32":
     if weight is not None:
-      operands[weight_operand] = weight_grid(weight.data, weight.scale, weight.shape,
-                                             mode)[0].astype(operands[weight_operand].dtype)
+      values, _ = weight_grid(weight.data, weight.scale, weight.shape, mode)
+      operands[weight_operand] = values.astype(operands[weight_operand].dtype)
     return contraction.float_product(*operands)
   reduce_axes = (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes)
   grids, scales = [], []
@@ -126,5 +134,8 @@ def product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int,
   acc = acc.astype(dtype)
   if not m.scaled:  # the emulator's scales are exactly 1 here
     return acc
-  return (acc * contraction.lhs_to_out(scales[0]).astype(dtype)
-          * contraction.rhs_to_out(scales[1]).astype(dtype))
+  return (
+      acc
+      * contraction.lhs_to_out(scales[0]).astype(dtype)
+      * contraction.rhs_to_out(scales[1]).astype(dtype)
+  )

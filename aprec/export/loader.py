@@ -12,7 +12,8 @@ parameters), ``assignment.json`` and ``ops.json``. Every file is verified before
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn, tempfile, pathlib
   >>> import aprec.export
-  >>> model = nn.Sequential([nn.Dense(3)]); x = jnp.ones((2, 4)); params = model.init(jax.random.key(0), x)
+  >>> model, x = nn.Sequential([nn.Dense(3)]), jnp.ones((2, 4))
+  >>> params = model.init(jax.random.key(0), x)
   >>> out = pathlib.Path(tempfile.mkdtemp()) / "dense"
   >>> _ = aprec.export.export(aprec.Emulator(model.apply, params, x), params, "int8", out)
   >>> artifact = load(out)
@@ -51,20 +52,27 @@ def sha256(path: pathlib.Path) -> str:
 def _manifest(directory: pathlib.Path) -> dict[str, Any]:
   path = directory / MANIFEST
   if not path.is_file():
-    raise ArtifactError(f"{path} not found: {directory} is not an aprec export artifact "
-                        "(write one with `aprec export` or aprec.export.export)")
+    raise ArtifactError(
+        f"{path} not found: {directory} is not an aprec export artifact "
+        "(write one with `aprec export` or aprec.export.export)"
+    )
   try:
     manifest = json.loads(path.read_text())
   except (UnicodeDecodeError, json.JSONDecodeError) as err:
-    raise ArtifactError(f"{path} is not valid JSON ({err}); the artifact is corrupt, "
-                        "export it again") from None
-  missing = [k for k in ("format", "files", "program", "arrays", "input", "assignment", "ops")
-             if not isinstance(manifest, dict) or k not in manifest]
+    raise ArtifactError(
+        f"{path} is not valid JSON ({err}); the artifact is corrupt, " "export it again"
+    ) from None
+  missing = [
+      k
+      for k in ("format", "files", "program", "arrays", "input", "assignment", "ops")
+      if not isinstance(manifest, dict) or k not in manifest
+  ]
   if missing:
     raise ArtifactError(f"{path} lacks {missing}; the artifact is corrupt, export it again")
   if manifest["format"] != FORMAT:
-    raise ArtifactError(f"{path} has format {manifest['format']!r}; this loader reads "
-                        f"{FORMAT!r}")
+    raise ArtifactError(
+        f"{path} has format {manifest['format']!r}; this loader reads " f"{FORMAT!r}"
+    )
   return manifest
 
 
@@ -78,11 +86,15 @@ def verify(directory: str | os.PathLike[str]) -> dict[str, Any]:
       raise ArtifactError(f"{path} is missing (listed in {MANIFEST}); export again")
     size = path.stat().st_size
     if size != entry["bytes"]:
-      raise ArtifactError(f"{path} has {size} bytes, the manifest says {entry['bytes']}: "
-                          "the file is truncated or was replaced; export again")
+      raise ArtifactError(
+          f"{path} has {size} bytes, the manifest says {entry['bytes']}: "
+          "the file is truncated or was replaced; export again"
+      )
     if sha256(path) != entry["sha256"]:
-      raise ArtifactError(f"{path} fails its SHA-256 check (manifest {entry['sha256'][:12]}…): "
-                          "the file is corrupt; export again")
+      raise ArtifactError(
+          f"{path} fails its SHA-256 check (manifest {entry['sha256'][:12]}…): "
+          "the file is corrupt; export again"
+      )
   return manifest
 
 
@@ -101,15 +113,18 @@ class Artifact:
   def __init__(self, directory: pathlib.Path, manifest: dict[str, Any]):
     self.directory = directory
     self.manifest = manifest
-    self.assignment: dict[str, str] = json.loads(
-        (directory / manifest["assignment"]).read_text())["modes"]
+    self.assignment: dict[str, str] = json.loads((directory / manifest["assignment"]).read_text())[
+        "modes"
+    ]
     self.ops: list[dict[str, Any]] = json.loads((directory / manifest["ops"]).read_text())["ops"]
     program = directory / manifest["program"]
     try:
       self.exported = jax.export.deserialize(bytearray(program.read_bytes()))
     except Exception as err:  # noqa: BLE001 - any failure here means a bad program file
-      raise ArtifactError(f"{program} does not deserialize with jax.export ({err}); "
-                          "export again with this jax version") from None
+      raise ArtifactError(
+          f"{program} does not deserialize with jax.export ({err}); "
+          "export again with this jax version"
+      ) from None
     self.arrays = [jnp.asarray(_read_array(directory, a)) for a in manifest["arrays"]]
     self.input_shape = tuple(manifest["input"]["shape"])  # None marks the batch dimension
     self.input_dtype = jnp.dtype(manifest["input"]["dtype"])
@@ -129,16 +144,20 @@ class Artifact:
     features = self.input_shape[1:]
     if x.ndim != len(self.input_shape) or tuple(x.shape[1:]) != features:
       expected = ", ".join(["batch", *map(str, features)])
-      raise ValueError(f"input has shape {tuple(x.shape)}; this artifact takes "
-                       f"({expected}) (from {self.directory / MANIFEST})")
+      raise ValueError(
+          f"input has shape {tuple(x.shape)}; this artifact takes "
+          f"({expected}) (from {self.directory / MANIFEST})"
+      )
     if x.dtype != self.input_dtype:
       if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"input has dtype {x.dtype}; this artifact takes {self.input_dtype}")
       x = x.astype(self.input_dtype)
     if self._platform not in self.platforms:
-      raise ValueError(f"this artifact was lowered for {list(self.platforms)}, not "
-                       f"{self._platform!r}; "
-                       "export it again with platforms including it (`--platforms`)")
+      raise ValueError(
+          f"this artifact was lowered for {list(self.platforms)}, not "
+          f"{self._platform!r}; "
+          "export it again with platforms including it (`--platforms`)"
+      )
     return self._call(self.arrays, x)
 
 
@@ -148,8 +167,10 @@ def _read_array(directory: pathlib.Path, entry: dict[str, Any]) -> np.ndarray:
   data = np.frombuffer(path.read_bytes(), dtype=dtype)  # little-endian hosts only
   shape = tuple(entry["shape"])
   if data.size != int(np.prod(shape, dtype=np.int64)):
-    raise ArtifactError(f"{path} holds {data.size} {dtype} values, the manifest says shape "
-                        f"{shape}; export again")
+    raise ArtifactError(
+        f"{path} holds {data.size} {dtype} values, the manifest says shape "
+        f"{shape}; export again"
+    )
   return data.reshape(shape)
 
 

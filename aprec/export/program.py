@@ -83,8 +83,7 @@ class Program:
     """The program for ``jax.export`` (symbolic batch), lowered for ``platforms``."""
     specs = [jax.ShapeDtypeStruct(a.array.shape, a.array.dtype) for a in self.arrays]
     platforms = None if platforms is None else tuple(platforms)
-    return jax.export.export(jax.jit(self.symbolic_fn), platforms=platforms)(
-        specs, self.input_spec)
+    return jax.export.export(jax.jit(self.symbolic_fn), platforms=platforms)(specs, self.input_spec)
 
 
 def _file_name(name: str) -> str:
@@ -94,15 +93,24 @@ def _file_name(name: str) -> str:
 def _batch_symbolic(emu: Emulator) -> jax.ShapeDtypeStruct:
   leaves = jax.tree_util.tree_leaves(emu.input_specs)
   if len(leaves) != 1 or len(leaves[0].shape) < 1:
-    raise ValueError(f"export takes models of one input array with a leading batch axis; "
-                     f"this emulator's inputs are {emu.input_specs}")
+    raise ValueError(
+        f"export takes models of one input array with a leading batch axis; "
+        f"this emulator's inputs are {emu.input_specs}"
+    )
   (batch,) = jax.export.symbolic_shape(BATCH_SYMBOL)
   return jax.ShapeDtypeStruct((batch, *leaves[0].shape[1:]), leaves[0].dtype)
 
 
-def _forward(emu: Emulator, modes: np.ndarray, stored: Sequence[Packed | None],
-             treedef, leaf_specs: Sequence[jax.ShapeDtypeStruct], keep: Sequence[bool]):
+def _forward(
+    emu: Emulator,
+    modes: np.ndarray,
+    stored: Sequence[Packed | None],
+    treedef,
+    leaf_specs: Sequence[jax.ShapeDtypeStruct],
+    keep: Sequence[bool],
+):
   """``fn(arrays, x)``: arrays = (data[, scale]) per stored weight, then the kept leaves."""
+
   def fn(arrays: Sequence[jax.Array], x: jax.Array) -> Any:
     arrays = list(arrays)
     weights: list[Packed | None] = []
@@ -114,14 +122,15 @@ def _forward(emu: Emulator, modes: np.ndarray, stored: Sequence[Packed | None],
       scale = arrays.pop(0) if packed.scale.size else packed.scale
       weights.append(Packed(data=data, scale=scale, shape=packed.shape, mode=packed.mode))
     # Left-out leaves only fed op weights, which ``compute`` replaces: dead placeholders.
-    leaves = [arrays.pop(0) if k else jnp.zeros(s.shape, s.dtype)
-              for k, s in zip(keep, leaf_specs)]
+    leaves = [arrays.pop(0) if k else jnp.zeros(s.shape, s.dtype) for k, s in zip(keep, leaf_specs)]
     params = jax.tree_util.tree_unflatten(treedef, leaves)
 
     def compute(i, contraction, lhs, rhs):
       op = emu.ops[i]
       return kernels.product(contraction, lhs, rhs, int(modes[i]), weights[i], op.weight_operand)
+
     return emu.run_with(params, x, compute)
+
   return fn
 
 
@@ -140,40 +149,62 @@ def build(emu: Emulator, params: Any, modes: Any) -> Program:
   """
   modes = np.asarray(emu.check_modes(modes))
   x_spec = _batch_symbolic(emu)
-  symbolic = Emulator(emu.apply_fn, params, x_spec, activation_scaling=emu.activation_scaling,
-                      ste=emu.ste)
+  symbolic = Emulator(
+      emu.apply_fn, params, x_spec, activation_scaling=emu.activation_scaling, ste=emu.ste
+  )
   if symbolic.op_names != emu.op_names:
-    raise ValueError(f"the model's ops change with the batch size ({emu.op_names} at the "
-                     f"example's batch, {symbolic.op_names} at a symbolic one); export needs "
-                     "a model whose op table does not depend on the batch")
+    raise ValueError(
+        f"the model's ops change with the batch size ({emu.op_names} at the "
+        f"example's batch, {symbolic.op_names} at a symbolic one); export needs "
+        "a model whose op table does not depend on the batch"
+    )
   stored = emu.store_weights(params, modes)
   path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   leaf_specs = [jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v)) for _, v in path_leaves]
-  leaf_names = [_file_name(jax.tree_util.keystr(p, simple=True, separator="."))
-                for p, _ in path_leaves]
+  leaf_names = [
+      _file_name(jax.tree_util.keystr(p, simple=True, separator=".")) for p, _ in path_leaves
+  ]
 
   weight_arrays: list[ProgramArray] = []
   for op, packed in zip(emu.ops, stored):
     if packed is not None:
-      weight_arrays.append(ProgramArray(name=f"{_file_name(op.name)}.data", role="weight",
-                                        op=op.name, array=np.asarray(packed.data)))
+      weight_arrays.append(
+          ProgramArray(
+              name=f"{_file_name(op.name)}.data",
+              role="weight",
+              op=op.name,
+              array=np.asarray(packed.data),
+          )
+      )
       if packed.scale.size:
-        weight_arrays.append(ProgramArray(name=f"{_file_name(op.name)}.scale", role="scale",
-                                          op=op.name, array=np.asarray(packed.scale)))
+        weight_arrays.append(
+            ProgramArray(
+                name=f"{_file_name(op.name)}.scale",
+                role="scale",
+                op=op.name,
+                array=np.asarray(packed.scale),
+            )
+        )
   all_leaves = [True] * len(path_leaves)
   probe = _forward(symbolic, modes, stored, treedef, leaf_specs, all_leaves)
-  specs = ([jax.ShapeDtypeStruct(a.array.shape, a.array.dtype) for a in weight_arrays]
-           + leaf_specs)
+  specs = [jax.ShapeDtypeStruct(a.array.shape, a.array.dtype) for a in weight_arrays] + leaf_specs
   live = _jaxpr.live_inputs(jax.make_jaxpr(probe)(specs, x_spec))
-  keep = live[len(weight_arrays):len(weight_arrays) + len(path_leaves)]
-  param_arrays = [ProgramArray(name=n, role="param", op=None, array=np.asarray(v))
-                  for n, (_, v), k in zip(leaf_names, path_leaves, keep) if k]
+  keep = live[len(weight_arrays) : len(weight_arrays) + len(path_leaves)]
+  param_arrays = [
+      ProgramArray(name=n, role="param", op=None, array=np.asarray(v))
+      for n, (_, v), k in zip(leaf_names, path_leaves, keep)
+      if k
+  ]
   return Program(
       fn=_forward(emu, modes, stored, treedef, leaf_specs, keep),
       symbolic_fn=_forward(symbolic, modes, stored, treedef, leaf_specs, keep),
-      arrays=tuple(weight_arrays + param_arrays), input_spec=x_spec, modes=modes,
-      op_names=emu.op_names, stored=tuple(stored),
-      params_left_out=tuple(n for n, k in zip(leaf_names, keep) if not k))
+      arrays=tuple(weight_arrays + param_arrays),
+      input_spec=x_spec,
+      modes=modes,
+      op_names=emu.op_names,
+      stored=tuple(stored),
+      params_left_out=tuple(n for n, k in zip(leaf_names, keep) if not k),
+  )
 
 
 def mode_names(program: Program) -> dict[str, str]:

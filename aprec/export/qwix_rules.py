@@ -28,8 +28,7 @@ import numpy as np
 from aprec.emulator.formats import MODES
 from aprec.emulator.ops import Op
 
-_QTYPES = {"int8": "int8", "int4": "int4", "fp8_e4m3": "float8_e4m3fn",
-           "fp8_e5m2": "float8_e5m2"}
+_QTYPES = {"int8": "int8", "int4": "int4", "fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 
 CAVEATS = (
     "activation scales: qwix's default is one scale per example/token with absmax / 127.5 "
@@ -67,12 +66,23 @@ class QwixPlan:
   def qt_rules(self) -> list[Any]:
     """The rules as ``qwix.QtRule`` objects (needs qwix: ``pip install qwix``)."""
     import qwix
-    return [qwix.QtRule(**{k: jnp.dtype(v) if k.endswith("qtype") and v.startswith("float8")
-                           else v for k, v in r.items()}) for r in self.rules]
+
+    return [
+        qwix.QtRule(
+            **{
+                k: jnp.dtype(v) if k.endswith("qtype") and v.startswith("float8") else v
+                for k, v in r.items()
+            }
+        )
+        for r in self.rules
+    ]
 
   def to_dict(self) -> dict[str, Any]:
-    return {"rules": list(self.rules), "unexpressed": [vars(u) for u in self.unexpressed],
-            "caveats": list(self.caveats)}
+    return {
+        "rules": list(self.rules),
+        "unexpressed": [vars(u) for u in self.unexpressed],
+        "caveats": list(self.caveats),
+    }
 
 
 def rules_for(ops: Sequence[Op], modes: Any) -> QwixPlan:
@@ -91,27 +101,47 @@ def rules_for(ops: Sequence[Op], modes: Any) -> QwixPlan:
   """
   names = [MODES[int(m)] for m in np.asarray(modes)]
   if len(names) != len(ops):
-    raise ValueError(f"modes has {len(names)} entries for {len(ops)} ops "
-                     f"({', '.join(op.name for op in ops)})")
+    raise ValueError(
+        f"modes has {len(names)} entries for {len(ops)} ops "
+        f"({', '.join(op.name for op in ops)})"
+    )
   rules, unexpressed = [], []
   for op, mode in zip(ops, names):
     if mode == "fp32":
       continue
     if not op.has_weight:
-      unexpressed.append(Unexpressed(op=op.name, mode=mode, reason=(
-          "matmul between two activations: qwix rules select a module's ops by module "
-          "path and op kind, not one product inside a module")))
+      unexpressed.append(
+          Unexpressed(
+              op=op.name,
+              mode=mode,
+              reason=(
+                  "matmul between two activations: qwix rules select a module's ops by module "
+                  "path and op kind, not one product inside a module"
+              ),
+          )
+      )
     elif mode not in _QTYPES:
-      unexpressed.append(Unexpressed(op=op.name, mode=mode, reason=(
-          f"{mode} is not a qwix quantization type (qwix quantizes to int4/int8/fp8)")))
+      unexpressed.append(
+          Unexpressed(
+              op=op.name,
+              mode=mode,
+              reason=(f"{mode} is not a qwix quantization type (qwix quantizes to int4/int8/fp8)"),
+          )
+      )
     else:
-      rules.append({"module_path": re.escape(op.name), "weight_qtype": _QTYPES[mode],
-                    "act_qtype": _QTYPES[mode]})
+      rules.append(
+          {
+              "module_path": re.escape(op.name),
+              "weight_qtype": _QTYPES[mode],
+              "act_qtype": _QTYPES[mode],
+          }
+      )
   return QwixPlan(rules=tuple(rules), unexpressed=tuple(unexpressed))
 
 
-def agreement(module: Any, params: Any, x: jax.Array, expected: jax.Array,
-              plan: QwixPlan) -> dict[str, Any]:
+def agreement(
+    module: Any, params: Any, x: jax.Array, expected: jax.Array, plan: QwixPlan
+) -> dict[str, Any]:
   """The qwix model's outputs against the emulator's (``expected``) on inputs ``x``.
 
   ``module`` is a linen module applied as ``module.apply(params, x)`` or an nnx module.
@@ -120,6 +150,7 @@ def agreement(module: Any, params: Any, x: jax.Array, expected: jax.Array,
   """
   import qwix
   from flax import nnx
+
   provider = qwix.QtProvider(plan.qt_rules())
   try:
     if isinstance(module, nnx.Module):
@@ -131,7 +162,9 @@ def agreement(module: Any, params: Any, x: jax.Array, expected: jax.Array,
     return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
   ref = np.asarray(expected, np.float64)
   unused = provider.get_unused_rules()
-  return {"rel_l2_diff": float(np.linalg.norm(got - ref) / np.linalg.norm(ref)),
-          "max_abs_diff": float(np.abs(got - ref).max()),
-          "top1_agreement": float(np.mean(got.argmax(-1) == ref.argmax(-1))),
-          "unused_rules": [r.module_path for r in unused]}
+  return {
+      "rel_l2_diff": float(np.linalg.norm(got - ref) / np.linalg.norm(ref)),
+      "max_abs_diff": float(np.abs(got - ref).max()),
+      "top1_agreement": float(np.mean(got.argmax(-1) == ref.argmax(-1))),
+      "unused_rules": [r.module_path for r in unused],
+  }

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 import aprec.export
@@ -14,8 +13,7 @@ PLAN = {"Conv_0": "fp8_e4m3", "Conv_1": "int8", "Dense_0": "int4", "Dense_1": "b
 def test_export_a_plan_of_the_reference_cnn(tmp_path, capsys):
   plan = tmp_path / "plan.json"
   plan.write_text(json.dumps({"model": "digits_cnn", "modes": PLAN}))
-  cli.main(["export", "digits_cnn", "--out", str(tmp_path / "cnn"), "--plan", str(plan),
-            "--json"])
+  cli.main(["export", "digits_cnn", "--out", str(tmp_path / "cnn"), "--plan", str(plan), "--json"])
   result = json.loads(capsys.readouterr().out)
   assert result["modes"] == PLAN
   # The stated tolerance: |Δ| <= 1e-3 max|logit| and the same top-1 on >= 99.5% of the test set.
@@ -30,10 +28,13 @@ def test_export_a_plan_of_the_reference_cnn(tmp_path, capsys):
   assert 0 < result["bytes_over_fp32"] < 0.3
 
 
-@pytest.mark.parametrize("plan, message", [
-    ({"modes": {"patch_embed": "int8"}}, "unknown op name(s) ['patch_embed']"),
-    ({"budget": "bits=4"}, "has no \"modes\" mapping"),
-])
+@pytest.mark.parametrize(
+    "plan, message",
+    [
+        ({"modes": {"patch_embed": "int8"}}, "unknown op name(s) ['patch_embed']"),
+        ({"budget": "bits=4"}, 'has no "modes" mapping'),
+    ],
+)
 def test_a_plan_of_another_model_is_named(plan, message, tmp_path, capsys):
   path = tmp_path / "plan.json"
   path.write_text(json.dumps(plan))

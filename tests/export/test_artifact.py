@@ -30,6 +30,7 @@ def exported(tmp_path_factory):
 
 def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
   import shutil
+
   shutil.copytree(src, dst)
   return dst
 
@@ -67,8 +68,12 @@ def test_round_trip_in_a_fresh_process_without_aprec(exported, tmp_path):
       leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("aprec", "flax", "models"))
       assert not leaked, leaked
   """)
-  subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
-                 env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})
+  subprocess.run(
+      [sys.executable, "-c", script],
+      check=True,
+      cwd=tmp_path,
+      env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
+  )
   y = np.load(tmp_path / "y.npy")
   expected = np.asarray(jax.jit(emu)(params, x, emu.assignment(MODES)))
   np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
@@ -105,8 +110,10 @@ def test_corrupt_truncated_or_missing_files_are_named(exported, tmp_path):
 def test_bad_inputs_and_assignments_are_named(exported, tmp_path):
   emu, params, x, summary = exported
   artifact = aprec.export.load(summary.directory)
-  with pytest.raises(ValueError, match=r"input has shape \(5, 8, 8, 1\); this artifact takes "
-                                       r"\(batch, 6, 6, 1\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"input has shape \(5, 8, 8, 1\); this artifact takes " r"\(batch, 6, 6, 1\)",
+  ):
     artifact(jnp.ones((5, 8, 8, 1)))
   with pytest.raises(ValueError, match=r"unknown op name\(s\) \['Dense_0'\]"):
     aprec.export.export(emu, params, {"Dense_0": "int8"}, tmp_path / "other")

@@ -4,7 +4,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 import pytest
 from jax import lax
@@ -19,7 +18,7 @@ FLOAT_MODES = [m for m in MODE_TABLE if not m.is_int and m.name != "fp32"]
 def _wide_values(n=20000, seed=0):
   rng = np.random.default_rng(seed)
   x = rng.standard_normal(n) * 2.0 ** rng.integers(-30, 18, n)
-  specials = [0.0, -0.0, 1.0 + 2 ** -9, 2 ** -8, 2 ** -10, 3 * 2 ** -17, 65504, 65520, 448, 464]
+  specials = [0.0, -0.0, 1.0 + 2**-9, 2**-8, 2**-10, 3 * 2**-17, 65504, 65520, 448, 464]
   return np.concatenate([x, specials, np.negative(specials)]).astype(np.float32)
 
 
@@ -40,8 +39,9 @@ def test_round_to_mode_is_the_cast(mode):
 def test_weight_grid_of_packed_is_the_quantizer_grid(mode):
   w = jax.random.normal(jax.random.key(3), (3, 5, 4)) * 2.0
   packed = dma.pack(w, mode, channel_axes=(2,))
-  values, scale = kernels.weight_grid(packed.data, packed.scale, packed.shape,
-                                      formats.mode_index(mode))
+  values, scale = kernels.weight_grid(
+      packed.data, packed.scale, packed.shape, formats.mode_index(mode)
+  )
   ref_values, ref_scale = formats.quantize(w, formats.mode_index(mode), (0, 1))
   if MODE_TABLE[formats.mode_index(mode)].is_int:
     assert values.dtype == jnp.int8
@@ -54,8 +54,9 @@ def _dot(lhs, rhs):
 
 
 def _conv(lhs, rhs):
-  return lax.conv_general_dilated(lhs, rhs, (1, 1), "SAME",
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(
+      lhs, rhs, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -65,14 +66,23 @@ def test_product_equals_the_pak(kind, mode):
   m = formats.mode_index(mode)
   k1, k2 = jax.random.split(jax.random.key(7))
   if kind == "dot":
-    fn, lhs, rhs, channels = _dot, jax.random.normal(k1, (6, 9)), jax.random.normal(k2, (9, 4)), (1,)
+    lhs, rhs = jax.random.normal(k1, (6, 9)), jax.random.normal(k2, (9, 4))
+    fn, channels = _dot, (1,)
   else:
-    fn, lhs, rhs, channels = (_conv, jax.random.normal(k1, (2, 5, 5, 3)),
-                              jax.random.normal(k2, (3, 3, 3, 4)), (3,))
-  eqn = [e for e in jax.make_jaxpr(fn)(lhs, rhs).jaxpr.eqns
-         if e.primitive.name in ("dot_general", "conv_general_dilated")][0]
-  spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
-                          eqn.outvars[0].aval.ndim, weight_operand=1)
+    fn, lhs, rhs, channels = (
+        _conv,
+        jax.random.normal(k1, (2, 5, 5, 3)),
+        jax.random.normal(k2, (3, 3, 3, 4)),
+        (3,),
+    )
+  eqn = [
+      e
+      for e in jax.make_jaxpr(fn)(lhs, rhs).jaxpr.eqns
+      if e.primitive.name in ("dot_general", "conv_general_dilated")
+  ][0]
+  spec = pak.product_spec(
+      eqn.primitive, eqn.params, lhs.shape, rhs.shape, eqn.outvars[0].aval.ndim, weight_operand=1
+  )
   packed = dma.pack(rhs, m, channels)
   with jax.disable_jit():
     expected = pak.apply(spec, lhs, rhs, m)
@@ -80,5 +90,6 @@ def test_product_equals_the_pak(kind, mode):
   np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
   # Without a stored weight both operands are activations (an attention matmul).
   with jax.disable_jit():
-    np.testing.assert_array_equal(np.asarray(kernels.product(spec, lhs, rhs, m)),
-                                  np.asarray(pak.apply(spec, lhs, rhs, m)))
+    np.testing.assert_array_equal(
+        np.asarray(kernels.product(spec, lhs, rhs, m)), np.asarray(pak.apply(spec, lhs, rhs, m))
+    )

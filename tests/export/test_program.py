@@ -31,8 +31,9 @@ def test_equal_to_the_emulator_op_by_op(setup):
     program = program_lib.build(emu, params, modes)
     with jax.disable_jit():
       got, expected = program(x), emu(params, x, modes)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected),
-                                  err_msg=str([MODES[m] for m in modes]))
+    np.testing.assert_array_equal(
+        np.asarray(got), np.asarray(expected), err_msg=str([MODES[m] for m in modes])
+    )
 
 
 def test_symbolic_batch_under_jit_within_tolerance(setup):
@@ -43,8 +44,9 @@ def test_symbolic_batch_under_jit_within_tolerance(setup):
   arrays = [a.array for a in program.arrays]
   y = exported.call(arrays, x)
   expected = jax.jit(emu)(params, x, modes)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(expected), rtol=0,
-                             atol=1e-5 * float(jnp.max(jnp.abs(expected))))
+  np.testing.assert_allclose(
+      np.asarray(y), np.asarray(expected), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(expected)))
+  )
   for batch in (1, 9):  # any batch size, one input shape per call
     assert exported.call(arrays, jnp.ones((batch, 6, 6, 1))).shape == (batch, 3)
 
@@ -59,8 +61,9 @@ def test_weights_only_in_storage_formats_and_integer_products(setup):
   assert by_op["conv"].dtype == np.uint8 and by_op["conv"].size == 3 * 3 * 1 * 4
   assert by_op["head"].dtype == np.uint8 and by_op["head"].size == 4 * 3 // 2  # two per byte
   text = program.export(("cpu",)).mlir_module()
-  products = re.findall(r"stablehlo\.(?:dot_general|convolution).*?: \((.*?)\) -> (tensor<\S+>)",
-                        text)
+  products = re.findall(
+      r"stablehlo\.(?:dot_general|convolution).*?: \((.*?)\) -> (tensor<\S+>)", text
+  )
   assert len(products) == len(emu.ops)  # conv, embed, the weightless einsum, head
   for operands, result in products:
     assert operands.count("xi8>") == 2 and result.endswith("xi32>"), (operands, result)

@@ -1,6 +1,5 @@
 """The plan as qwix rules on a small linen model: what they carry, what they leave out."""
 
-import jax
 import numpy as np
 import pytest
 from models import tiny
@@ -23,7 +22,8 @@ def test_rules_carry_weighted_ops_and_report_the_rest(setup):
   assert plan.rules == ({"module_path": "conv", "weight_qtype": "int8", "act_qtype": "int8"},)
   unexpressed = {u.op: (u.mode, u.reason) for u in plan.unexpressed}
   assert set(unexpressed) == {"embed", "embed/dot_general"}  # bf16, and the einsum of h·hᵀ
-  assert unexpressed["embed"][0] == "bf16" and "not a qwix quantization type" in unexpressed["embed"][1]
+  mode, reason = unexpressed["embed"]
+  assert mode == "bf16" and "not a qwix quantization type" in reason
   assert "two activations" in unexpressed["embed/dot_general"][1]
   with pytest.raises(ValueError, match="modes has 2 entries for 4 ops"):
     qwix_rules.rules_for(emu.ops, [5, 5])
@@ -43,5 +43,6 @@ def test_qwix_model_agrees_with_the_emulator(setup):
   fp32 = np.asarray(module.apply(params, x))
   qwix_out = qwix.quantize_model(module, qwix.QtProvider(plan.qt_rules())).apply(params, x)
   assert np.linalg.norm(np.asarray(qwix_out) - fp32) / np.linalg.norm(fp32) > 1e-4
-  assert np.allclose(np.asarray(qwix_out), np.asarray(expected), rtol=0,
-                     atol=0.2 * float(np.abs(fp32).max()))
+  assert np.allclose(
+      np.asarray(qwix_out), np.asarray(expected), rtol=0, atol=0.2 * float(np.abs(fp32).max())
+  )
