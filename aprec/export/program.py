@@ -139,11 +139,14 @@ def build(emu: Emulator, params: Any, modes: Any) -> Program:
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
-    >>> model = nn.Sequential([nn.Dense(3)]); x = jnp.ones((2, 4)); params = model.init(jax.random.key(0), x)
+    >>> model, x = nn.Sequential([nn.Dense(3)]), jnp.ones((2, 4))
+    >>> params = model.init(jax.random.key(0), x)
     >>> emu = Emulator(model.apply, params, x)
     >>> program = build(emu, params, emu.assignment("int4"))
-    >>> [(a.name, a.array.dtype.name, a.array.size) for a in program.arrays]
-    [('layers_0.data', 'uint8', 6), ('layers_0.scale', 'float32', 3), ('params.layers_0.bias', 'float32', 3)]
+    >>> [(a.name, a.array.dtype.name, a.array.size) for a in program.arrays][1:]
+    [('layers_0.scale', 'float32', 3), ('params.layers_0.bias', 'float32', 3)]
+    >>> program.arrays[0].name, program.arrays[0].array.dtype.name, program.arrays[0].array.size
+    ('layers_0.data', 'uint8', 6)
     >>> program(x).shape
     (2, 3)
   """
