@@ -110,8 +110,7 @@ def _static_pak(contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mo
   ql, sl = formats.quantize(lhs, mode, contraction.lhs_reduce_axes)
   qr, sr = formats.quantize(rhs, mode, contraction.rhs_reduce_axes)
   # The PAK's own choice: the int32 product, or the float one where it is provably equal.
-  use_int = (formats.MODE_TABLE[mode].is_int
-             and not getattr(contraction, "int_exact_in_float", False))
+  use_int = formats.MODE_TABLE[mode].is_int and contraction.int_dot
   acc = (contraction.int_product if use_int else contraction.float_product)(ql, qr)
   out = (acc * contraction.lhs_to_out(sl).astype(acc.dtype)
          * contraction.rhs_to_out(sr).astype(acc.dtype))

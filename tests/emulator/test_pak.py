@@ -57,6 +57,23 @@ def test_int_dot_beyond_float_exact_range_accumulates_in_int32():
       spec, x, w, jnp.int32(INT8))), ref)
 
 
+@pytest.mark.parametrize("k", [64, pak.INT_DOT_MIN_CONTRACTION + 128])
+def test_int_dot_choice_by_size_gives_the_int64_product(k):
+  # Below INT_DOT_MIN_CONTRACTION integer modes multiply float32 grid values, from it on
+  # int8 x int8 -> int32; both are exact here (K * 127**2 < 2**24), so both equal NumPy.
+  x = np.asarray(jax.random.normal(jax.random.key(k), (4, k)), np.float32)
+  w = np.asarray(jax.random.normal(jax.random.key(k + 1), (k, 3)), np.float32)
+  spec = pak.product_spec(lax.dot_general_p, dict(
+      dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
+      out_sharding=None), x.shape, w.shape, 2, weight_operand=1)
+  assert spec.int_exact_in_float and spec.int_dot == (k >= pak.INT_DOT_MIN_CONTRACTION)
+  ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
+  qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
+  ref = ((ql @ qr).astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
+  np.testing.assert_array_equal(np.asarray(jax.jit(pak.apply, static_argnums=0)(
+      spec, x, w, jnp.int32(INT8))), ref)
+
+
 def _np_conv_nhwc(x, k):
   """Reference 'SAME' stride-1 convolution in int64/float64 by explicit windows."""
   kh, kw = k.shape[:2]
