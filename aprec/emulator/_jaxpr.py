@@ -9,7 +9,7 @@ JAX's jaxpr API moves between releases (``Primitive.get_bind_params`` returned
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 try:  # jax >= 0.4.30 exposes the jaxpr types here.
   from jax.extend import core as _core
@@ -52,6 +52,28 @@ def inline_body(eqn: JaxprEqn) -> ClosedJaxpr | None:
       if len(body.jaxpr.invars) == len(eqn.invars):
         return body
   return None
+
+
+class Scan(NamedTuple):
+  """The parts of a ``scan`` equation: its operands are ``consts + carry + xs``, its body
+  maps ``consts + carry + xs[t]`` to ``carry + ys[t]``."""
+
+  body: ClosedJaxpr
+  num_consts: int
+  num_carry: int
+  length: int
+  reverse: bool
+  unroll: int | bool
+
+
+def scan_parts(eqn: JaxprEqn) -> Scan | None:
+  """The parts of a ``scan`` equation (linen ``nn.scan``, ``nnx.scan``, ``lax.scan``), else None."""
+  if eqn.primitive.name != "scan":
+    return None
+  p = eqn.params
+  return Scan(body=as_closed(p["jaxpr"]), num_consts=p["num_consts"],
+              num_carry=p["num_carry"], length=p["length"], reverse=p["reverse"],
+              unroll=p.get("unroll", 1))
 
 
 def sub_jaxprs(eqn: JaxprEqn) -> Iterator[Jaxpr]:

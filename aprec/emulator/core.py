@@ -9,11 +9,12 @@ many assignments in one call, and ``grad`` flows through straight-through quanti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from aprec.emulator import _jaxpr
 from aprec.emulator import dma
@@ -21,7 +22,7 @@ from aprec.emulator import formats
 from aprec.emulator import pak
 from aprec.emulator.dma import Packed
 from aprec.emulator.formats import MODES, N_MODES, STE
-from aprec.emulator.ops import INLINE, Op, Passthrough, _Info, discover, param_name
+from aprec.emulator.ops import Inline, Loop, Op, Passthrough, _Info, discover, param_name
 from aprec.emulator.pak import ActivationScaling
 
 
@@ -201,9 +202,8 @@ class Emulator:
     if stored_weights is not None and len(stored_weights) != len(self.ops):
       raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
                        f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
-    def compute(i: int, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
+    def compute(i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
                 ) -> jax.Array:
-      op = self.ops[i]
       if stored_weights is not None and stored_weights[i] is not None:
         operands = [lhs, rhs]
         weight = operands[op.weight_operand]
@@ -215,7 +215,9 @@ class Emulator:
                 for side in (0, 1)]
       return pak.apply(contraction, lhs, rhs, modes[i], *amax)
 
-    return self.run_with(params, inputs, compute)
+    # Per-op weights in storage formats differ in structure from layer to layer, so with
+    # them a scan runs layer by layer; otherwise each layer's mode is read inside the loop.
+    return self._run_ops(params, inputs, compute, unroll=stored_weights is not None)
 
   def run_with(self, params: Any, inputs: Any,
                compute: Callable[[int, pak.ProductSpec, jax.Array, jax.Array], jax.Array]) -> Any:
@@ -225,18 +227,31 @@ class Emulator:
     is the op exactly as the model computes it. This is the hook for analyses that look
     inside the model
     (``aprec.sensitivity.probes`` adds shifts at op outputs and operands to differentiate by them).
+    ``i`` is always a Python int: a ``scan`` whose body holds ops is run here layer by
+    layer (under ``jit``, unrolled), each layer's ops with their own indices.
+    """
+    return self._run_ops(params, inputs, lambda i, op, c, lhs, rhs: compute(i, c, lhs, rhs),
+                         unroll=True)
+
+  def _run_ops(self, params: Any, inputs: Any, compute: Callable, *, unroll: bool) -> Any:
+    """``run_with`` with ``compute(i, op, contraction, lhs, rhs)``.
+
+    Unless ``unroll``, scans stay scans and ``i`` is a traced int32 inside their bodies
+    (``op`` is then the first layer's record, whose kind, shapes and weight operand every
+    layer shares).
     """
     flat = self._flat_args(params, inputs)
 
-    def run_op(i: int, eqn, lhs, rhs):
+    def run_op(i, static_i: int, eqn, lhs, rhs):
+      op = self.ops[static_i]
       contraction = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
-                                     eqn.outvars[0].aval.ndim,
-                                     weight_operand=self.ops[i].weight_operand,
+                                     eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,
                                      activation_scaling=self.activation_scaling,
                                      ste=self.ste)
-      return compute(i, contraction, lhs, rhs)
+      return compute(i, op, contraction, lhs, rhs)
 
-    outs = _run_jaxpr(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op)
+    outs = _run_jaxpr(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op,
+                      _Index(0, 0), unroll=unroll)
     return jax.tree_util.tree_unflatten(self._out_tree, outs)
 
   def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
@@ -311,8 +326,19 @@ class Emulator:
     return self(params, inputs, modes)
 
 
-def _run_jaxpr(jaxpr, consts, args, plan: dict[int, int], run_op: Callable) -> list[Any]:
-  """Evaluate a jaxpr, sending planned equations to ``run_op`` and inlining planned bodies."""
+class _Index(NamedTuple):
+  """Index of a body's first op: ``value`` (a traced int32 inside a scan run as a loop)
+  and ``static`` (the same where ``value`` is an int; else the first iteration's)."""
+
+  value: Any
+  static: int
+
+
+def _run_jaxpr(jaxpr, consts, args, plan: dict, run_op: Callable, base: _Index, *,
+               unroll: bool) -> list[Any]:
+  """Evaluate a jaxpr, sending planned ops to ``run_op(i, static_i, eqn, lhs, rhs)``,
+  inlining planned bodies and running planned scans as scans (or, with ``unroll``, layer
+  by layer)."""
   env: dict[Any, Any] = {}
   env.update(zip(jaxpr.constvars, consts))
   env.update(zip(jaxpr.invars, args))
@@ -321,11 +347,45 @@ def _run_jaxpr(jaxpr, consts, args, plan: dict[int, int], run_op: Callable) -> l
     step = plan.get(id(eqn))
     if step is None:
       outs = _jaxpr.bind(eqn, invals)
-    elif step == INLINE:
+    elif isinstance(step, Inline):
       body = _jaxpr.inline_body(eqn)
-      outs = _run_jaxpr(body.jaxpr, body.consts, invals, plan, run_op)
+      outs = _run_jaxpr(body.jaxpr, body.consts, invals, step.plan, run_op, base, unroll=unroll)
+    elif isinstance(step, Loop):
+      run = _unrolled_scan if unroll else _scan
+      outs = run(_jaxpr.scan_parts(eqn), step, invals, run_op, base)
     else:
-      outs = [run_op(step, eqn, *invals)]
+      outs = [run_op(base.value + step, base.static + step, eqn, *invals)]
     env.update(zip(eqn.outvars, outs))
   return [_jaxpr.read(env, a) for a in jaxpr.outvars]
 
+
+def _scan(scan, loop: Loop, invals, run_op: Callable, base: _Index) -> list[Any]:
+  """The scan, rewritten: its body evaluated with op indices from the iteration counter."""
+  n_fixed = scan.num_consts + scan.num_carry
+  consts, carry, xs = invals[:scan.num_consts], invals[scan.num_consts:n_fixed], invals[n_fixed:]
+
+  def body(carry, t_and_xs):
+    t, xs_t = t_and_xs
+    at = _Index(base.value + loop.start + t * loop.ops_per_step, base.static + loop.start)
+    outs = _run_jaxpr(scan.body.jaxpr, scan.body.consts, [*consts, *carry, *xs_t],
+                      loop.plan, run_op, at, unroll=False)
+    return outs[:scan.num_carry], outs[scan.num_carry:]
+
+  steps = jnp.arange(scan.length, dtype=jnp.int32)
+  carry, ys = lax.scan(body, list(carry), (steps, list(xs)), length=scan.length,
+                       reverse=scan.reverse, unroll=scan.unroll)
+  return [*carry, *ys]
+
+
+def _unrolled_scan(scan, loop: Loop, invals, run_op: Callable, base: _Index) -> list[Any]:
+  """The scan as a Python loop over its iterations, each with its own static op indices."""
+  n_fixed = scan.num_consts + scan.num_carry
+  consts, carry, xs = invals[:scan.num_consts], invals[scan.num_consts:n_fixed], invals[n_fixed:]
+  ys_by_step: list[Any] = [None] * scan.length
+  for t in (reversed(range(scan.length)) if scan.reverse else range(scan.length)):
+    first = loop.start + t * loop.ops_per_step
+    outs = _run_jaxpr(scan.body.jaxpr, scan.body.consts,
+                      [*consts, *carry, *(x[t] for x in xs)], loop.plan, run_op,
+                      _Index(base.value + first, base.static + first), unroll=True)
+    carry, ys_by_step[t] = outs[:scan.num_carry], outs[scan.num_carry:]
+  return [*carry, *(jnp.stack(ys) for ys in zip(*ys_by_step))]

@@ -76,6 +76,8 @@ class Op:
 _LAYOUT = frozenset({
     "convert_element_type", "reshape", "transpose", "broadcast_in_dim", "squeeze",
     "expand_dims", "copy", "copy_p", "reduce_precision", "rev",
+    # One layer's slice of stacked weights (``w[i]`` in a ``fori_loop`` body).
+    "slice", "dynamic_slice",
 })
 _KIND_SET = frozenset(KINDS)
 
@@ -128,17 +130,47 @@ def _is_float(aval) -> bool:
   return np.issubdtype(aval.dtype, np.floating)
 
 
+@dataclasses.dataclass(frozen=True)
+class Inline:
+  """Evaluate the equation's body in its place; ``plan`` covers the body's equations."""
+
+  plan: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+  """A ``scan`` whose body holds ops, run as a scan.
+
+  Iteration ``t`` (the ``t``-th slice of the scanned-over inputs) runs the body's op ``j``
+  as op ``start + t * ops_per_step + j``; ``plan`` covers the body's equations, with op
+  indices counted from the start of one iteration.
+  """
+
+  start: int
+  length: int
+  ops_per_step: int
+  plan: dict
+
+
+# What ``Discovery.plan`` maps an equation to: an op index (relative to the enclosing
+# body's first op), an inlined body, or a loop.
+Step = int | Inline | Loop
+
+
 @dataclasses.dataclass
 class Discovery:
   """Result of walking a jaxpr: the op table and how to evaluate each equation.
 
-  ``plan`` maps ``id(eqn)`` to an op index (replace by a PAK call) or to ``INLINE``
-  (evaluate the body, which holds ops); every other equation is bound unchanged.
+  ``plan`` maps ``id(eqn)`` to a ``Step``; every other equation is bound unchanged. Bodies
+  (of calls and scans) have plans of their own, so a body traced once and called twice
+  keeps one plan per call.
   """
 
   ops: list[Op] = dataclasses.field(default_factory=list)
   passthrough: list[Passthrough] = dataclasses.field(default_factory=list)
-  plan: dict[int, int] = dataclasses.field(default_factory=dict)
+  plan: dict[int, Step] = dataclasses.field(default_factory=dict)
+  # Per op: position (in its name's "/"-separated parts) of its outermost layer index.
+  index_at: list[int | None] = dataclasses.field(default_factory=list)
   _taken: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def unique(self, name: str) -> str:
@@ -146,8 +178,9 @@ class Discovery:
     self._taken[name] = n + 1
     return name if n == 0 else f"{name}_{n}"
 
-
-INLINE = -1
+  def add(self, op: Op, index_at: int | None = None) -> None:
+    self.ops.append(op)
+    self.index_at.append(index_at)
 
 
 def discover(closed_jaxpr, input_infos: list[_Info]) -> Discovery:
@@ -169,7 +202,7 @@ def _walk(jaxpr, infos, found: Discovery) -> list[_Info]:
       if all(_is_float(v.aval) for v in eqn.invars):
         op = _record(eqn, ins, found)
         found.plan[id(eqn)] = len(found.ops)
-        found.ops.append(op)
+        found.add(op)
         outs = [_Info(scope=op.name)]
       else:
         found.passthrough.append(Passthrough(primitive=name, count=1,
@@ -177,9 +210,14 @@ def _walk(jaxpr, infos, found: Discovery) -> list[_Info]:
     else:
       n_inside = sum(_jaxpr.count_primitives(sub, _KIND_SET) for sub in _jaxpr.sub_jaxprs(eqn))
       body = _jaxpr.inline_body(eqn) if n_inside else None
+      scan = _jaxpr.scan_parts(eqn) if n_inside else None
       if body is not None:
-        found.plan[id(eqn)] = INLINE
-        outs = _walk(body.jaxpr, [_EMPTY] * len(body.jaxpr.constvars) + ins, found)
+        inner = Discovery(ops=found.ops, passthrough=found.passthrough,
+                          index_at=found.index_at, _taken=found._taken)
+        outs = _walk(body.jaxpr, [_EMPTY] * len(body.jaxpr.constvars) + ins, inner)
+        found.plan[id(eqn)] = Inline(inner.plan)
+      elif scan is not None and scan.length > 0:
+        outs = _walk_scan(eqn, scan, ins, found)
       elif n_inside:
         found.passthrough.append(Passthrough(
             primitive=name, count=n_inside,
@@ -191,6 +229,52 @@ def _walk(jaxpr, infos, found: Discovery) -> list[_Info]:
       outs = [_Info(param=params.pop() if layout else None, scope=scope)] * len(eqn.outvars)
     env.update(zip(eqn.outvars, outs))
   return [get(a) for a in jaxpr.outvars]
+
+
+def _walk_scan(eqn, scan: _jaxpr.Scan, ins: list[_Info], found: Discovery) -> list[_Info]:
+  """Discover a scan body's ops once, then record them once per iteration (layer)."""
+  n_fixed = scan.num_consts + scan.num_carry
+  carry = [_Info(scope=i.scope) for i in ins[scan.num_consts:n_fixed]]  # changes per step
+  body_infos = ([_EMPTY] * len(scan.body.jaxpr.constvars) + ins[:scan.num_consts] + carry
+                + ins[n_fixed:])  # a slice of stacked weights is still that weight
+  body = Discovery()
+  outs = _walk(scan.body.jaxpr, body_infos, body)
+  found.passthrough.extend(body.passthrough)
+  if not body.ops:
+    return outs
+  found.plan[id(eqn)] = Loop(start=len(found.ops), length=scan.length,
+                             ops_per_step=len(body.ops), plan=body.plan)
+  at = _layer_index_positions(body)
+  for t in range(scan.length):
+    for op, k in zip(body.ops, at):
+      parts = op.name.split("/")
+      name = "/".join(parts[:k] + [str(t)] + parts[k:])
+      found.add(dataclasses.replace(op, name=found.unique(name)), k)
+  return [_Info(scope=o.scope) for o in outs]
+
+
+def _layer_index_positions(body: Discovery) -> list[int]:
+  """Where each body op's name takes the layer index: after the path its weights share.
+
+  The last part of a weight's path is its own module (``mlp_in``) and a nested scan's
+  index belongs to the part before it, so the shared prefix stops short of both:
+  ``layers/mlp_in`` and ``layers/mlp_out`` → ``layers/3/mlp_in``; in a nested scan
+  ``blocks/layers/3/mlp_in`` → ``blocks/2/layers/3/mlp_in``.
+  """
+  parts = [op.name.split("/") for op in body.ops]
+  limits = [len(p) - 1 if k is None else k - 1 for p, k in zip(parts, body.index_at)]
+  weighted = [i for i, op in enumerate(body.ops) if op.has_weight] or range(len(parts))
+  shared = max(0, min(limits[i] for i in weighted))
+  prefix = parts[weighted[0]][:shared]
+  for i in weighted:
+    shared = next((n for n in range(shared) if parts[i][n] != prefix[n]), shared)
+  prefix = prefix[:shared]
+  positions = []
+  for p, limit in zip(parts, limits):
+    common = next((n for n in range(len(prefix)) if n >= len(p) or p[n] != prefix[n]),
+                  len(prefix))
+    positions.append(max(0, min(common, limit)))
+  return positions
 
 
 def _record(eqn, ins: list[_Info], found: Discovery) -> Op:

@@ -33,6 +33,20 @@ def test_scan_is_not_inlinable_but_counted():
   assert sum(_jaxpr.count_primitives(s, KINDS) for s in _jaxpr.sub_jaxprs(eqn)) == 1
 
 
+def test_scan_parts_split_operands_into_consts_carry_and_xs():
+  w, ws = jnp.ones((3, 3)), jnp.ones((4, 3, 3))
+  f = lambda x: jax.lax.scan(lambda c, v: (c @ w @ v, c.sum()), x, ws, reverse=True)
+  (eqn,) = [e for e in _eqns(f, jnp.ones((2, 3))) if e.primitive.name == "scan"]
+  scan = _jaxpr.scan_parts(eqn)
+  assert (scan.num_consts, scan.num_carry, scan.length, scan.reverse) == (1, 1, 4, True)
+  assert len(eqn.invars) == scan.num_consts + scan.num_carry + 1
+  assert [v.aval.shape for v in scan.body.jaxpr.invars] == [(3, 3), (2, 3), (3, 3)]
+  assert len(scan.body.jaxpr.outvars) == 2  # carry, y
+  while_eqn = _eqns(lambda x: jax.lax.while_loop(lambda c: c.sum() < 9, lambda c: c @ w, x),
+                    jnp.ones((2, 3)))[0]
+  assert _jaxpr.scan_parts(while_eqn) is None
+
+
 def test_bind_reproduces_each_equation():
   f = lambda x: jax.nn.relu(jax.jit(jnp.sin)(x) * 2.0).sum()
   x = jnp.linspace(-2, 2, 7)
