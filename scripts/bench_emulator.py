@@ -39,6 +39,16 @@ are the CPU run's). Lower is better for every ratio:
   with scales, plus biases and norms at fp32) over all parameters at fp32. ``_vit`` for the
   ViT. ``--only export`` runs just these and merges them into an existing ``--out`` JSON.
 
+- ``int8_over_fp32_scan`` (target <= 1.5): a transformer whose 8 layers are stacked with
+  linen ``nn.scan`` (pre-LN attention + MLP blocks, d_model 128, 4 heads, MLP 512,
+  batch 8 x 32 tokens), every op of every layer at ``int8`` through ``jax.jit(emulator)``,
+  over the plain ``jax.jit(apply_fn)`` fp32 forward. ``compiles_per_30_switches_scan``
+  (expect 1): XLA compilations over 30 random per-layer assignments (all seven modes),
+  starting cold. ``compile_32_over_8_scan`` (target <= 1.5): trace + lower + compile time
+  of ``jax.jit(emulator)`` at 32 layers over 8 layers (best of two fresh emulators each):
+  flat when the scan stays a loop. ``--only scan`` runs just these and updates their keys
+  in an existing JSON.
+
 Timing: everything is compiled first; each side of a ratio is timed as a loop of calls
 ended by ``block_until_ready``, the sides interleaved (A, B, A, B, ... in a rotating order)
 and each ratio is the median over repeats of the paired per-repeat ratios.
@@ -72,6 +82,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import qwix  # noqa: E402
+from flax import linen as nn  # noqa: E402
 from qwix._src.utils import flax_util as qwix_flax_util  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -92,6 +103,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "compiles_per_100_switches": ("<=", 1.0),
     "export_over_emulator": ("<=", 1.0),
     "export_over_emulator_vit": ("<=", 1.0),
+    "int8_over_fp32_scan": ("<=", 1.5),
+    "compiles_per_30_switches_scan": ("<=", 1.0),
+    "compile_32_over_8_scan": ("<=", 1.5),
 }
 EXPORT_ASSIGNMENTS = {
     "digits_cnn": "int8,Conv_0=fp8_e4m3,Dense_0=int4,Dense_1=bf16",
@@ -525,6 +539,166 @@ def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
 
 
 # --------------------------------------------------------------------------------------
+# Layers under scan: a transformer stacked with nn.scan.
+
+SCAN_DEPTHS = (8, 32)
+N_SCAN_SWITCHES = 30
+
+
+class _ScanBlock(nn.Module):
+  """A pre-LN transformer block (attention, then MLP), shaped for ``nn.scan``."""
+
+  d_model: int
+  n_heads: int
+  d_mlp: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+    h = nn.LayerNorm(name="ln_attn")(x)
+    x = x + nn.MultiHeadDotProductAttention(self.n_heads, name="attn")(h, h)
+    h = nn.Dense(self.d_mlp, name="mlp_in")(nn.LayerNorm(name="ln_mlp")(x))
+    return x + nn.Dense(self.d_model, name="mlp_out")(nn.gelu(h)), None
+
+
+class ScanTransformer(nn.Module):
+  """``n_layers`` transformer blocks with stacked weights: one loop body, any depth."""
+
+  n_layers: int
+  d_model: int = 128
+  n_heads: int = 4
+  d_mlp: int = 512
+  n_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.Dense(self.d_model, name="embed")(x)
+    stack = nn.scan(_ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                    length=self.n_layers)
+    x, _ = stack(self.d_model, self.n_heads, self.d_mlp, name="layers")(x, None)
+    return nn.Dense(self.n_classes, name="head")(nn.LayerNorm(name="ln_out")(x).mean(1))
+
+
+def _scan_model(n_layers: int, device: jax.Device) -> tuple[Callable, Any, jax.Array]:
+  x = jax.device_put(jax.random.normal(jax.random.key(0), (8, 32, 32)), device)
+  model = ScanTransformer(n_layers)
+  params = jax.device_put(model.init(jax.random.key(1), x), device)
+  return model.apply, params, x
+
+
+def _compile_s(apply_fn: Callable, params: Any, x: jax.Array, modes: np.ndarray) -> float:
+  """Trace + lower + compile of ``jax.jit(emulator)`` for a freshly built emulator."""
+  emu = aprec.Emulator(apply_fn, params, x)
+  t = time.perf_counter()
+  jax.jit(emu).lower(params, x, jax.device_put(modes, x.device)).compile()
+  return time.perf_counter() - t
+
+
+def bench_scan(repeats: int, device: jax.Device, seed: int) -> dict[str, Any]:
+  """The three ``*_scan`` figures for the nn.scan transformer (see the module docstring)."""
+  apply_fn, params, x = _scan_model(SCAN_DEPTHS[0], device)
+  emu = aprec.Emulator(apply_fn, params, x)
+  fp32, ours = jax.jit(apply_fn), jax.jit(emu)
+  int8 = jax.device_put(emu.assignment("int8"), device)
+  at_fp32 = jax.device_put(emu.assignment("fp32"), device)
+  jax.block_until_ready((fp32(params, x), ours(params, x, int8)))
+  s = interleaved({"fp32": lambda: fp32(params, x), "int8": lambda: ours(params, x, int8),
+                   "emu_fp32": lambda: ours(params, x, at_fp32)}, repeats)
+  fp32_rel = _rel(ours(params, x, at_fp32), fp32(params, x))
+
+  rng = np.random.default_rng(seed)
+  switches = [jax.device_put(m, device) for m in rng.integers(
+      0, len(aprec.MODES), (N_SCAN_SWITCHES, len(emu.ops))).astype(np.int32)]
+  fresh = jax.jit(aprec.Emulator(apply_fn, params, x))  # starts cold
+  with CompileCounter() as compiles:
+    t = time.perf_counter()
+    for modes in switches:
+      jax.block_until_ready(fresh(params, x, modes))
+    switch_wall = time.perf_counter() - t
+
+  compile_s: dict[str, float] = {}
+  n_ops: dict[str, int] = {}
+  for depth in SCAN_DEPTHS:
+    deep = _scan_model(depth, device)
+    n_ops[str(depth)] = len(aprec.Emulator(*deep).ops)
+    modes = np.full(n_ops[str(depth)], aprec.mode_index("int8"), np.int32)
+    compile_s[str(depth)] = min(_compile_s(*deep, modes) for _ in range(2))
+  shallow, deep_ = (str(d) for d in SCAN_DEPTHS)
+  return {
+      "int8_over_fp32": paired_ratio(s["int8"], s["fp32"]),
+      "int8_over_fp32_quartiles": ratio_quartiles(s["int8"], s["fp32"]),
+      "emulator_int8_ms": _ms(s["int8"]), "jit_fp32_ms": _ms(s["fp32"]),
+      "emulator_fp32_ms": _ms(s["emu_fp32"]),
+      "emulator_fp32_over_jit_fp32": paired_ratio(s["emu_fp32"], s["fp32"]),
+      "emulator_fp32_max_rel_diff_vs_jit_fp32": fp32_rel,
+      "compiles_per_30_switches": compiles.count, "switches_wall_s": round(switch_wall, 3),
+      "jit_cache_size": fresh._cache_size(),
+      "compile_s": {k: round(v, 3) for k, v in compile_s.items()},
+      "compile_32_over_8": compile_s[deep_] / compile_s[shallow],
+      "ops": n_ops, "layers_timed": SCAN_DEPTHS[0],
+      "model": "ScanTransformer: nn.scan over pre-LN blocks, d_model 128, 4 heads, MLP 512, "
+               "input (8, 32, 32)",
+  }
+
+
+def run_scan(device: jax.Device, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+  """The scan benchmark on one device; returns its ratios and details."""
+  console.log(f"[{device.platform}] scan-stacked transformer")
+  with jax.default_device(device):
+    d = bench_scan(args.repeats, device, args.seed)
+  d.update(platform=device.platform, device_kind=device.device_kind)
+  ratios = {"int8_over_fp32_scan": d["int8_over_fp32"],
+            "compiles_per_30_switches_scan": float(d["compiles_per_30_switches"]),
+            "compile_32_over_8_scan": d["compile_32_over_8"]}
+  return {"ratios": ratios, "details": {"scan": {"scan_transformer": d}}}
+
+
+def print_scan_table(console: Console, platform: str, ratios: dict[str, float],
+                     d: dict[str, Any]) -> None:
+  table = Table(title=f"aprec emulator benchmark, layers under scan — {platform}")
+  for col in ("ratio", "ours", "baseline", "value", "target", "met"):
+    table.add_column(col, justify="right" if col in ("value", "target") else "left")
+  cells = {
+      "int8_over_fp32_scan": (f"{d['emulator_int8_ms']:.2f} ms int8",
+                              f"{d['jit_fp32_ms']:.2f} ms jit fp32"),
+      "compiles_per_30_switches_scan": (f"{d['switches_wall_s']:.2f} s wall",
+                                        f"jit cache {d['jit_cache_size']}"),
+      "compile_32_over_8_scan": (f"{d['compile_s'][str(SCAN_DEPTHS[1])]:.2f} s at 32",
+                                 f"{d['compile_s'][str(SCAN_DEPTHS[0])]:.2f} s at 8"),
+  }
+  for key, (ours, base) in cells.items():
+    op, limit = TARGETS[key]
+    met = "[green]yes[/]" if ratios[key] <= limit else "[red]no[/]"
+    table.add_row(key, ours, base, _fmt(ratios[key]), f"{op} {_fmt(limit)}", met)
+  console.print(table)
+
+
+def main_scan_only(args: argparse.Namespace, devices: list[jax.Device],
+                   console: Console) -> int:
+  """``--only scan``: run the scan benchmark and update its keys in ``args.out``."""
+  result = json.loads(args.out.read_text()) if args.out.exists() else {"ratios": {}, "runs": []}
+  for i, device in enumerate(devices):
+    run = run_scan(device, args, console)
+    print_scan_table(console, device.platform, run["ratios"],
+                     run["details"]["scan"]["scan_transformer"])
+    if i == 0:
+      result["ratios"].update(run["ratios"])
+    runs = [r for r in result.get("runs", []) if r.get("platform") == device.platform]
+    if runs:
+      runs[0].setdefault("ratios", {}).update(run["ratios"])
+      runs[0].setdefault("details", {}).update(run["details"])
+    else:
+      result.setdefault("runs", []).append(
+          {"platform": device.platform, "device_kind": device.device_kind, **run})
+  result["targets"] = {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}
+  result["met"] = {k: result["ratios"][k] <= v for k, (_, v) in TARGETS.items()
+                   if k in result["ratios"]}
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+  console.print(f"updated the scan keys of {args.out}")
+  return 0
+
+
+# --------------------------------------------------------------------------------------
 
 
 def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedModel,
@@ -575,6 +749,9 @@ def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedM
   for group in details.values():
     for entry in group.values():
       entry.update(where)
+  scan = run_scan(device, args, console)
+  ratios.update(scan["ratios"])
+  details.update(scan["details"])
   return {**where, "ratios": ratios, "details": details}
 
 
@@ -685,6 +862,8 @@ def print_table(console: Console, run: dict[str, Any]) -> None:
       f"{sw['qwix_wall_s']:.2f} s")
   console.print(table)
   print_export_table(console, r, d["export"], run["platform"])
+  if "int8_over_fp32_scan" in r:
+    print_scan_table(console, run["platform"], r, d["scan"]["scan_transformer"])
   rel = c["rel_diff"]
   console.print(
       f"logit rel. diff (digits_cnn int8): ours vs qwix matched {rel['ours_vs_qwix_matched']:.2e}, "
@@ -709,13 +888,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--skip-vit-vmap", action="store_true",
                       help="skip vmapped_over_loop_vit (saves ~30 s on CPU)")
   parser.add_argument("--cpu-only", action="store_true", help="skip the accelerator run")
-  parser.add_argument("--only", choices=("all", "export"), default="all",
+  parser.add_argument("--only", choices=("all", "export", "scan"), default="all",
                       help="run one part and merge its ratios into an existing --out JSON")
   args = parser.parse_args(argv)
   console = Console()
   if not console.is_terminal:
     console = Console(width=150)
   start = time.perf_counter()
+  if args.only == "scan":
+    devices = [jax.devices("cpu")[0]]
+    if jax.default_backend() != "cpu" and not args.cpu_only:
+      devices.append(jax.devices()[0])
+    return main_scan_only(args, devices, console)
 
   cnn = load_model("digits_cnn", wait_s=args.wait, untrained=args.untrained)
   vit = load_model("digits_vit", wait_s=args.wait, untrained=args.untrained)

@@ -298,3 +298,24 @@ def test_vmap_and_grad_through_the_scan():
   g = jax.jit(jax.grad(loss(emu, params)))(X)
   g_twin = jax.jit(jax.grad(loss(twin, twin_params)))(X)
   assert _rel(g, g_twin) <= TWIN_RTOL
+
+
+def test_sensitivity_and_planning_see_every_layer():
+  from aprec import sensitivity
+  from aprec.planning import planner
+  params = plain_init((2,))
+  labels = np.array([0, 2])
+  profile = sensitivity.analyze(plain_apply, params, [(X, labels)], methods="perturbation,taylor",
+                                loss="ce")
+  emu = Emulator(plain_apply, params, X)
+  assert tuple(op.name for op in profile.ops) == emu.op_names
+  table = np.asarray(profile.table("perturbation"))
+  assert table.shape == (len(emu), len(MODES)) and np.all(np.isfinite(table))
+  # Δloss of layer 1's mlp_in alone at int4, measured directly through the scan.
+  i = emu.op_names.index("layers/1/mlp_in")
+  ce = lambda logits: float(-jnp.mean(jax.nn.log_softmax(logits)[np.arange(2), labels]))
+  measured = (ce(jax.jit(emu)(params, X, emu.assignment("fp32,layers/1/mlp_in=int4")))
+              - ce(plain_apply(params, X)))
+  np.testing.assert_allclose(table[i, MODES.index("int4")], measured, rtol=1e-3, atol=1e-6)
+  plan = planner.plan(profile, "bits=6")
+  assert len(plan.assignment) == len(emu)
