@@ -208,7 +208,8 @@ def test_names():
   assert plain.op_names == ("embed", *(f"layers/{i}/{n}" for i in range(N_LAYERS) for n in body),
                             "head")
   (nested, _, _), _ = _case("nested")
-  assert nested.op_names[1:3] == ("blocks/0/layers/0/mlp_in", "blocks/0/layers/0/mlp_in/dot_general")
+  assert nested.op_names[1:3] == ("blocks/0/layers/0/mlp_in",
+                                  "blocks/0/layers/0/mlp_in/dot_general")
   assert nested.op_names[-2] == "blocks/1/layers/2/mlp_out"
   assert len(nested) == 2 + 2 * 3 * 4
 
@@ -231,7 +232,8 @@ def test_any_assignment_matches_the_unrolled_twin(case):
   rng = np.random.default_rng(0)
   ours, ref = jax.jit(emu), jax.jit(twin)
   for modes in rng.integers(0, len(MODES), (4, len(emu))).astype(np.int32):
-    assert _rel(ours(params, X, modes), ref(twin_params, X, _for_twin(emu, twin, modes))) <= TWIN_RTOL
+    twin_modes = _for_twin(emu, twin, modes)
+    assert _rel(ours(params, X, modes), ref(twin_params, X, twin_modes)) <= TWIN_RTOL
 
 
 def test_layer_0_and_layer_3_switch_on_their_own(case):
