@@ -106,11 +106,14 @@ TARGETS: dict[str, tuple[str, float]] = {
     "int8_over_fp32_scan": ("<=", 1.5),
     "compiles_per_30_switches_scan": ("<=", 1.0),
     "compile_32_over_8_scan": ("<=", 1.5),
+    "compiles_per_30_switches_unjitted": ("<=", 1.0),
+    "unjitted_over_jitted": ("<=", 2.0),
 }
 EXPORT_ASSIGNMENTS = {
     "digits_cnn": "int8,Conv_0=fp8_e4m3,Dense_0=int4,Dense_1=bf16",
     "digits_vit": "int8,patch_embed=fp8_e4m3,blocks/0/mlp_in=int4,blocks/1/mlp_in=int4,head=bf16",
 }
+N_UNJITTED_SWITCHES = 30
 N_VMAPPED = 32
 N_SWITCHES = 100
 N_DISTINCT = 10
@@ -538,6 +541,62 @@ def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
   }
 
 
+def bench_unjitted(model: models.LoadedModel, device: jax.Device, repeats: int,
+                   seed: int) -> dict[str, Any]:
+  """``emu(...)`` called without ``jax.jit``: compilations over 30 random switches of a fresh
+  emulator, and its per-call time against ``jax.jit(emu)``."""
+  params = jax.device_put(model.params, device)
+  x = jax.device_put(jnp.asarray(model.data.test.x), device)
+  emu = aprec.Emulator(model.apply_fn, params, x)  # a fresh emulator: starts cold
+  rng = np.random.default_rng(seed)
+  table = rng.integers(0, len(aprec.MODES), (N_UNJITTED_SWITCHES, len(emu.ops)))
+  assignments = [jax.device_put(jnp.asarray(m, jnp.int32), device) for m in table]
+  with CompileCounter() as compiles:
+    t = time.perf_counter()
+    for m in assignments:
+      jax.block_until_ready(emu(params, x, m))
+    wall = time.perf_counter() - t
+  jitted = jax.jit(emu)
+  jax.block_until_ready(jitted(params, x, assignments[0]))
+  cycle = {"i": 0}
+
+  def next_modes() -> jax.Array:  # every sample switches assignment, as a user would
+    cycle["i"] = (cycle["i"] + 1) % len(assignments)
+    return assignments[cycle["i"]]
+  s = interleaved({"unjitted": lambda: emu(params, x, next_modes()),
+                   "jitted": lambda: jitted(params, x, next_modes())}, repeats)
+  return {
+      "compiles": compiles.count, "wall_s": round(wall, 3),
+      "ratio": paired_ratio(s["unjitted"], s["jitted"]),
+      "ratio_quartiles": ratio_quartiles(s["unjitted"], s["jitted"]),
+      "unjitted_ms": _ms(s["unjitted"]), "jitted_ms": _ms(s["jitted"]),
+      "n_switches": N_UNJITTED_SWITCHES,
+      "method": "a fresh Emulator called as emu(params, x, modes) with 30 random "
+                "assignments (all seven modes); compiles = XLA backend compilations "
+                f"({_BACKEND_COMPILE_EVENT}); the ratio is the median paired per-call time "
+                "of emu(...) over jax.jit(emu)(...), switching assignment every call",
+  }
+
+
+def run_unjitted(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedModel,
+                 console: Console) -> tuple[dict[str, float], dict[str, Any]]:
+  """The compiled-by-default call (issue 8.5): its ratios and details."""
+  console.log(f"[{device.platform}] (e) un-jitted emu(...): digits_cnn")
+  e = bench_unjitted(cnn, device, args.repeats, args.seed)
+  ratios = {"compiles_per_30_switches_unjitted": float(e["compiles"]),
+            "unjitted_over_jitted": e["ratio"]}
+  return ratios, {"unjitted": {"digits_cnn": e}}
+
+
+def print_unjitted(console: Console, run: dict[str, Any]) -> None:
+  r, e = run["ratios"], run["details"]["unjitted"]["digits_cnn"]
+  console.print(
+      f"un-jitted emu(...), digits_cnn: compiles_per_30_switches_unjitted = "
+      f"{_fmt(r['compiles_per_30_switches_unjitted'])} (target <= 1; {e['wall_s']:.2f} s for "
+      f"the 30 calls), unjitted_over_jitted = {r['unjitted_over_jitted']:.3f} "
+      f"({e['unjitted_ms']:.2f} ms / {e['jitted_ms']:.2f} ms; target <= 2)")
+
+
 # --------------------------------------------------------------------------------------
 # Layers under scan: a transformer stacked with nn.scan.
 
@@ -746,6 +805,9 @@ def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedM
       details["vmapped_over_loop"]["digits_vit"] = b_vit
     export_ratios, details["export"] = run_export(device, args, (cnn, vit), console)
     ratios.update(export_ratios)
+    e_ratios, e_details = run_unjitted(device, args, cnn, console)
+    ratios.update(e_ratios)
+    details.update(e_details)
   for group in details.values():
     for entry in group.values():
       entry.update(where)
@@ -913,6 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   for device in devices:
     run = run_device(device, args, cnn, vit, console)
     print_table(console, run)
+    print_unjitted(console, run)
     runs.append(run)
 
   cpu = runs[0]

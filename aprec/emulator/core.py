@@ -2,8 +2,10 @@
 
 The model is traced once to a jaxpr; calling the emulator evaluates that jaxpr with every
 matmul and convolution replaced by a PAK call in the op's mode. The assignment is an int32
-array, an argument like any other: ``jit`` compiles once for all assignments, ``vmap`` runs
-many assignments in one call, and ``grad`` flows through straight-through quantizers.
+array, an argument like any other: a call compiles once per input shape for all
+assignments (no ``jax.jit`` needed; wrapping in ``jit`` works too), ``vmap`` runs many
+assignments in one call, and ``grad`` flows through straight-through quantizers. Under
+``jax.disable_jit()`` the call runs op by op, for debugging.
 """
 
 from __future__ import annotations
@@ -26,14 +28,37 @@ from aprec.emulator.ops import Inline, Loop, Op, Passthrough, _Info, discover, p
 from aprec.emulator.pak import ActivationScaling
 
 
+class _Program(NamedTuple):
+  """The traced model at one input shape: its jaxpr, which equations are ops, and the ops."""
+
+  closed: Any
+  plan: dict[int, int]
+  ops: tuple[Op, ...]
+  passthrough: tuple[Passthrough, ...]
+  out_tree: Any
+
+
+def _avals(leaves: Sequence[Any]) -> tuple[jax.ShapeDtypeStruct, ...]:
+  return tuple(jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def _is_traced(tree: Any) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
 class Emulator:
   """A model whose matmuls and convolutions run in per-op precision modes.
+
+  Calling it compiles once per input shape and dtype, for every assignment: switching
+  modes never recompiles, and inputs of another batch size trace and compile once more
+  (their ops must have the same names). Called with tracers (inside ``jit``, ``vmap``,
+  ``grad``) it is traced like any function; under ``jax.disable_jit()`` it runs op by op.
 
   Args:
     apply_fn: ``apply_fn(params, inputs) -> outputs``, any JAX-traceable function
       (a linen ``module.apply``, an ``nnx.merge`` wrapper, plain JAX).
     params: example parameters (their pytree paths name the ops); kept as ``.params``.
-    example_inputs: example inputs; calls must pass inputs of the same shapes and dtypes.
+    example_inputs: example inputs; ``ops`` describe the model at their shapes.
     activation_scaling: activation scales per tensor (default) or per token.
     ste: straight-through estimator for gradients, identity (default) or clipped.
 
@@ -44,7 +69,10 @@ class Emulator:
     >>> emu = Emulator(model.apply, params, x)
     >>> [op.name for op in emu.ops]
     ['layers_0', 'layers_2']
-    >>> y = jax.jit(emu)(params, x, emu.assignment("int8,layers_2=fp16"))
+    >>> y = emu(params, x, emu.assignment("int8,layers_2=fp16"))  # compiles once
+    >>> y = emu(params, x, emu.assignment("int4"))                  # no recompilation
+    >>> emu(params, jnp.ones((5, 3)), emu.assignment("fp16")).shape  # another batch size
+    (5, 2)
   """
 
   def __init__(self, apply_fn: Callable, params: Any, example_inputs: Any, *,
@@ -55,26 +83,56 @@ class Emulator:
     self.activation_scaling = ActivationScaling(activation_scaling)
     self.ste = STE(ste)
     path_leaves, self._params_tree = jax.tree_util.tree_flatten_with_path(params)
+    self._param_paths = [jax.tree_util.keystr(path) for path, _ in path_leaves]
+    self._param_avals = _avals([leaf for _, leaf in path_leaves])
+    self._param_names = [param_name(path) for path, _ in path_leaves]
     input_leaves, self._inputs_tree = jax.tree_util.tree_flatten(example_inputs)
-    self._input_avals = [jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
-                         for x in input_leaves]
-    self._closed, out_shape = jax.make_jaxpr(apply_fn, return_shape=True)(params, example_inputs)
-    self._out_tree = jax.tree_util.tree_structure(out_shape)
-    names = [param_name(path) for path, _ in path_leaves]
-    infos = [_Info(param=n, scope=n) for n in names] + [_Info()] * len(input_leaves)
-    found = discover(self._closed, infos)
-    if not found.ops:
+    self._input_avals = list(_avals(input_leaves))
+    self._programs: dict[tuple, _Program] = {}
+    program = self._trace(tuple(self._input_avals))
+    if not program.ops:
       raise ValueError(
           "found no matmul (dot_general) or convolution (conv_general_dilated) with float "
           "operands in apply_fn, so there is nothing to emulate; pass a model with Dense, "
           "Conv, einsum or attention layers")
-    self.ops: tuple[Op, ...] = tuple(found.ops)
-    self.passthrough: tuple[Passthrough, ...] = tuple(found.passthrough)
-    self._plan = found.plan
+    self._programs[tuple(self._input_avals)] = program
+    self._closed, self._plan, self._out_tree = program.closed, program.plan, program.out_tree
+    self.ops: tuple[Op, ...] = program.ops
+    self.passthrough: tuple[Passthrough, ...] = program.passthrough
+    # One jitted callable: it compiles once per input shape/dtype and never per assignment.
+    self._compiled = jax.jit(self._emulate)
+
+  def _trace(self, input_avals: tuple[jax.ShapeDtypeStruct, ...]) -> _Program:
+    """Trace ``apply_fn`` at the given input shapes and find its ops."""
+    params = jax.tree_util.tree_unflatten(self._params_tree, self._param_avals)
+    inputs = jax.tree_util.tree_unflatten(self._inputs_tree, input_avals)
+    closed, out_shape = jax.make_jaxpr(self.apply_fn, return_shape=True)(params, inputs)
+    infos = [_Info(param=n, scope=n) for n in self._param_names] + [_Info()] * len(input_avals)
+    found = discover(closed, infos)
+    return _Program(closed, found.plan, tuple(found.ops), tuple(found.passthrough),
+                    jax.tree_util.tree_structure(out_shape))
+
+  def _program(self, input_avals: tuple[jax.ShapeDtypeStruct, ...]) -> _Program:
+    """The traced model for these input shapes (traced on first use, then cached)."""
+    program = self._programs.get(input_avals)
+    if program is None:
+      program = self._trace(input_avals)
+      names = tuple(op.name for op in program.ops)
+      if names != self.op_names:
+        shapes = [a.shape for a in input_avals]
+        raise ValueError(
+            f"at input shape(s) {shapes} the model has ops {list(names)}, but at the example "
+            f"shape(s) {[a.shape for a in self._input_avals]} it has {list(self.op_names)}; "
+            "an assignment would mean different things, so build an Emulator for this shape")
+      self._programs[input_avals] = program
+    return program
 
   @classmethod
   def from_nnx(cls, module, example_inputs: Any, **kwargs) -> Emulator:
     """An emulator for a ``flax.nnx`` module; its state is ``emulator.params``.
+
+    The call compiles on first use and is reused for every assignment (no ``jax.jit``
+    needed).
 
     Example:
       >>> import jax.numpy as jnp
@@ -143,7 +201,16 @@ class Emulator:
         [overrides.get(n, default) for n in self.op_names]))
 
   def check_modes(self, modes: Any) -> jax.Array:
-    """Validates an assignment at the boundary; traced values get shape/dtype checks only."""
+    """Validates an assignment at the boundary; traced values get shape/dtype checks only.
+
+    Under ``jit``/``vmap`` the values are not known: an out-of-range index makes that
+    op's output NaN (``formats.quantize``), never a plausible number.
+    """
+    if isinstance(modes, (list, tuple)) and _is_traced(modes):
+      raise TypeError(
+          f"modes is a Python {type(modes).__name__} of {len(modes)} traced values (jax.jit "
+          "passes each element of a list as its own argument); pass one int32 array, e.g. "
+          "emulator.assignment('int8') or jnp.asarray([...], jnp.int32)")
     shape, dtype = np.shape(modes), jnp.result_type(modes) if hasattr(modes, "dtype") else None
     if dtype is None:
       arr = np.asarray(modes)
@@ -164,30 +231,32 @@ class Emulator:
                          f"index; valid indices are 0..{N_MODES - 1} ({', '.join(MODES)})")
     return jnp.asarray(modes, jnp.int32)
 
-  def _flat_args(self, params: Any, inputs: Any) -> list[Any]:
+  def _flat_args(self, params: Any, inputs: Any) -> tuple[_Program, list[Any]]:
+    """The program for these inputs' shapes, and the flat (params, inputs) leaves."""
     p_leaves, p_tree = jax.tree_util.tree_flatten(params)
     if p_tree != self._params_tree:
       raise ValueError("params do not have the structure the emulator was built with:\n"
                        f"  expected {self._params_tree}\n  got      {p_tree}")
+    for leaf, ref, path in zip(p_leaves, self._param_avals, self._param_paths):
+      if np.shape(leaf) != ref.shape:
+        raise ValueError(f"params{path} has shape {np.shape(leaf)}, expected {ref.shape} "
+                         "(the shape the emulator was built with)")
     x_leaves, x_tree = jax.tree_util.tree_flatten(inputs)
     if x_tree != self._inputs_tree:
       raise ValueError(f"inputs have structure {x_tree}, expected {self._inputs_tree}")
-    for x, ref in zip(x_leaves, self._input_avals):
-      if np.shape(x) != ref.shape:
-        raise ValueError(
-            f"inputs have shape {np.shape(x)} but the emulator was built for {ref.shape}; "
-            "op shapes and MACs depend on it, so build an Emulator with an example input of "
-            "this shape (or pad the batch)")
-    return p_leaves + x_leaves
+    return self._program(_avals(x_leaves)), p_leaves + x_leaves
 
   def __call__(self, params: Any, inputs: Any, modes: Any, *,
                activation_amax: jax.Array | None = None,
                stored_weights: Sequence[Packed | None] | None = None) -> Any:
     """Run the model with op ``i`` in mode ``modes[i]``.
 
+    Compiles on the first call for each input shape (``jax.jit`` inside); called with
+    tracers, or under ``jax.disable_jit()``, it evaluates the model directly.
+
     Args:
-      params: parameters with the structure of ``self.params``.
-      inputs: inputs with the shapes of the example inputs.
+      params: parameters with the structure and leaf shapes of ``self.params``.
+      inputs: inputs with the structure of the example inputs (any shapes the model takes).
       modes: int32 array of shape ``(len(ops),)``, indices into ``aprec.MODES``.
       activation_amax: optional ``(len(ops), 2)`` fixed ranges of the (lhs, rhs) operands
         from ``calibrate`` (static scales, as deployed NNPs use); weights keep their own
@@ -202,6 +271,15 @@ class Emulator:
     if stored_weights is not None and len(stored_weights) != len(self.ops):
       raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
                        f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
+    args = (params, inputs, modes, activation_amax, stored_weights)
+    if jax.config.jax_disable_jit or _is_traced(args):
+      return self._emulate(*args)
+    return self._compiled(*args)
+
+  def _emulate(self, params: Any, inputs: Any, modes: jax.Array,
+               activation_amax: jax.Array | None,
+               stored_weights: Sequence[Packed | None] | None) -> Any:
+    """The emulated model as a traceable function of its arguments."""
     def compute(i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
                 ) -> jax.Array:
       if stored_weights is not None and stored_weights[i] is not None:
@@ -240,19 +318,19 @@ class Emulator:
     (``op`` is then the first layer's record, whose kind, shapes and weight operand every
     layer shares).
     """
-    flat = self._flat_args(params, inputs)
+    program, flat = self._flat_args(params, inputs)
 
     def run_op(i, static_i: int, eqn, lhs, rhs):
-      op = self.ops[static_i]
+      op = program.ops[static_i]
       contraction = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
                                      eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,
                                      activation_scaling=self.activation_scaling,
                                      ste=self.ste)
       return compute(i, op, contraction, lhs, rhs)
 
-    outs = _run_jaxpr(self._closed.jaxpr, self._closed.consts, flat, self._plan, run_op,
+    outs = _run_jaxpr(program.closed.jaxpr, program.closed.consts, flat, program.plan, run_op,
                       _Index(0, 0), unroll=unroll)
-    return jax.tree_util.tree_unflatten(self._out_tree, outs)
+    return jax.tree_util.tree_unflatten(program.out_tree, outs)
 
   def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
     """``[fn(op, lhs, rhs) for each op]`` from one fp32 pass of the model."""

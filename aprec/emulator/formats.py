@@ -110,12 +110,47 @@ def mode_indices(names: Sequence[str]) -> np.ndarray:
   return np.array([mode_index(n) for n in names], np.int32)
 
 
+def lookup_index(mode: jax.Array | int) -> tuple[jax.Array, jax.Array]:
+  """``(index, valid)``: a traced mode index made safe for table lookups, and its validity.
+
+  Every per-mode lookup goes through this, so they agree on an out-of-range index: it reads
+  row 0 and ``valid`` is False (callers turn the result into NaN). Plain indexing would
+  wrap ``-1`` to the last row while ``lax.switch`` clamps it to the first.
+  """
+  mode = jnp.asarray(mode, jnp.int32)
+  valid = (mode >= 0) & (mode < N_MODES)
+  return jnp.where(valid, mode, 0), valid
+
+
+def static_mode(mode: int) -> Mode:
+  """The mode with a Python index; raises ``ValueError`` for an index out of range."""
+  if not 0 <= int(mode) < N_MODES:
+    raise ValueError(f"mode index {int(mode)} is out of range; valid indices are "
+                     f"0..{N_MODES - 1} ({', '.join(MODES)})")
+  return MODE_TABLE[int(mode)]
+
+
 # --------------------------------------------------------------------------------------
 # Rounding primitives, one per format family.
 
 
 def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
-  """Round ``x`` to a float mode exactly as the dtype cast does, returned in x's dtype."""
+  """Round ``x`` to a float mode exactly as the dtype cast does, returned in x's dtype.
+
+  BF16 and FP16 round with ``lax.reduce_precision`` rather than a cast pair: XLA may drop a
+  ``f32 → bf16 → f32`` convert pair when the mode is a compile-time constant (excess
+  precision), never a ``reduce_precision``. ``reduce_precision`` flushes results below the
+  format's smallest normal to zero, so FP16's subnormal range (``|x| < 2**-14``, a fixed grid
+  of steps ``2**-24``) rounds explicitly; BF16 shares float32's exponent range. FP8 keeps
+  the cast (its extended range has no ``reduce_precision`` equivalent).
+  """
+  if mode.dtype == np.float16:
+    xf = x.astype(jnp.float32)
+    normal = lax.reduce_precision(xf, exponent_bits=5, mantissa_bits=10)
+    subnormal = jnp.round(xf * np.float32(2.0 ** 24)) * np.float32(2.0 ** -24)
+    return jnp.where(jnp.abs(xf) < np.float32(2.0 ** -14), subnormal, normal).astype(x.dtype)
+  if mode.dtype == ml_dtypes.bfloat16:
+    return lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
   return x.astype(mode.dtype).astype(x.dtype)
 
 
@@ -171,7 +206,8 @@ def quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | N
 
   Returns:
     ``(values, scale)`` with ``x ≈ values * scale``; ``scale`` keeps the reduced dims as
-    size 1. Unscaled modes (fp32, bf16, fp16) return a scale of ones.
+    size 1. Unscaled modes (fp32, bf16, fp16) return a scale of ones. A traced ``mode``
+    outside ``0..N_MODES-1`` gives NaN values and scales (a Python one raises).
   """
   if reduce_axes is None:
     reduce_axes = tuple(range(x.ndim))
@@ -186,8 +222,11 @@ def quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | N
     return run
 
   if isinstance(mode, (int, np.integer)):
-    return branch(MODE_TABLE[int(mode)])(x)
-  return lax.switch(mode, [branch(m) for m in MODE_TABLE], x)
+    return branch(static_mode(mode))(x)
+  index, valid = lookup_index(mode)
+  values, scale = lax.switch(index, [branch(m) for m in MODE_TABLE], x)
+  nan = jnp.asarray(jnp.nan, values.dtype)
+  return jnp.where(valid, values, nan), jnp.where(valid, scale, jnp.float32(jnp.nan))
 
 
 def in_range_mask(x: jax.Array, mode: jax.Array | int, scale: jax.Array) -> jax.Array:
@@ -195,7 +234,7 @@ def in_range_mask(x: jax.Array, mode: jax.Array | int, scale: jax.Array) -> jax.
 
   Used by the clipped straight-through estimator: gradients stop where values saturated.
   """
-  max_value = jnp.asarray(MODE_MAX_VALUE)[mode]
+  max_value = jnp.asarray(MODE_MAX_VALUE)[lookup_index(mode)[0]]
   return (jnp.abs(x) <= max_value * scale).astype(x.dtype)
 
 

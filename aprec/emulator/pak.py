@@ -169,10 +169,11 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
   if not contraction.int_dot:  # float32 holds these integer products exactly (see above)
     acc = contraction.float_product(ql, qr)
   else:
-    is_int = jnp.asarray(formats.MODE_IS_INT)[mode]
+    # An out-of-range mode reads row 0 (fp32) here as in ``quantize``, whose NaN values
+    # then make the op's output NaN.
+    is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
     acc = lax.cond(is_int, contraction.int_product, contraction.float_product, ql, qr)
-  out = (acc * contraction.lhs_to_out(sl).astype(acc.dtype)
-         * contraction.rhs_to_out(sr).astype(acc.dtype))
+  out = acc * contraction.lhs_to_out(sl).astype(acc.dtype) * contraction.rhs_to_out(sr).astype(acc.dtype)
   return out, (ql, sl, qr, sr)
 
 

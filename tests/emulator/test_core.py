@@ -152,8 +152,8 @@ def test_bad_modes_are_rejected(cnn):
 def test_bad_inputs_and_params_are_rejected(cnn):
   emu, params, x, _ = cnn
   fp32 = emu.assignment("fp32")
-  with pytest.raises(ValueError, match=r"inputs have shape \(2, 6, 6, 1\).*built for \(3, 6, 6, 1\)"):
-    emu(params, x[:2], fp32)
+  with pytest.raises(ValueError, match="inputs have structure"):
+    emu(params, [x], fp32)
   with pytest.raises(ValueError, match="params do not have the structure"):
     emu({"params": {}}, x, fp32)
 
