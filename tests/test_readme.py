@@ -14,7 +14,8 @@ def test_readme_quickstart_runs():
   exec(compile(code, "README.md", "exec"), scope)
   assert [op.name for op in scope["emu"].ops] == ["layers_0", "layers_2"]
   assert scope["y_int8"].shape == (4, 10) and scope["y_fp8"].shape == (4, 10)
-  assert scope["run"]._cache_size() == 1
+  assert scope["y_big"].shape == (64, 10)
+  assert scope["emu"]._compiled._cache_size() == 2  # batch 4 once for both assignments, 64 once
 
 
 def test_readme_starts_with_the_two_commands():

@@ -169,8 +169,14 @@ def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
 
 
 def amax_over(x: jax.Array, reduce_axes: Sequence[int]) -> jax.Array:
-  """``max |x|`` over ``reduce_axes``, keeping dims so it broadcasts against ``x``."""
-  return jnp.max(jnp.abs(x), axis=tuple(reduce_axes), keepdims=True)
+  """``max |x|`` over ``reduce_axes``, keeping dims so it broadcasts against ``x``.
+
+  NaN where any element is NaN, as NumPy's max: XLA:CPU's max reduction skips a NaN for
+  some shapes, so the check is explicit (a silently finite scale would hide the NaN).
+  """
+  axes = tuple(reduce_axes)
+  amax = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
+  return jnp.where(jnp.any(jnp.isnan(x), axis=axes, keepdims=True), jnp.nan, amax)
 
 
 def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -9,7 +9,8 @@ scale the output back to the common format. Here:
    accumulated exactly in int32 (computed in float32 where that is provably the same:
    ``K * 127**2 < 2**24``), float modes as a float32-accumulated product of the rounded
    operands (whose pairwise products are exact in float32);
-3. the accumulator is multiplied by ``lhs_scale * rhs_scale`` laid out along the output.
+3. the accumulator is multiplied by ``lhs_scale`` then ``rhs_scale`` laid out along the
+   output (the other order where the first product alone would leave float32's range).
 
 The mode is a traced int32, so switching precision never recompiles. Gradients use the
 straight-through estimator: the tangent of the product is the product's tangent at the
@@ -173,8 +174,19 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
     # then make the op's output NaN.
     is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
     acc = lax.cond(is_int, contraction.int_product, contraction.float_product, ql, qr)
-  out = acc * contraction.lhs_to_out(sl).astype(acc.dtype) * contraction.rhs_to_out(sr).astype(acc.dtype)
+  out = _scale_back(acc, contraction.lhs_to_out(sl).astype(acc.dtype),
+                    contraction.rhs_to_out(sr).astype(acc.dtype))
   return out, (ql, sl, qr, sr)
+
+
+def _scale_back(acc: jax.Array, lhs_scale: jax.Array, rhs_scale: jax.Array) -> jax.Array:
+  """``(acc · lhs_scale) · rhs_scale``, or ``(acc · rhs_scale) · lhs_scale`` where the first
+  product alone leaves float32's range (one scale huge, the other tiny: the result may still
+  fit). Either order is exact enough; where both fit they give the first's bits.
+  """
+  out = acc * lhs_scale * rhs_scale
+  fits = jnp.isfinite(out) & ((out != 0) | (acc == 0))
+  return jnp.where(fits, out, acc * rhs_scale * lhs_scale)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
