@@ -135,7 +135,7 @@ def ref_quantize(x: np.ndarray, mode: int, axes: tuple[int, ...],
     a = a.astype(F32)
     scale = np.where(a < TINY, F32(1), np.maximum(ftz(a * F32(1.0 / m.max_value)), TINY))
     scale = scale.astype(F32)
-    scaled = np.clip(ftz(xd / scale), -m.max_value, m.max_value).astype(F32)
+    scaled = np.clip(ftz(xd * ftz(F32(1) / scale)), -m.max_value, m.max_value).astype(F32)
     values = np.round(scaled) if m.is_int else scaled.astype(m.dtype).astype(F32)
   return values.astype(F32), scale, np.zeros(x.shape, bool)
 

@@ -4,7 +4,7 @@ One table, ``MODE_TABLE``, describes every mode; everything else indexes it. A m
 the number format of both operands of an op and its accumulator.
 
 Float modes round exactly like the real dtype casts (they *are* the casts). Integer modes
-are symmetric: ``q = clip(round_half_even(x / scale), -qmax, qmax)`` with
+are symmetric: ``q = clip(round_half_even(x * (1 / scale)), -qmax, qmax)`` with
 ``scale = amax * (1 / qmax)``; an all-zero tensor gets ``scale = 1`` and quantizes to zeros.
 FP8 modes are scaled the same way (``scale = amax * (1 / max_value)``) and saturate, as deployed
 FP8 pipelines do; BF16 and FP16 are plain casts (overflow gives inf, like the cast).
@@ -190,7 +190,11 @@ def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Arr
   scale = scale_from_amax(amax, mode.max_value)
   # Clipping saturates out-of-range values under static (calibrated) scales; with scales
   # from the tensor itself it only catches the last ulp of amax / scale.
-  scaled = jnp.clip(x.astype(jnp.float32) / scale, -mode.max_value, mode.max_value)
+  # x · (1/scale), spelled out: XLA:CPU computes a division by the scale as this product
+  # (NumPy and other backends divide, and ties then round differently), so the documented
+  # rule is the product and every backend and the NumPy references compute exactly it.
+  inverse = jnp.float32(1) / scale
+  scaled = jnp.clip(x.astype(jnp.float32) * inverse, -mode.max_value, mode.max_value)
   # Grid values are exact in any float dtype the operand may have (ints <= 127, fp8).
   if mode.is_int:
     return jnp.round(scaled).astype(x.dtype), scale  # jnp.round rounds half to even.

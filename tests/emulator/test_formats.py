@@ -71,7 +71,7 @@ def _ref_scaled(x, mode, reduce_axes):
   tiny = np.finfo(np.float32).tiny
   scale = np.where(amax < tiny, np.float32(1),
                    np.maximum(amax * np.float32(1.0 / mode.max_value), tiny)).astype(np.float32)
-  scaled = np.clip(x / scale, -mode.max_value, mode.max_value).astype(np.float32)
+  scaled = np.clip(x * (np.float32(1) / scale), -mode.max_value, mode.max_value).astype(np.float32)
   if mode.is_int:
     return np.round(scaled), scale  # numpy rounds half to even
   return scaled.astype(mode.dtype).astype(np.float32), scale
@@ -171,3 +171,21 @@ def test_a_nan_anywhere_makes_the_shared_scale_nan(name):
   values, scale = f(xs)
   assert np.isnan(np.asarray(scale)).all()
   assert np.isnan(np.asarray(values)).all()
+
+
+def test_quantize_rounds_x_times_reciprocal_compiled_and_op_by_op():
+  # 55.5 / (111 * (1/7)) is 3.4999998 divided but 3.5 as 55.5 * (1 / scale), which is what
+  # XLA:CPU computed for the division (found by scripts/fuzz.py against a NumPy x / scale).
+  # The quantizer spells out the product, so the documented rule, NumPy and XLA agree.
+  x = jnp.array([[127.0, 79.5, 95.0, -54.0, -68.0, -105.0],
+                 [-20.0, -62.0, 81.0, 23.5, -29.5, 55.5],
+                 [118.0, -3.0, -94.5, -90.0, 109.0, 79.5],
+                 [71.0, -113.5, 98.5, -14.0, -72.0, -111.0]])
+  int4 = jnp.int32(formats.mode_index("int4"))
+  compiled = jax.jit(lambda x, m: formats.quantize(x, m, (0,)))(x, int4)
+  with jax.disable_jit():
+    op_by_op = formats.quantize(x, int4, (0,))
+  assert _same_bits(compiled[0], op_by_op[0]) and _same_bits(compiled[1], op_by_op[1])
+  assert float(compiled[0][1, 5]) == 4.0  # round_half_even(3.5)
+  scale = np.float32(111.0) * np.float32(1 / 7)
+  assert np.float32(55.5) * (np.float32(1) / scale) == 3.5

@@ -18,7 +18,7 @@ def _np_quant(x, mode, axes):
   amax = np.max(np.abs(x), axis=axes, keepdims=True).astype(np.float32)
   tiny = np.finfo(np.float32).tiny
   scale = np.where(amax < tiny, np.float32(1), np.maximum(amax * np.float32(1.0 / mode.max_value), tiny))
-  q = np.clip(x / scale.astype(np.float32), -mode.max_value, mode.max_value)
+  q = np.clip(x * (np.float32(1) / scale.astype(np.float32)), -mode.max_value, mode.max_value)
   if mode.is_int:
     return np.round(q).astype(np.int64), scale.astype(np.float32)
   return q.astype(mode.dtype).astype(np.float32), scale.astype(np.float32)
