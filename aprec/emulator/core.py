@@ -96,11 +96,9 @@ class Emulator:
           "operands in apply_fn, so there is nothing to emulate; pass a model with Dense, "
           "Conv, einsum or attention layers")
     self._programs[tuple(self._input_avals)] = program
-    self._closed, self._plan, self._out_tree = program.closed, program.plan, program.out_tree
     self.ops: tuple[Op, ...] = program.ops
     self.passthrough: tuple[Passthrough, ...] = program.passthrough
-    # One jitted callable: it compiles once per input shape/dtype and never per assignment.
-    self._compiled = jax.jit(self._emulate)
+    self._compiled = jax.jit(self._emulate)  # compiles once per input shape, not per assignment
 
   def _trace(self, input_avals: tuple[jax.ShapeDtypeStruct, ...]) -> _Program:
     """Trace ``apply_fn`` at the given input shapes and find its ops."""
@@ -119,20 +117,16 @@ class Emulator:
       program = self._trace(input_avals)
       names = tuple(op.name for op in program.ops)
       if names != self.op_names:
-        shapes = [a.shape for a in input_avals]
         raise ValueError(
-            f"at input shape(s) {shapes} the model has ops {list(names)}, but at the example "
-            f"shape(s) {[a.shape for a in self._input_avals]} it has {list(self.op_names)}; "
-            "an assignment would mean different things, so build an Emulator for this shape")
+            f"at input shape(s) {[a.shape for a in input_avals]} the model has ops "
+            f"{list(names)}, but at the example shape(s) {[a.shape for a in self._input_avals]}"
+            f" it has {list(self.op_names)}; build an Emulator for this shape")
       self._programs[input_avals] = program
     return program
 
   @classmethod
   def from_nnx(cls, module, example_inputs: Any, **kwargs) -> Emulator:
-    """An emulator for a ``flax.nnx`` module; its state is ``emulator.params``.
-
-    The call compiles on first use and is reused for every assignment (no ``jax.jit``
-    needed).
+    """An emulator for a ``flax.nnx`` module; its state is ``emulator.params``; no jit needed.
 
     Example:
       >>> import jax.numpy as jnp
@@ -201,11 +195,8 @@ class Emulator:
         [overrides.get(n, default) for n in self.op_names]))
 
   def check_modes(self, modes: Any) -> jax.Array:
-    """Validates an assignment at the boundary; traced values get shape/dtype checks only.
-
-    Under ``jit``/``vmap`` the values are not known: an out-of-range index makes that
-    op's output NaN (``formats.quantize``), never a plausible number.
-    """
+    """Validates an assignment at the boundary; traced values get shape/dtype checks only
+    (under ``jit``/``vmap`` an out-of-range index makes that op's output NaN)."""
     if isinstance(modes, (list, tuple)) and _is_traced(modes):
       raise TypeError(
           f"modes is a Python {type(modes).__name__} of {len(modes)} traced values (jax.jit "
@@ -239,8 +230,7 @@ class Emulator:
                        f"  expected {self._params_tree}\n  got      {p_tree}")
     for leaf, ref, path in zip(p_leaves, self._param_avals, self._param_paths):
       if np.shape(leaf) != ref.shape:
-        raise ValueError(f"params{path} has shape {np.shape(leaf)}, expected {ref.shape} "
-                         "(the shape the emulator was built with)")
+        raise ValueError(f"params{path} has shape {np.shape(leaf)}, expected {ref.shape}")
     x_leaves, x_tree = jax.tree_util.tree_flatten(inputs)
     if x_tree != self._inputs_tree:
       raise ValueError(f"inputs have structure {x_tree}, expected {self._inputs_tree}")
@@ -251,8 +241,8 @@ class Emulator:
                stored_weights: Sequence[Packed | None] | None = None) -> Any:
     """Run the model with op ``i`` in mode ``modes[i]``.
 
-    Compiles on the first call for each input shape (``jax.jit`` inside); called with
-    tracers, or under ``jax.disable_jit()``, it evaluates the model directly.
+    Compiles on the first call per input shape; with tracers or under ``disable_jit`` it
+    evaluates the model directly.
 
     Args:
       params: parameters with the structure and leaf shapes of ``self.params``.
