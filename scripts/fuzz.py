@@ -314,7 +314,8 @@ def fuzz_pak(counts: Counts, rng: np.random.Generator, per_call: int) -> None:
             continue
           for i, (value, tol, overflow, exact) in enumerate(refs):
             judge(counts, what, out[i], value, overflow, None if exact.all() else tol,
-                  inputs=lambda i=i, x=x, w=w, a=amax: (x[i].tolist(), w[i].tolist(), a[i].tolist()))
+                  inputs=lambda i=i, x=x, w=w, a=amax: (x[i].tolist(), w[i].tolist(),
+                                                        a[i].tolist()))
 
 
 def main(argv: list[str] | None = None) -> int:

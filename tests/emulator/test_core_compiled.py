@@ -196,15 +196,15 @@ def test_pak_compiled_equals_op_by_op_on_the_same_operands(cnn):
   apply, params, x = cnn
   emu = Emulator(apply, params, x)
   seen = []
-  emu.run_with(params, x, lambda i, spec, l, r: seen.append((spec, l, r)) or
-               spec.float_product(l, r))
+  emu.run_with(params, x, lambda i, spec, a, b: seen.append((spec, a, b)) or
+               spec.float_product(a, b))
   dn = (((2,), (2,)), ((0,), (0,)))  # plus a weightless batched product (attention's q·kᵀ)
   q, k = (jax.random.normal(jax.random.key(s), (2, 5, 8)) * 3 for s in (4, 5))
   seen.append((pak.product_spec(lax.dot_general_p, dict(
       dimension_numbers=dn, precision=None, preferred_element_type=jnp.float32,
       out_sharding=None), q.shape, k.shape, 3, weight_operand=None), q, k))
   for spec, lhs, rhs in seen:
-    compiled = jax.jit(lambda l, r, m, spec=spec: pak.apply(spec, l, r, m))
+    compiled = jax.jit(lambda a, b, m, spec=spec: pak.apply(spec, a, b, m))
     for m in range(N_MODES):
       with jax.disable_jit():
         op_by_op = pak.apply(spec, lhs, rhs, jnp.int32(m))
