@@ -8,7 +8,9 @@ The packages follow the system's components (see the README's Architecture secti
 - ``aprec.planning`` — budgets and the exact knapsack planner;
 - ``aprec.rpm`` — the Runtime Precision Manager: policies, training, the closed loop;
 - ``aprec.export`` — a model at an assignment as a servable ``jax.export`` artifact;
-- ``aprec.models`` — the reference models and their data; ``aprec.app`` — the CLI.
+- ``aprec.models`` — the reference models and their data; ``aprec.app`` — the CLI;
+- ``aprec.workflow`` — your own model to a running RPM in a few calls (``own_model``,
+  ``analyze_model``, ``plan``, ``deploy``, ``train_policy``, ``run``, ``report``).
 
 The most used entry points are here at the top level.
 """
@@ -35,5 +37,11 @@ from aprec.planning import Budget as Budget
 from aprec.planning import plan as plan
 from aprec.sensitivity import SensitivityProfile as SensitivityProfile
 from aprec.sensitivity import analyze as analyze
+from aprec.workflow import analyze_model as analyze_model
+from aprec.workflow import deploy as deploy
+from aprec.workflow import own_model as own_model
+from aprec.workflow import report as report
+from aprec.workflow import run as run
+from aprec.workflow import train_policy as train_policy
 
 __version__ = "0.1.0"

@@ -22,3 +22,13 @@ def test_readme_starts_with_the_two_commands():
   first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
   assert first_block.splitlines()[0].startswith("make demo")
   assert first_block.splitlines()[1].startswith("make test")
+
+
+def test_readme_workflow_runs():
+  section = README.read_text().split("## Your own model, end to end", 1)[1]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  scope: dict = {}
+  exec(compile(code, "README.md", "exec"), scope)
+  assert scope["profile"].delta_loss.shape == (len(scope["d"].emulator.ops), 7)
+  assert [r["policy"] for r in scope["result"].rows][-1] == "learned"
+  assert scope["result"].reference["fp32_accuracy"] == 1.0  # labels are fp32's own answers

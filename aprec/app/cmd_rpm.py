@@ -104,7 +104,7 @@ def train_policy(config: tyro.conf.Positional[pathlib.Path], out: pathlib.Path |
     params, curve = train_policy_for(d, cfg.train,
                                      progress=lambda i: bar.update(task, completed=i))
   policy_io.save(out, params, model=cfg.model, ops=d.emulator.ops, hidden=cfg.train.hidden,
-                 config=cfg.to_dict(), history=curve, overwrite=overwrite,
+                 config=cfg.to_dict(), history=curve, overwrite=overwrite, numerics=d.emulator,
                  attachments=figures.training_curve_attachment(
                      curve, f"{cfg.model}: policy training"))
   con.print(f"objective {curve[0]['objective']:.3f} -> {curve[-1]['objective']:.3f}; "

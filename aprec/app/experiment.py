@@ -131,7 +131,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
                   table=table, profile_source=source)
       if "learned" in cfg.policies:
         if cfg.policy_checkpoint:
-          learned_params, meta = policy_io.load(cfg.policy_checkpoint, d0.emulator.ops)
+          learned_params, meta = policy_io.load(cfg.policy_checkpoint, d0.emulator)
           hidden = int(meta["hidden"])
         else:
           task = bar.add_task("training the learned policy", total=cfg.train.steps)
@@ -139,7 +139,8 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
               d0, cfg.train, progress=lambda i: bar.update(task, completed=i))
           policy_io.save(stage / "policy", learned_params, model=cfg.model,
                          ops=d0.emulator.ops, hidden=hidden, config=cfg.to_dict(),
-                         history=curve, attachments=plots.training_curve_attachment(
+                         history=curve, numerics=d0.emulator,
+                         attachments=plots.training_curve_attachment(
                              curve, f"{cfg.model}: policy training"))
       policies = make_policies(cfg.policies, learned_params=learned_params, hidden=hidden)
       task = bar.add_task("closed loop", total=len(cfg.scenarios) * len(policies))
@@ -163,6 +164,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path, *, overwrite: bool 
           console.print(rich_table(rows, f"{title} ({cfg.steps} steps × {cfg.batch_size} "
                                          f"images; fp32 accuracy {fp32:.4f})"))
     summary = {"config": cfg.to_dict(), "profile_source": source, "rows": rows_all,
+               "numerics": d0.emulator.numerics,
                "reference": reference_all, "training_curve": curve,
                "seconds": time.perf_counter() - start}
     (stage / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -86,7 +86,7 @@ def write(out: pathlib.Path, model_names: Sequence[str] = ("digits_cnn",),
       bar.update(task, description=f"{name}: loading the policy")
       policy_note = ""
       try:
-        params, meta = policy_io.load(shipped_policy_dir(name), d.emulator.ops)
+        params, meta = policy_io.load(shipped_policy_dir(name), d.emulator)
         hidden = int(meta["hidden"])
         policy_note = f"shipped policy {shipped_policy_dir(name)}"
       except (FileNotFoundError, ValueError) as err:
@@ -116,6 +116,7 @@ def write(out: pathlib.Path, model_names: Sequence[str] = ("digits_cnn",),
                                                     reference["fp32_accuracy"], title)}
     seconds = time.perf_counter() - start
     summary["models"][name] = {"rows": rows, "reference": reference, "profile_source": source,
+                               "numerics": d.emulator.numerics,
                                "policy": policy_note, "figures": {k: v.name for k, v in
                                                                   figures.items()},
                                "seconds": seconds}

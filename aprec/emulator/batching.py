@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from aprec.emulator import inputs as inputs_lib
 from aprec.typing import PyTree
 
 AXIS = "assignments"
@@ -45,9 +46,13 @@ class Batches(NamedTuple):
 def split(x: PyTree, y: Any, batch_size: int, n_batches: int | None = None) -> Batches:
   """The first ``n_batches`` (default: all) consecutive equal batches; the remainder dropped.
 
-  ``x`` may be a pytree of arrays sharing the leading example axis.
+  ``x`` may be a pytree of arrays sharing the leading example axis; leaves that disagree
+  on it (or with ``y``) raise ``ValueError`` naming each leaf's size.
   """
   n = len(y)
+  if inputs_lib.batch_size(x) != n:
+    raise ValueError(f"the inputs hold {inputs_lib.batch_size(x)} examples but there are {n} "
+                     "targets; expected one target per example")
   if batch_size <= 0 or batch_size > n:
     raise ValueError(f"batch_size must be in 1..{n} (the number of examples), got {batch_size}")
   count = n // batch_size if n_batches is None else min(n_batches, n // batch_size)

@@ -20,11 +20,12 @@ import numpy as np
 from aprec.emulator import _interpret
 from aprec.emulator import dma
 from aprec.emulator import formats
+from aprec.emulator import padding
 from aprec.emulator import pak
 from aprec.emulator.dma import Packed
 from aprec.emulator.formats import MODES, N_MODES, STE
 from aprec.emulator.ops import Op, Passthrough, _Info, discover, param_name
-from aprec.emulator.pak import ActivationScaling
+from aprec.emulator.pak import DEFAULT_ACTIVATION_SCALING, ActivationScaling
 
 
 class _Program(NamedTuple):
@@ -58,8 +59,13 @@ class Emulator:
       (a linen ``module.apply``, an ``nnx.merge`` wrapper, plain JAX).
     params: example parameters (their pytree paths name the ops); kept as ``.params``.
     example_inputs: example inputs; ``ops`` describe the model at their shapes.
-    activation_scaling: activation scales per tensor (default) or per token.
+    activation_scaling: which activation elements share a dynamic scale
+      (``ActivationScaling``; default ``pak.DEFAULT_ACTIVATION_SCALING``, per token).
     ste: straight-through estimator for gradients, identity (default) or clipped.
+    padding_mask: where the padding mask is among the inputs (see ``__call__``'s
+      ``mask``): ``"auto"`` (default) takes the one input leaf that is a
+      ``(batch, positions)`` boolean array, or a dict entry named ``mask``,
+      ``attention_mask`` or ``padding_mask`` (nonzero = real); ``None`` uses none.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -75,8 +81,8 @@ class Emulator:
   """
 
   def __init__(self, apply_fn: Callable, params: Any, example_inputs: Any, *,
-               activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR,
-               ste: STE = STE.IDENTITY):
+               activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
+               ste: STE = STE.IDENTITY, padding_mask: str | None = "auto"):
     self.apply_fn = apply_fn
     self.params = params
     self.activation_scaling = ActivationScaling(activation_scaling)
@@ -85,7 +91,11 @@ class Emulator:
     self._param_paths = [jax.tree_util.keystr(path) for path, _ in path_leaves]
     self._param_avals = _avals([leaf for _, leaf in path_leaves])
     self._param_names = [param_name(path) for path, _ in path_leaves]
-    input_leaves, self._inputs_tree = jax.tree_util.tree_flatten(example_inputs)
+    input_paths, self._inputs_tree = jax.tree_util.tree_flatten_with_path(example_inputs)
+    input_leaves = [leaf for _, leaf in input_paths]
+    if padding_mask not in ("auto", None):
+      raise ValueError(f"padding_mask must be 'auto' or None, got {padding_mask!r}")
+    self._mask_leaf = padding.find_mask(input_paths) if padding_mask == "auto" else None
     self._input_avals = list(_avals(input_leaves))
     self._programs: dict[tuple, _Program] = {}
     program = self._trace(tuple(self._input_avals))
@@ -124,23 +134,58 @@ class Emulator:
     return program
 
   @classmethod
-  def from_nnx(cls, module, example_inputs: Any, **kwargs) -> Emulator:
-    """An emulator for a ``flax.nnx`` module; its state is ``emulator.params``; no jit needed.
+  def from_nnx(cls, module, *args: Any,
+               activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
+               ste: STE = STE.IDENTITY, padding_mask: str | None = "auto",
+               **kwargs: Any) -> Emulator:
+    """An emulator for a ``flax.nnx`` module called as ``module(*args, **kwargs)``.
+
+    The module's state is ``emulator.params``. The emulator's ``inputs`` are the one
+    argument itself (``module(x)``), the tuple of positional arguments when there are
+    several (``module(ids, mask)`` → ``inputs=(ids, mask)``), or ``(args, kwargs)`` when
+    keyword arguments are given. ``activation_scaling``, ``ste`` and ``padding_mask`` are
+    the emulator's own options (as for ``Emulator``); every other keyword goes to the module.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> emu = Emulator.from_nnx(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), jnp.ones((2, 3)))
       >>> y = emu(emu.params, jnp.ones((2, 3)), emu.assignment("fp8_e4m3"))
+      >>> attn = nnx.MultiHeadAttention(num_heads=1, in_features=3, decode=False,
+      ...                               rngs=nnx.Rngs(0))
+      >>> q, kv = jnp.ones((2, 4, 3)), jnp.ones((2, 5, 3))
+      >>> two = Emulator.from_nnx(attn, q, kv)  # calls attn(q, kv)
+      >>> two(two.params, (q, kv), two.assignment("int8")).shape
+      (2, 4, 3)
     """
     from flax import nnx
     graphdef, state = nnx.split(module)
+    if kwargs:
+      example, call = (args, kwargs), lambda m, inputs: m(*inputs[0], **inputs[1])
+    elif len(args) == 1:
+      example, call = args[0], lambda m, inputs: m(inputs)
+    else:
+      example, call = args, lambda m, inputs: m(*inputs)
 
     def apply_fn(state, inputs):
-      return nnx.merge(graphdef, state)(inputs)
-    return cls(apply_fn, state, example_inputs, **kwargs)
+      return call(nnx.merge(graphdef, state), inputs)
+    return cls(apply_fn, state, example, activation_scaling=activation_scaling, ste=ste,
+               padding_mask=padding_mask)
 
   # ------------------------------------------------------------------------------------
+
+  @property
+  def mask_input(self) -> str | None:
+    """The input leaf used as the padding mask (its pytree path), or None."""
+    if self._mask_leaf is None:
+      return None
+    paths = jax.tree_util.tree_flatten_with_path(self._example_inputs())[0]
+    return jax.tree_util.keystr(paths[self._mask_leaf][0]) or "inputs"
+
+  @property
+  def numerics(self) -> dict[str, str]:
+    """The settings results depend on: ``{"activation_scaling": ..., "ste": ...}``."""
+    return {"activation_scaling": self.activation_scaling.value, "ste": self.ste.value}
 
   @property
   def op_names(self) -> tuple[str, ...]:
@@ -236,7 +281,7 @@ class Emulator:
     return self._program(_avals(x_leaves)), p_leaves + x_leaves
 
   def __call__(self, params: Any, inputs: Any, modes: Any, *,
-               activation_amax: jax.Array | None = None,
+               activation_amax: jax.Array | None = None, mask: jax.Array | None = None,
                stored_weights: Sequence[Packed | None] | None = None) -> Any:
     """Run the model with op ``i`` in mode ``modes[i]``.
 
@@ -250,24 +295,33 @@ class Emulator:
       activation_amax: optional ``(len(ops), 2)`` fixed ranges of the (lhs, rhs) operands
         from ``calibrate`` (static scales, as deployed NNPs use); weights keep their own
         per-channel scales.
+      mask: ``(batch, positions)``, nonzero/True at real positions, zero at padding.
+        Dynamic activation scales then ignore padded positions, so real positions'
+        outputs do not depend on what the padding holds (``padding.masked_amax``).
+        Default: the input found by ``padding_mask="auto"`` (``mask_input``), if any.
       stored_weights: optional per-op weights in their storage formats (``store_weights``);
         the DMA converts each on the fly (``dma.load``) in place of the params' weight.
     """
     modes = self.check_modes(modes)
+    if mask is None and self._mask_leaf is not None:
+      mask = jax.tree_util.tree_leaves(inputs)[self._mask_leaf]
     if activation_amax is not None and np.shape(activation_amax) != (len(self.ops), 2):
       raise ValueError(f"activation_amax must have shape ({len(self.ops)}, 2), "
                        f"got {np.shape(activation_amax)}; use emulator.calibrate(...)")
+    if mask is not None and np.ndim(mask) != 2:
+      raise ValueError(f"mask must have shape (batch, positions), got {np.shape(mask)}")
     if stored_weights is not None and len(stored_weights) != len(self.ops):
       raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
                        f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
-    args = (params, inputs, modes, activation_amax, stored_weights)
+    args = (params, inputs, modes, activation_amax, stored_weights, mask)
     if jax.config.jax_disable_jit or _is_traced(args):
       return self._emulate(*args)
     return self._compiled(*args)
 
   def _emulate(self, params: Any, inputs: Any, modes: jax.Array,
                activation_amax: jax.Array | None,
-               stored_weights: Sequence[Packed | None] | None) -> Any:
+               stored_weights: Sequence[Packed | None] | None,
+               mask: jax.Array | None = None) -> Any:
     """The emulated model as a traceable function of its arguments."""
     def compute(i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
                 ) -> jax.Array:
@@ -279,6 +333,11 @@ class Emulator:
       amax = [None, None]
       if activation_amax is not None:
         amax = [None if side == op.weight_operand else activation_amax[i, side]
+                for side in (0, 1)]
+      elif mask is not None:
+        reduce_axes = (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes)
+        amax = [None if side == op.weight_operand else
+                padding.masked_amax((lhs, rhs)[side], mask, reduce_axes[side])
                 for side in (0, 1)]
       return pak.apply(contraction, lhs, rhs, modes[i], *amax)
 

@@ -4,7 +4,8 @@ The seed's PAK, step by step: scale the inputs → switch the PE to the mode →
 scale the output back to the common format. Here:
 
 1. both operands are quantized to the mode (``formats.quantize``): weights with one scale
-   per output channel, activations with one scale per tensor (or per token);
+   per output channel, activations with one scale per token (row) by default, or per
+   example, or per tensor (``ActivationScaling``);
 2. the product runs on the quantized grid values: integer modes as an int8 × int8 product
    accumulated exactly in int32 (computed in float32 where that is provably the same:
    ``K * 127**2 < 2**24``), float modes as a float32-accumulated product of the rounded
@@ -38,10 +39,25 @@ from aprec.emulator.formats import STE
 
 
 class ActivationScaling(str, enum.Enum):
-  """Granularity of activation scales: one per tensor, or one per token (row)."""
+  """Which elements of an activation operand share one dynamic scale.
+
+  - ``PER_TENSOR``: the whole operand, every example of the batch together;
+  - ``PER_EXAMPLE``: each index of the operand's leading (batch) axis on its own, so no
+    example's range (or NaN) reaches another; convolutions and matmuls alike;
+  - ``PER_TOKEN``: each row of the product (every axis but the contracted ones) on its own;
+    convolutions, whose windows overlap, fall back to per-example.
+
+  ``PER_TOKEN`` is the default (``DEFAULT_ACTIVATION_SCALING``; the README's "Activation
+  scaling" section has the measurements behind it). Weights always have one scale per
+  output channel.
+  """
 
   PER_TENSOR = "per_tensor"
+  PER_EXAMPLE = "per_example"
   PER_TOKEN = "per_token"
+
+
+DEFAULT_ACTIVATION_SCALING = ActivationScaling.PER_TOKEN
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,20 +91,31 @@ class ProductSpec:
 # Scale layouts: which axes share a scale, and how a scale lines up with the output.
 
 
-def _side_to_out(shape: Sequence[int], batch: Sequence[int], free: Sequence[int],
-                 reduce_axes: Sequence[int], out_template: Callable[[tuple, tuple], tuple]):
-  """Maps a keepdims scale of one dot_general operand onto the output's layout."""
-  if len(reduce_axes) == len(shape):
-    return lambda s: s.reshape(())
+def _side_to_out(batch: Sequence[int], free: Sequence[int], n_axes: int,
+                 out_template: Callable[[tuple, tuple], tuple]):
+  """Maps a keepdims scale of one dot_general operand onto the output's layout.
+
+  The scale has the operand's rank with size 1 on every axis it is shared along; its
+  batch and free axes land where the output keeps them, broadcasting over the rest.
+  """
   keep = tuple(batch) + tuple(free)
-  order = keep + tuple(a for a in range(len(shape)) if a not in keep)
+  order = keep + tuple(a for a in range(n_axes) if a not in keep)
 
   def to_out(s):
-    s = jnp.transpose(s, order).reshape(tuple(s.shape[a] for a in keep))
-    bshape = tuple(shape[a] for a in batch)
-    fshape = tuple(shape[a] for a in free)
-    return s.reshape(out_template(bshape, fshape))
+    bshape = tuple(s.shape[a] for a in batch)
+    fshape = tuple(s.shape[a] for a in free)
+    return jnp.transpose(s, order).reshape(out_template(bshape, fshape))
   return to_out
+
+
+def _activation_reduce_axes(ndim: int, contracting: Sequence[int],
+                            scaling: ActivationScaling) -> tuple[int, ...]:
+  """Axes of an activation operand that share one scale under ``scaling``."""
+  if scaling is ActivationScaling.PER_TOKEN:
+    return tuple(contracting)
+  if scaling is ActivationScaling.PER_EXAMPLE and ndim > 1 and 0 not in contracting:
+    return tuple(range(1, ndim))
+  return tuple(range(ndim))
 
 
 def _dot_layout(params, lhs_shape, rhs_shape, weight_operand, scaling):
@@ -97,31 +124,40 @@ def _dot_layout(params, lhs_shape, rhs_shape, weight_operand, scaling):
   rfree = tuple(a for a in range(len(rhs_shape)) if a not in rc and a not in rb)
 
   def reduce_axes(side, ndim, contracting):
-    if side == weight_operand or scaling is ActivationScaling.PER_TOKEN:
-      return tuple(contracting)  # per output channel (weights) or per token (activations)
-    return tuple(range(ndim))
+    if side == weight_operand:
+      return tuple(contracting)  # one scale per output channel
+    return _activation_reduce_axes(ndim, contracting, scaling)
 
   l_red = reduce_axes(0, len(lhs_shape), lc)
   r_red = reduce_axes(1, len(rhs_shape), rc)
-  l_out = _side_to_out(lhs_shape, lb, lfree, l_red, lambda b, f: b + f + (1,) * len(rfree))
-  r_out = _side_to_out(rhs_shape, rb, rfree, r_red, lambda b, f: b + (1,) * len(lfree) + f)
+  l_out = _side_to_out(lb, lfree, len(lhs_shape), lambda b, f: b + f + (1,) * len(rfree))
+  r_out = _side_to_out(rb, rfree, len(rhs_shape), lambda b, f: b + (1,) * len(lfree) + f)
   return l_red, r_red, l_out, r_out
 
 
-def _conv_layout(params, lhs_shape, rhs_shape, weight_operand, out_ndim):
+def _conv_layout(params, lhs_shape, rhs_shape, weight_operand, out_ndim, scaling):
   dn = params["dimension_numbers"]
-  l_red = tuple(range(len(lhs_shape)))
+  scalar = lambda s: s.reshape(())
+  l_red, l_out = tuple(range(len(lhs_shape))), scalar
+  if scaling is not ActivationScaling.PER_TENSOR and params.get("batch_group_count", 1) == 1:
+    # One scale per example: a convolution never mixes the batch axis.
+    batch_in_lhs, batch_in_out = dn.lhs_spec[0], dn.out_spec[0]
+    l_red = tuple(a for a in range(len(lhs_shape)) if a != batch_in_lhs)
+    batch_shape = [1] * out_ndim
+    batch_shape[batch_in_out] = lhs_shape[batch_in_lhs]
+    l_out = lambda s: s.reshape(batch_shape)
   if weight_operand != 1:
-    return l_red, tuple(range(len(rhs_shape))), (lambda s: s.reshape(())), (lambda s: s.reshape(()))
+    return l_red, tuple(range(len(rhs_shape))), l_out, scalar
   out_feature_in_rhs, out_feature_in_out = dn.rhs_spec[0], dn.out_spec[1]
   r_red = tuple(a for a in range(len(rhs_shape)) if a != out_feature_in_rhs)
   out_shape = [1] * out_ndim
   out_shape[out_feature_in_out] = rhs_shape[out_feature_in_rhs]
-  return l_red, r_red, (lambda s: s.reshape(())), (lambda s: s.reshape(out_shape))
+  return l_red, r_red, l_out, (lambda s: s.reshape(out_shape))
 
 
 def product_spec(primitive, params: dict, lhs_shape, rhs_shape, out_ndim: int, *,
-                 weight_operand: int | None, activation_scaling=ActivationScaling.PER_TENSOR,
+                 weight_operand: int | None,
+                 activation_scaling=DEFAULT_ACTIVATION_SCALING,
                  ste=STE.IDENTITY) -> ProductSpec:
   """The static part of a PAK call for a primitive with the given parameters and shapes."""
   scaling = ActivationScaling(activation_scaling)
@@ -129,7 +165,8 @@ def product_spec(primitive, params: dict, lhs_shape, rhs_shape, out_ndim: int, *
   if primitive.name == "dot_general":
     layout = _dot_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, scaling)
   elif primitive.name == "conv_general_dilated":
-    layout = _conv_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim)
+    layout = _conv_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim,
+                          scaling)
   else:
     raise ValueError(f"the PAK handles dot_general and conv_general_dilated, not {primitive.name}")
   exact = k * _INT8_MAX_PRODUCT < _F32_EXACT_INTEGERS
@@ -230,7 +267,7 @@ def _params_of(fn: Callable, lhs: jax.Array, rhs: jax.Array) -> tuple[Any, dict,
 def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
                 dimension_numbers, precision=None, preferred_element_type=None, *,
                 weight_operand: int | None = 1,
-                activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR,
+                activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
                 ste: STE = STE.IDENTITY) -> jax.Array:
   """``lax.dot_general`` run by the PAK in precision ``mode``.
 
@@ -247,14 +284,15 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
                         precision=precision, preferred_element_type=preferred_element_type),
       lhs, rhs)
   contraction = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim,
-                      weight_operand=weight_operand, activation_scaling=activation_scaling,
-                      ste=ste)
+                             weight_operand=weight_operand,
+                             activation_scaling=activation_scaling, ste=ste)
   return apply(contraction, lhs, rhs, mode)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
                          window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count: int = 1, *,
+                         activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
                          ste: STE = STE.IDENTITY) -> jax.Array:
   """``lax.conv_general_dilated`` run by the PAK in precision ``mode`` (rhs is the kernel)."""
   prim, params, out_ndim = _params_of(
@@ -264,5 +302,5 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
                         feature_group_count=feature_group_count),
       lhs, rhs)
   contraction = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim, weight_operand=1,
-                             ste=ste)
+                             activation_scaling=activation_scaling, ste=ste)
   return apply(contraction, lhs, rhs, mode)

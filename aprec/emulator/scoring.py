@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from aprec.emulator import batching
+from aprec.emulator import inputs
 from aprec.emulator.core import Emulator
 
 
@@ -41,6 +42,9 @@ class Evaluator:
   def __init__(self, emulator: Emulator, params: Any, split: Any, *, chunk_size: int = 32):
     if len(split.y) == 0:
       raise ValueError("cannot evaluate on an empty split")
+    if inputs.batch_size(split.x, "split.x") != len(split.y):
+      raise ValueError(f"split.x holds {inputs.batch_size(split.x)} examples but split.y "
+                       f"{len(split.y)} labels; expected one label per example")
     if chunk_size <= 0:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     self.emulator, self.params, self.split, self.chunk_size = emulator, params, split, chunk_size

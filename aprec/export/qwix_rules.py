@@ -32,9 +32,10 @@ _QTYPES = {"int8": "int8", "int4": "int4", "fp8_e4m3": "float8_e4m3fn", "fp8_e5m
 
 CAVEATS = (
     "activation scales: qwix's default is one scale per example/token with absmax / 127.5 "
-    "for int8; the emulator uses one scale per tensor with absmax / 127 (a public QtRule "
-    "cannot make activations per tensor while keeping weights per channel: "
-    "disable_channelwise_axes applies to both operands)",
+    "for int8; the emulator's default is one scale per token (per example for "
+    "convolutions) with absmax / 127, and with activation_scaling='per_tensor' no public "
+    "QtRule matches (it cannot make activations per tensor while keeping weights per "
+    "channel: disable_channelwise_axes applies to both operands)",
     "int4 products may not compile on XLA:CPU in qwix ('custom element sizes on "
     "non-sub-byte types'); agreement then reports the error",
 )

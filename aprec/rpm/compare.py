@@ -85,7 +85,7 @@ def compare(d: Deployment, policies: Mapping[str, tuple[Policy, str]], n_steps: 
       progress(name)
   reference = {}
   for mode in ("fp32", "fp16", "int8"):
-    a = np.full((d.batches.x.shape[0], n_ops), mode_index(mode), np.int32)
+    a = np.full((len(d.batches.y), n_ops), mode_index(mode), np.int32)
     c = measure_accuracy(d.emulator, d.model.params, d.batches, a, cache=cache)
     reference[f"{mode}_accuracy"] = float(c.sum() / (len(c) * d.batch_size))
   return rows, traces, reference

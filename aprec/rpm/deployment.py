@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from aprec.emulator import inputs as inputs_lib
 from aprec.hardware import specs as hardware
 from aprec.hardware import scenarios, simulator
 from aprec.emulator.core import Emulator
@@ -63,9 +64,9 @@ def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None,
     raise ValueError(f"profile method {method!r}; use auto or perturbation")
   directory = None if profile_dir is None else pathlib.Path(profile_dir)
   if method == "auto" and directory is not None and (directory / "profile.json").is_file():
-    ops = Emulator(model.apply_fn, model.params, model.data.val.x).ops
-    # raises ProfileError for another op table or other weights
-    profile = profile_lib.load(directory, expect=ops, params=model.params)
+    emulator = Emulator(model.apply_fn, model.params, model.data.val.x)
+    # raises ProfileError for another op table, other weights or other emulator settings
+    profile = profile_lib.load(directory, expect=emulator, params=model.params)
     return np.asarray(profile.delta_loss, np.float64), f"profile {directory} ({profile.method})"
   measured = methods.analyze_model(model, methods="perturbation", split="val")
   return (np.asarray(measured.delta_loss, np.float64),
@@ -93,7 +94,7 @@ def deploy(model: Any, scenario: str, *, table: np.ndarray, spec_name: str = "ed
   if batch_size <= 0:
     raise ValueError(f"batch_size = {batch_size}; expected a positive number of images")
   test = model.data.test
-  emu = Emulator(model.apply_fn, model.params, test.x[:batch_size])
+  emu = Emulator(model.apply_fn, model.params, inputs_lib.take(test.x, slice(0, batch_size)))
   spec = hardware.get_spec(spec_name)
   params = scenario_params(scenario, spec, emu.ops)
   ctx = make_context(emu.ops, spec, np.asarray(table, np.float64), float(params.step_period_s))

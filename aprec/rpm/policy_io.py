@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from aprec import checkpoint
+from aprec.emulator import settings
 from aprec.emulator.ops import Op
 from aprec.sensitivity.profile import fingerprint
 from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
@@ -51,17 +52,20 @@ class PolicyCheckpointError(ValueError):
 def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Sequence[Op],
          hidden: int, config: dict, history: list[dict] | None = None,
          overwrite: bool = False,
-         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None
-         ) -> pathlib.Path:
+         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
+         numerics: Any = None) -> pathlib.Path:
   """Writes a policy through ``write_directory``; returns the absolute directory.
 
   ``attachments`` maps file names to writers called with the staged path (e.g. a training
   curve PNG). Raises ``ArtifactExistsError`` for a policy already there without
-  ``overwrite`` and ``DirectoryLockedError`` while another process writes it.
+  ``overwrite`` and ``DirectoryLockedError`` while another process writes it. ``numerics``
+  is the emulator (or its ``settings.of``) whose sensitivity table the policy was trained
+  on; ``load`` refuses the policy for an emulator with other settings.
   """
   import orbax.checkpoint as ocp
   meta = {"model": model, "fingerprint": fingerprint(tuple(ops)), "n_ops": len(ops),
           "op_names": [op.name for op in ops], "hidden": hidden, "config": config,
+          "numerics": settings.of(numerics if numerics is not None else settings.LEGACY),
           "versions": library_versions()}
   with checkpoint.write_directory(directory, overwrite=overwrite, marker=JSON_FILE,
                                   what="policy") as staging:
@@ -75,13 +79,17 @@ def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Seq
   return pathlib.Path(directory).expanduser().resolve()
 
 
-def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op]) -> tuple[Any, dict]:
-  """``(params, metadata)`` of the policy at ``directory``, checked against ``expect_ops``.
+def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any
+         ) -> tuple[Any, dict]:
+  """``(params, metadata)`` of the policy at ``directory``, checked against ``expect_ops``
+  (the ops, or an ``Emulator``: then its activation scaling and STE are checked too).
 
   Raises:
     FileNotFoundError: no policy there.
-    PolicyCheckpointError: damaged, or trained for another op table.
+    PolicyCheckpointError: damaged, trained for another op table or other emulator settings.
   """
+  emulator = expect_ops if hasattr(expect_ops, "ops") else None
+  expect_ops = tuple(getattr(expect_ops, "ops", expect_ops))
   import orbax.checkpoint as ocp
   directory = pathlib.Path(directory).expanduser().resolve()
   try:
@@ -105,6 +113,9 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op]) -> tuple[A
         f"{meta.get('n_ops')} ops {meta.get('op_names')} (fingerprint "
         f"{str(meta.get('fingerprint'))[:12]}), but this model's op table has {len(expect_ops)} "
         f"ops (fingerprint {want[:12]}); train a policy for this model")
+  if emulator is not None:
+    settings.check(meta.get("numerics"), emulator, what=f"the policy at {directory}",
+                   error=PolicyCheckpointError)
   n_ops = len(expect_ops)
   net = PolicyNet(hidden=int(meta["hidden"]))
   example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((n_ops, N_PER_OP), np.float32))

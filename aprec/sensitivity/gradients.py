@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aprec.emulator import inputs as inputs_lib
 from aprec.emulator.core import Emulator
 from aprec.sensitivity import probes
 from aprec.sensitivity import tracker as tracker_lib
@@ -43,7 +44,7 @@ def _gradient_stats_fn(emulator: Emulator, obj: Objective, label_samples: int) -
     g = jax.grad(lambda s: loss_fn(probes.run(emulator, params, x, output_shifts=s), t))(zeros)
     sum_rest = lambda a: jnp.sum(a, axis=tuple(range(1, a.ndim)))
     taylor = jnp.stack([jnp.abs(sum_rest(gi[None] * di)) for gi, di in zip(g, deltas)])
-    fisher = jnp.stack([0.5 * x.shape[0] * sum_rest(jnp.square(gi[None] * di))
+    fisher = jnp.stack([0.5 * inputs_lib.batch_size(x) * sum_rest(jnp.square(gi[None] * di))
                         for gi, di in zip(g, deltas)])
     return taylor, fisher
 
@@ -76,13 +77,15 @@ def gradient(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray, *,
   fn = _gradient_stats_fn(emulator, obj, label_samples)
   key = jax.random.key(seed)
   per_batch = []
-  for b, (x, t) in enumerate(zip(xs, ts)):
+  count = inputs_lib.batch_size(xs)
+  for b in range(count):
+    x, t = inputs_lib.take(xs, b), inputs_lib.take(ts, b)
     per_batch.append([np.asarray(a, np.float64) for a in fn(params, x, t,
                                                             jax.random.fold_in(key, b))])
     if progress is not None:
-      progress("gradients", b + 1, len(xs))
+      progress("gradients", b + 1, count)
   taylor, fisher, sq = (np.stack(a, -1) for a in zip(*per_batch))
-  out = {name: Estimate(delta_loss=m, stderr=e, n_samples=len(xs))
+  out = {name: Estimate(delta_loss=m, stderr=e, n_samples=count)
          for name, (m, e) in (("taylor", mean_and_stderr(taylor)),
                               ("fisher", mean_and_stderr(fisher)))}
   return out, sq.mean(-1)
@@ -138,15 +141,16 @@ def tracked(emulator: Emulator, apply_fn: Callable, params: Any, xs: np.ndarray,
     @jax.jit
     def step(s, x, t):
       grads = jax.grad(lambda p: loss_fn(apply_fn(p, x), t))(params)
-      return tracker_lib.update(s, grads, batch_size=x.shape[0])
+      return tracker_lib.update(s, grads, batch_size=inputs_lib.batch_size(x))
     state = tracker_lib.init(params)
     key = jax.random.key(seed)
-    for b, (x, t) in enumerate(zip(xs, ts)):
+    for b in range(inputs_lib.batch_size(xs)):
+      x, t = inputs_lib.take(xs, b), inputs_lib.take(ts, b)
       draws = (draw_labels(jax.random.fold_in(key, b), t, label_samples)
                if obj.sample_labels else [t])
       for labels in draws:
         state = step(state, x, labels)
-  mean, err, covered = tracker_lib.estimate(state, emulator, params, xs[0])
+  mean, err, covered = tracker_lib.estimate(state, emulator, params, inputs_lib.take(xs, 0))
   rows = ~np.asarray(covered)
   mean[rows], err[rows] = fallback.delta_loss[rows], fallback.stderr[rows]
   details = {"steps": int(state.steps), "examples": float(state.examples),

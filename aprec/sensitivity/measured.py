@@ -20,20 +20,22 @@ import jax
 import numpy as np
 
 from aprec.emulator import batching
+from aprec.emulator import inputs as inputs_lib
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import N_MODES
 from aprec.sensitivity.objective import cross_entropy
 from aprec.sensitivity.profile import Estimate
 from aprec.typing import LossFn, Progress
 
-def stack_batches(batches: Sequence[tuple[Any, Any]] | batching.Batches
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Validates ``[(x, y), ...]`` batches of one shape and stacks them: ``(n, B, ...)``.
+def stack_batches(batches: Sequence[tuple[Any, Any]] | batching.Batches) -> tuple[Any, Any]:
+  """Validates ``[(inputs, targets), ...]`` batches of one shape and stacks them leaf by
+  leaf: ``(n, B, ...)``. Inputs and targets may be any pytrees of arrays whose leaves share
+  the batch axis (``((ids, mask), y)``, ``({"image": x}, y)``).
 
   ``batching.Batches`` (from ``batching.split``) are already stacked and pass through.
   """
   if isinstance(batches, batching.Batches):
-    return np.asarray(batches.x), np.asarray(batches.y)
+    return batches.x, batches.y
   batches = list(batches)
   if not batches:
     raise ValueError("sensitivity analysis needs at least one (inputs, labels) batch; got none")
@@ -41,16 +43,25 @@ def stack_batches(batches: Sequence[tuple[Any, Any]] | batching.Batches
   for i, item in enumerate(batches):
     if not isinstance(item, (tuple, list)) or len(item) != 2:
       raise ValueError(f"batch {i} must be an (inputs, labels) pair, got {type(item).__name__}")
-    x, y = np.asarray(item[0]), np.asarray(item[1])
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
-      raise ValueError(f"batch {i} has inputs of shape {x.shape} and labels of shape {y.shape};"
-                       " both need the same (non-zero) number of examples")
-    if xs and (x.shape != xs[0].shape or y.shape != ys[0].shape):
-      raise ValueError(f"batch {i} has shapes {x.shape}/{y.shape} but batch 0 has "
-                       f"{xs[0].shape}/{ys[0].shape}; use equal batches (e.g. drop the remainder)")
+    x, y = item
+    nx = inputs_lib.batch_size(x, f"batch {i}'s inputs")
+    ny = inputs_lib.batch_size(y, f"batch {i}'s labels")
+    if nx != ny:
+      raise ValueError(f"batch {i} has {nx} inputs but {ny} labels; both need the same "
+                       "(non-zero) number of examples")
+    shapes = (inputs_lib.shape_of(x), inputs_lib.shape_of(y))
+    if xs and shapes != (inputs_lib.shape_of(xs[0]), inputs_lib.shape_of(ys[0])):
+      raise ValueError(f"batch {i} has shapes {shapes[0]}/{shapes[1]} but batch 0 has "
+                       f"{inputs_lib.shape_of(xs[0])}/{inputs_lib.shape_of(ys[0])}; use equal "
+                       "batches (e.g. drop the remainder)")
     xs.append(x)
     ys.append(y)
-  return np.stack(xs), np.stack(ys)
+  return inputs_lib.stack(xs), inputs_lib.stack(ys)
+
+
+def count_batches(stacked: Any) -> int:
+  """Batches in stacked inputs (the leading axis of every leaf)."""
+  return inputs_lib.batch_size(stacked)
 
 
 def mean_and_stderr(samples: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +78,12 @@ def baseline_losses(emulator: Emulator, params: Any, xs: np.ndarray, ys: np.ndar
   """The fp32 loss of every batch; raises if the loss is not a finite scalar."""
   fp32 = emulator.assignment("fp32")
   f = jax.jit(lambda p, x, y: loss_fn(emulator(p, x, fp32), y))
-  shape = jax.eval_shape(f, params, xs[0], ys[0]).shape
+  batch = lambda tree, b: inputs_lib.take(tree, b)
+  shape = jax.eval_shape(f, params, batch(xs, 0), batch(ys, 0)).shape
   if shape != ():
     raise ValueError(f"loss_fn must return a scalar (the batch mean), got shape {shape}")
-  losses = np.array([float(f(params, x, y)) for x, y in zip(xs, ys)])
+  losses = np.array([float(f(params, batch(xs, b), batch(ys, b)))
+                     for b in range(count_batches(xs))])
   bad = np.flatnonzero(~np.isfinite(losses))
   if bad.size:
     raise ValueError(f"the fp32 loss of calibration batch {int(bad[0])} is {losses[bad[0]]}; "
@@ -140,4 +153,4 @@ def perturbation(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray
   mean, err = mean_and_stderr(diff)
   zeros = np.zeros((n_ops, 1))
   return Estimate(delta_loss=np.concatenate([zeros, mean], 1),
-                  stderr=np.concatenate([zeros, err], 1), n_samples=len(xs))
+                  stderr=np.concatenate([zeros, err], 1), n_samples=count_batches(xs))

@@ -61,6 +61,8 @@ from typing import Any
 import numpy as np
 
 from aprec.emulator import batching
+from aprec.emulator import inputs as inputs_lib
+from aprec.emulator import settings
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import MODES as MODES
 from aprec.sensitivity import tracker as tracker_lib
@@ -69,6 +71,7 @@ from aprec.sensitivity.gradients import LABEL_SAMPLES as LABEL_SAMPLES
 from aprec.sensitivity.gradients import gradient as gradient
 from aprec.sensitivity.gradients import hessian as hessian
 from aprec.sensitivity.gradients import tracked as tracked
+from aprec.sensitivity import measured as measured_lib
 from aprec.sensitivity.measured import baseline_losses
 from aprec.sensitivity.measured import batch_losses as batch_losses
 from aprec.sensitivity.measured import mean_and_stderr as mean_and_stderr
@@ -178,7 +181,8 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
     apply_fn: ``apply_fn(params, x) -> logits`` (anything ``Emulator`` accepts).
     params: the model's parameters.
     batches: ``[(x, y), ...]`` of equal shapes, or ``batching.split``'s ``Batches`` (train
-      or val data, not the test split); ``y`` are integer labels (unused with
+      or val data, not the test split); ``x`` is an array or any pytree of arrays sharing
+      the batch axis (``(ids, mask)``, a dict); ``y`` are integer labels (unused with
       ``loss="kl"``, which needs none).
     methods: one of ``METHODS``, a comma list, or ``"all"``; the first is the primary.
     loss: ``"kl"`` or ``"ce"`` (see the module docstring).
@@ -200,7 +204,7 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
   names = parse_methods(methods)
   obj = objective(loss, loss_fn)
   xs, ys = stack_batches(batches)
-  emulator = Emulator(apply_fn, params, xs[0], **emulator_options)
+  emulator = Emulator(apply_fn, params, inputs_lib.take(xs, 0), **emulator_options)
   ts = obj.targets(apply_fn, params, xs, ys)
   baseline = baseline_losses(emulator, params, xs, ts, obj.loss_fn)
   analysis = Analysis(emulator=emulator, apply_fn=apply_fn, params=params, xs=xs, ts=ts,
@@ -208,7 +212,7 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
                       hessian_max_probes=hessian_max_probes, label_samples=label_samples,
                       tracker_state=tracker_state, seed=seed, progress=progress)
   estimates: dict[str, Estimate] = {}
-  details: dict[str, Any] = {"seconds": {},
+  details: dict[str, Any] = {"seconds": {}, "numerics": settings.of(emulator),
                              "passthrough": [vars(p) for p in emulator.passthrough]}
   if set(names) - {"perturbation"}:  # one gradient pass serves taylor, fisher and the rest
     analysis.gradients  # noqa: B018 (computed here so its time is its own)
@@ -222,7 +226,8 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
     details["seconds"][name] = (time.perf_counter() - start
                                 + analysis.gradient_seconds * (name != "perturbation"))
   return make_profile(model=model_name, ops=emulator.ops, estimates=estimates,
-                      dataset=dataset, n_batches=len(xs), batch_size=xs.shape[1],
+                      dataset=dataset, n_batches=measured_lib.count_batches(xs),
+                      batch_size=inputs_lib.batch_size(inputs_lib.take(xs, 0)),
                       baseline_loss=float(baseline.mean()), loss=obj.name, details=details,
                       params=params)
 

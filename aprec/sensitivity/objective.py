@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from aprec.emulator import inputs as inputs_lib
 from aprec.typing import LossFn
 
 DEFAULT_LOSS = "kl"
@@ -70,7 +71,7 @@ class Objective:
     """
     if self.name != "kl":
       return ys
-    shape = jax.eval_shape(lambda x: apply_fn(params, x), xs[0])
+    shape = jax.eval_shape(lambda x: apply_fn(params, x), inputs_lib.take(xs, 0))
     shape = getattr(shape, "shape", None)
     if shape is None or len(shape) < 2 or shape[-1] < 2:
       raise ValueError(
@@ -79,7 +80,8 @@ class Objective:
           "would be 0; pass a loss: loss_fn=your_loss(outputs, targets) (e.g. mean squared "
           "error), or loss='ce' for class logits with integer labels")
     probs = jax.jit(lambda x: jax.nn.softmax(apply_fn(params, x).astype(jnp.float32)))
-    return np.stack([np.asarray(probs(x)) for x in xs])
+    count = inputs_lib.batch_size(xs)
+    return np.stack([np.asarray(probs(inputs_lib.take(xs, b))) for b in range(count)])
 
 
 LOSSES: dict[str, Objective] = {

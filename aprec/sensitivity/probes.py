@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aprec.emulator import formats
+from aprec.emulator import inputs as inputs_lib
 from aprec.emulator import pak
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import N_MODES
@@ -267,6 +268,7 @@ def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.nd
   key = jax.random.key(seed)
   samples: list[np.ndarray] = []
   rounds = max_probes // probes_per_round
+  n_batches = inputs_lib.batch_size(xs)
   converged = False
 
   def stats(weights=None):
@@ -275,11 +277,12 @@ def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.nd
       s = np.einsum("pio,iko->pik", s, weights)
     return s.mean(0), s.std(0, ddof=1) / np.sqrt(len(s))
   for r in range(rounds):
-    b = r % len(xs)
-    samples.append(np.asarray(fn(jax.random.fold_in(key, r), params, xs[b], ts[b]), np.float64))
+    b = r % n_batches
+    samples.append(np.asarray(fn(jax.random.fold_in(key, r), params, inputs_lib.take(xs, b),
+                                 inputs_lib.take(ts, b)), np.float64))
     if progress is not None:
       progress("hessian", (r + 1) * probes_per_round, max_probes)
-    if (r + 1) % len(xs) == 0:
+    if (r + 1) % n_batches == 0:
       mean, err = stats(combine)
       floor = 1e-6 * np.abs(mean).max()
       if np.all(err <= rtol * np.maximum(np.abs(mean), floor)):

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from aprec import checkpoint
+from aprec.emulator import settings
 from aprec.emulator.formats import MODES
 from aprec.emulator.ops import Op
 from aprec.versions import library_versions
@@ -174,6 +175,11 @@ class SensitivityProfile:
   @property
   def stderr(self) -> np.ndarray:
     return self.estimates[self.method].stderr
+
+  @property
+  def numerics(self) -> dict[str, str]:
+    """The emulator settings it was made with (``aprec.emulator.settings``)."""
+    return settings.of(self.details.get("numerics") or settings.LEGACY)
 
   @property
   def macs(self) -> np.ndarray:
@@ -348,7 +354,9 @@ def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = 
   Args:
     directory: the profile directory.
     expect: the ops (or an ``Emulator``) of the model it will be used with; a profile
-      for another op table raises ``ProfileError`` naming the ops that differ.
+      for another op table raises ``ProfileError`` naming the ops that differ, and one
+      made with other emulator settings (activation scaling, STE) than an ``Emulator``'s
+      raises ``ProfileError`` naming the setting.
     params: the weights it will be used with; a profile made with other weights raises
       ``ProfileError`` (warns with ``allow_other_params``).
 
@@ -396,5 +404,8 @@ def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = 
                        f"{MODES}; recompute it with `aprec analyze MODEL`")
   if expect is not None:
     check_matches(profile, getattr(expect, "ops", expect), where=str(directory))
+    if hasattr(expect, "activation_scaling"):
+      settings.check(profile.numerics, expect, what=f"the sensitivity profile at {directory}",
+                     error=ProfileError)
   check_params(profile, params, str(directory), allow_other_params=allow_other_params)
   return profile

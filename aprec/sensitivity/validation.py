@@ -34,9 +34,11 @@ import numpy as np
 from aprec.sensitivity import measured as measured_lib
 from aprec.sensitivity.objective import DEFAULT_LOSS, objective
 from aprec.typing import LossFn, Progress
+from aprec.emulator import inputs as inputs_lib
+from aprec.emulator import settings
 from aprec.emulator.core import Emulator
 from aprec.emulator.formats import MODES, N_MODES, mode_index
-from aprec.sensitivity.profile import SensitivityProfile, check_matches
+from aprec.sensitivity.profile import ProfileError, SensitivityProfile, check_matches
 
 PAIR_MODES = MODES[1:]
 N_ASSIGNMENTS = 128
@@ -197,9 +199,11 @@ def measure_assignments(apply_fn: Callable, params: Any, batches: Sequence[tuple
   """
   obj = objective(loss, loss_fn)
   xs, ys = measured_lib.stack_batches(batches)
-  emulator = Emulator(apply_fn, params, xs[0], **emulator_options)
+  emulator = Emulator(apply_fn, params, inputs_lib.take(xs, 0), **emulator_options)
   if expect is not None:
     check_matches(expect, emulator.ops)
+    settings.check(expect.numerics, emulator, what=f"the {expect.model} profile",
+                   error=ProfileError)
   ts = obj.targets(apply_fn, params, xs, ys)
   measured_lib.baseline_losses(emulator, params, xs, ts, obj.loss_fn)
   rows = np.concatenate([np.zeros((1, len(emulator.ops)), np.int32),
@@ -208,7 +212,8 @@ def measure_assignments(apply_fn: Callable, params: Any, batches: Sequence[tuple
                                     chunk_size=chunk_size, progress=progress,
                                     task="measure")
   mean, err = measured_lib.mean_and_stderr(losses[1:] - losses[:1])
-  return mean, err, (len(xs), xs.shape[1])
+  return mean, err, (measured_lib.count_batches(xs),
+                     inputs_lib.batch_size(inputs_lib.take(xs, 0)))
 
 
 def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,

@@ -188,7 +188,8 @@ def test_nan_and_inf_propagate_like_fp32(cnn):
 
 
 def test_static_calibration(cnn):
-  emu, params, x, _ = cnn
+  _, params, x, apply = cnn
+  emu = Emulator(apply, params, x, activation_scaling="per_tensor")  # ranges are per tensor
   ranges = emu.calibrate(params, [x, x * 0.5])
   assert ranges.shape == (len(emu.ops), 2)
   np.testing.assert_allclose(ranges[0, 0], jnp.abs(x).max())

@@ -11,6 +11,7 @@ from aprec.emulator.formats import MODE_TABLE, MODES
 DN = (((1,), (0,)), ((), ()))
 CONV_DN = ("NHWC", "HWIO", "NHWC")
 INT8, INT4 = formats.mode_index("int8"), formats.mode_index("int4")
+PER_TENSOR = "per_tensor"  # the references below quantize activations per tensor
 
 
 def _np_quant(x, mode, axes):
@@ -38,7 +39,8 @@ def test_int_dot_equals_int64_numpy(xw, mode):
   qr, sr = _np_quant(w, MODE_TABLE[mode], (0,))         # weight: per output channel
   acc = ql @ qr                                         # exact int64 accumulation
   ref = (acc.astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
-  ours = jax.jit(lambda x, w, m: pak.dot_general(x, w, m, DN))(x, w, jnp.int32(mode))
+  ours = jax.jit(lambda x, w, m: pak.dot_general(x, w, m, DN, activation_scaling=PER_TENSOR))(
+      x, w, jnp.int32(mode))
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -48,7 +50,7 @@ def test_int_dot_beyond_float_exact_range_accumulates_in_int32():
   w = np.asarray(jax.random.normal(jax.random.key(9), (2048, 2)), np.float32)
   spec = pak.product_spec(lax.dot_general_p, dict(
       dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
-      out_sharding=None), x.shape, w.shape, 2, weight_operand=1)
+      out_sharding=None), x.shape, w.shape, 2, weight_operand=1, activation_scaling=PER_TENSOR)
   assert not spec.int_exact_in_float
   ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
   qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
@@ -95,7 +97,7 @@ def test_int_conv_equals_int64_numpy(mode):
   qr, sr = _np_quant(k, MODE_TABLE[mode], (0, 1, 2))
   ref = _np_conv_nhwc(ql, qr).astype(np.float32) * sl.reshape(()) * sr.reshape(1, 1, 1, -1)
   ours = pak.conv_general_dilated(x, k, jnp.int32(mode), (1, 1), "SAME",
-                                  dimension_numbers=CONV_DN)
+                                  dimension_numbers=CONV_DN, activation_scaling=PER_TENSOR)
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -111,7 +113,7 @@ def test_float_modes_match_float64_reference(xw, name):
     ql, sl = x.astype(mode.dtype).astype(np.float32), np.ones((1, 1), np.float32)
     qr, sr = w.astype(mode.dtype).astype(np.float32), np.ones((1, w.shape[1]), np.float32)
   ref = (ql.astype(np.float64) @ qr.astype(np.float64)) * sl.reshape(()) * sr.reshape(1, -1)
-  ours = pak.dot_general(x, w, formats.mode_index(name), DN)
+  ours = pak.dot_general(x, w, formats.mode_index(name), DN, activation_scaling=PER_TENSOR)
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=2e-6, atol=1e-6)
 
 
@@ -127,7 +129,8 @@ def test_fp32_is_the_original_op_bit_for_bit(xw):
 
 def test_gradients_straight_through(xw):
   x, w = xw
-  loss = lambda x, w, m: jnp.sum(jnp.sin(pak.dot_general(x, w, m, DN)))
+  loss = lambda x, w, m: jnp.sum(jnp.sin(pak.dot_general(x, w, m, DN,
+                                                         activation_scaling=PER_TENSOR)))
   g_fp32 = jax.grad(loss, argnums=(0, 1))(x, w, 0)
   g_ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(x @ w)), argnums=(0, 1))(x, w)
   for a, b in zip(g_fp32, g_ref):
@@ -136,7 +139,7 @@ def test_gradients_straight_through(xw):
   ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
   qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
   x_hat, w_hat = ql * sl, qr * sr
-  y = np.asarray(pak.dot_general(x, w, INT8, DN), np.float64)
+  y = np.asarray(pak.dot_general(x, w, INT8, DN, activation_scaling=PER_TENSOR), np.float64)
   g_out = np.cos(y)
   gx, gw = jax.grad(loss, argnums=(0, 1))(x, w, INT8)
   np.testing.assert_allclose(gx, g_out @ w_hat.T, rtol=1e-5, atol=1e-5)
@@ -171,12 +174,42 @@ def test_per_token_scales(xw):
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
+def test_per_example_scales(xw):
+  x, w = xw
+  ql, sl = _np_quant(x, MODE_TABLE[INT8], (1,))  # rank 2: one example is one row
+  qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
+  ref = ((ql @ qr).astype(np.float32) * sl) * sr.reshape(1, -1)
+  ours = pak.dot_general(x, w, INT8, DN, activation_scaling="per_example")
+  np.testing.assert_array_equal(np.asarray(ours), ref)
+  # rank 3 (batch, token, feature): one scale per example over all its tokens.
+  x3 = np.array(jax.random.normal(jax.random.key(10), (3, 4, 24)), np.float32)
+  x3[1] *= 10.0
+  ql, sl = _np_quant(x3, MODE_TABLE[INT8], (1, 2))
+  ref = (np.einsum("btk,kc->btc", ql, qr).astype(np.float32) * sl) * sr.reshape(1, 1, -1)
+  ours = pak.dot_general(x3, w, INT8, (((2,), (0,)), ((), ())),
+                         activation_scaling="per_example")
+  np.testing.assert_array_equal(np.asarray(ours), ref)
+
+
+@pytest.mark.parametrize("scaling", ["per_example", "per_token"])
+def test_conv_scales_per_example(scaling):
+  x = np.array(jax.random.normal(jax.random.key(2), (3, 5, 5, 3)), np.float32)
+  x[2] *= 20.0
+  k = np.asarray(jax.random.normal(jax.random.key(3), (3, 3, 3, 4)), np.float32)
+  ql, sl = _np_quant(x, MODE_TABLE[INT8], (1, 2, 3))
+  qr, sr = _np_quant(k, MODE_TABLE[INT8], (0, 1, 2))
+  ref = _np_conv_nhwc(ql, qr).astype(np.float32) * sl * sr.reshape(1, 1, 1, -1)
+  ours = pak.conv_general_dilated(x, k, INT8, (1, 1), "SAME", dimension_numbers=CONV_DN,
+                                  activation_scaling=scaling)
+  np.testing.assert_array_equal(np.asarray(ours), ref)
+
+
 def test_batched_dot_scales_line_up():
   # 'bij,bjk->bik' with a weight that has a batch axis: per-(batch, channel) scales.
   x = jax.random.normal(jax.random.key(6), (3, 4, 5))
   w = jax.random.normal(jax.random.key(7), (3, 5, 2)) * jnp.arange(1.0, 4.0)[:, None, None]
   dn = (((2,), (1,)), ((0,), (0,)))
-  ours = pak.dot_general(x, w, INT8, dn)
+  ours = pak.dot_general(x, w, INT8, dn, activation_scaling=PER_TENSOR)
   xn, wn = np.asarray(x), np.asarray(w)
   ql, sl = _np_quant(xn, MODE_TABLE[INT8], (0, 1, 2))
   qr, sr = _np_quant(wn, MODE_TABLE[INT8], (1,))

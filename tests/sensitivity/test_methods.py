@@ -214,7 +214,7 @@ def test_bad_inputs_raise_clear_errors(mlp):
   x, y = batches[0]
   cases = [
       ([], "at least one"),
-      ([(x, y[:5])], r"batch 0 has inputs of shape \(8, 5\) and labels of shape \(5,\)"),
+      ([(x, y[:5])], r"batch 0 has 8 inputs but 5 labels"),
       ([(x, y), (x[:4], y[:4])], r"batch 1 has shapes \(4, 5\)/\(4,\) but batch 0"),
       ([x], "batch 0 must be an"),
   ]
