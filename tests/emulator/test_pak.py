@@ -67,7 +67,7 @@ def test_int_dot_choice_by_size_gives_the_int64_product(k):
   w = np.asarray(jax.random.normal(jax.random.key(k + 1), (k, 3)), np.float32)
   spec = pak.product_spec(lax.dot_general_p, dict(
       dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
-      out_sharding=None), x.shape, w.shape, 2, weight_operand=1)
+      out_sharding=None), x.shape, w.shape, 2, weight_operand=1, activation_scaling=PER_TENSOR)
   assert spec.int_exact_in_float and spec.int_dot == (k >= pak.INT_DOT_MIN_CONTRACTION)
   ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
   qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
