@@ -37,12 +37,16 @@ print(json.dumps({"cpus": len(os.sched_getaffinity(0)), "train_cpus": train_mode
 """
 
 
-def _retrain(cpus: str, out: pathlib.Path) -> tuple[dict, list[np.ndarray]]:
+def _start(cpus: str, out: pathlib.Path) -> subprocess.Popen:
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  result = subprocess.run([sys.executable, "-c", CHILD, cpus, str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  info = json.loads(result.stdout.strip().splitlines()[-1])
+  return subprocess.Popen([sys.executable, "-c", CHILD, cpus, str(out)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(child: subprocess.Popen, out: pathlib.Path) -> tuple[dict, list[np.ndarray]]:
+  stdout, stderr = child.communicate(timeout=600)
+  assert child.returncode == 0, stderr[-3000:]
+  info = json.loads(stdout.strip().splitlines()[-1])
   with np.load(out) as f:
     return info, [f[k] for k in f.files]
 
@@ -52,9 +56,12 @@ def test_retraining_is_bitwise_for_the_pinned_cpu_count_and_close_on_one_cpu(tmp
   available = len(os.sched_getaffinity(0))
   if available < 2:
     pytest.skip("needs 2 CPUs to compare against 1")
-  info_a, params_a = _retrain("all", tmp_path / "a.npz")
-  info_b, params_b = _retrain("all", tmp_path / "b.npz")
-  info_one, params_one = _retrain("1", tmp_path / "one.npz")  # like `taskset -c 0`
+  # The three retrains run side by side (each pinned to its own CPU count).
+  runs = {k: (_start(c, tmp_path / f"{k}.npz"), tmp_path / f"{k}.npz")
+          for k, c in (("a", "all"), ("b", "all"), ("one", "1"))}  # "1": like `taskset -c 0`
+  info_a, params_a = _finish(*runs["a"])
+  info_b, params_b = _finish(*runs["b"])
+  info_one, params_one = _finish(*runs["one"])
   assert info_a["cpus"] == info_a["train_cpus"] == 2  # pinned, whatever the machine has
   assert info_one["cpus"] == info_one["train_cpus"] == 1
   # Same CPU count: bitwise the same weights and metrics.
