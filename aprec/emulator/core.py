@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from aprec.emulator import _interpret
+from aprec.emulator import assignments
 from aprec.emulator import dma
-from aprec.emulator import formats
 from aprec.emulator import padding
 from aprec.emulator import pak
 from aprec.emulator.dma import Packed
-from aprec.emulator.formats import MODES, N_MODES, STE
+from aprec.emulator.formats import STE
 from aprec.emulator.ops import Op, Passthrough, _Info, discover, param_name
 from aprec.emulator.pak import DEFAULT_ACTIVATION_SCALING, ActivationScaling
 
@@ -40,10 +40,6 @@ class _Program(NamedTuple):
 
 def _avals(leaves: Sequence[Any]) -> tuple[jax.ShapeDtypeStruct, ...]:
   return tuple(jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) for x in leaves)
-
-
-def _is_traced(tree: Any) -> bool:
-  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 class Emulator:
@@ -205,66 +201,16 @@ class Emulator:
 
   def assignment(self, modes: str | Mapping[str, str] | None = None, *,
                  default: str = "fp32") -> jax.Array:
-    """An int32 assignment from mode names.
-
-    ``modes`` is one mode for every op (``"int8"``), a comma list where a bare mode sets the
-    default and ``name=mode`` sets one op (``"int8,Dense_1=fp32"``), or a mapping of op
-    names to modes.
-    """
-    overrides: dict[str, str] = {}
-    if isinstance(modes, str):
-      tokens = [t.strip() for t in modes.split(",")]
-      if "" in tokens:
-        raise ValueError(f"modes {modes!r} has an empty entry; write one mode (int8) or a comma "
-                         "list such as 'int8,Dense_1=fp32'")
-      defaults = [t for t in tokens if "=" not in t]
-      if len(defaults) > 1:
-        raise ValueError(f"modes {modes!r} sets the default mode {len(defaults)} times "
-                         f"({', '.join(defaults)}); give one bare mode and NAME=MODE per op")
-      for token in tokens:
-        if "=" in token:
-          name, mode = (s.strip() for s in token.split("=", 1))
-          if name in overrides:
-            raise ValueError(f"modes {modes!r} sets op {name!r} twice")
-          overrides[name] = mode
-        else:
-          default = token
-    elif modes is not None:
-      overrides = dict(modes)
-    unknown = sorted(set(overrides) - set(self.op_names))
-    if unknown:
-      raise ValueError(f"unknown op name(s) {unknown}; this model's ops are: "
-                       f"{', '.join(self.op_names)}")
-    return jnp.asarray(formats.mode_indices(
-        [overrides.get(n, default) for n in self.op_names]))
+    """An int32 assignment from mode names (``assignments.parse``): one mode for every op
+    (``"int8"``), a comma list where a bare mode sets the default and ``name=mode`` sets
+    one op (``"int8,Dense_1=fp32"``), or a mapping of op names to modes."""
+    return assignments.parse(self.op_names, modes, default=default)
 
   def check_modes(self, modes: Any) -> jax.Array:
-    """Validates an assignment at the boundary; traced values get shape/dtype checks only
-    (under ``jit``/``vmap`` an out-of-range index makes that op's output NaN)."""
-    if isinstance(modes, (list, tuple)) and _is_traced(modes):
-      raise TypeError(
-          f"modes is a Python {type(modes).__name__} of {len(modes)} traced values (jax.jit "
-          "passes each element of a list as its own argument); pass one int32 array, e.g. "
-          "emulator.assignment('int8') or jnp.asarray([...], jnp.int32)")
-    shape, dtype = np.shape(modes), jnp.result_type(modes) if hasattr(modes, "dtype") else None
-    if dtype is None:
-      arr = np.asarray(modes)
-      dtype = arr.dtype
-    if not np.issubdtype(dtype, np.integer):
-      raise TypeError(f"modes must be an integer array of mode indices (0..{N_MODES - 1}: "
-                      f"{', '.join(MODES)}), got dtype {dtype}; build one with "
-                      f"emulator.assignment('int8') or aprec.emulator.formats.mode_indices([...])")
-    if shape != (len(self.ops),):
-      raise ValueError(f"modes must have shape ({len(self.ops)},), one entry per op "
-                       f"({', '.join(self.op_names)}), got shape {shape}")
-    if not isinstance(modes, jax.core.Tracer):
-      arr = np.asarray(modes)
-      bad = np.flatnonzero((arr < 0) | (arr >= N_MODES))
-      if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"modes[{i}] = {int(arr[i])} (op {self.ops[i].name!r}) is not a mode "
-                         f"index; valid indices are 0..{N_MODES - 1} ({', '.join(MODES)})")
-    return jnp.asarray(modes, jnp.int32)
+    """Validates an assignment at the boundary (``assignments.check``); traced values get
+    shape/dtype checks only (under ``jit``/``vmap`` an out-of-range index makes that op's
+    output NaN)."""
+    return assignments.check(self.ops, modes)
 
   def _flat_args(self, params: Any, inputs: Any) -> tuple[_Program, list[Any]]:
     """The program for these inputs' shapes, and the flat (params, inputs) leaves."""
@@ -314,7 +260,7 @@ class Emulator:
       raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
                        f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
     args = (params, inputs, modes, activation_amax, stored_weights, mask)
-    if jax.config.jax_disable_jit or _is_traced(args):
+    if jax.config.jax_disable_jit or assignments.is_traced(args):
       return self._emulate(*args)
     return self._compiled(*args)
 
@@ -435,19 +381,17 @@ class Emulator:
     return result
 
   def sweep(self, params: Any, inputs: Any, assignments: Any, *, devices=None) -> Any:
-    """Outputs for a batch of assignments ``(n, len(ops))``, in one compiled call.
-
-    The batch is sharded over ``devices`` (default: every device JAX sees); each device
-    runs its share one assignment after another (see ``aprec.emulator.batching.sweep``).
-    """
+    """Outputs for assignments ``(n, len(ops))`` in one compiled call, sharded over
+    ``devices`` (default: all), each device running its share in turn (``batching.sweep``)."""
     from aprec.emulator import batching
-    assignments = np.asarray(assignments)
-    if assignments.ndim != 2 or len(assignments) == 0:
+    rows = np.asarray(assignments)
+    if rows.ndim != 2 or len(rows) == 0:
       raise ValueError(f"assignments must have shape (n, {len(self.ops)}) with n >= 1, got "
-                       f"{assignments.shape}")
-    self.check_modes(assignments.max(0))  # range checks on the extremes cover every row
-    self.check_modes(assignments.min(0))
-    return batching.sweep(self._modes_first, assignments, params, inputs, devices=devices)
+                       f"{rows.shape}")
+    self.check_modes(rows.max(0))  # range checks on the extremes cover every row
+    self.check_modes(rows.min(0))
+    # A bound method (equal across calls) so batching.sweep's compile cache hits.
+    return batching.sweep(self._modes_first, rows, params, inputs, devices=devices)
 
   def _modes_first(self, modes, params, inputs):
     return self(params, inputs, modes)
