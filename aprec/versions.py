@@ -5,8 +5,17 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Sequence
 
-LIBRARIES = ("aprec", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_dtypes", "numpy",
-             "scikit-learn")
+LIBRARIES = (
+    "aprec",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "ml_dtypes",
+    "numpy",
+    "scikit-learn",
+)
 
 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:

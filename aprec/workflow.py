@@ -37,6 +37,7 @@ BASELINES = ("static_fp16", "static_int8", "greedy")
 
 def _module_apply(module: Any, example: Any):
   from flax import nnx
+
   graphdef, state = nnx.split(module)
 
   def apply_fn(state, inputs):
@@ -44,13 +45,21 @@ def _module_apply(module: Any, example: Any):
     if isinstance(inputs, tuple):
       return m(*inputs)
     return m(**inputs) if isinstance(inputs, dict) else m(inputs)
+
   return apply_fn, state
 
 
-def own_model(model: Any, params: Any = None, *, inputs: Any = None, targets: Any = None,
-              data: DatasetSplits | None = None, name: str = "my_model",
-              fractions: tuple[float, float, float] = FRACTIONS,
-              metadata: dict | None = None) -> LoadedModel:
+def own_model(
+    model: Any,
+    params: Any = None,
+    *,
+    inputs: Any = None,
+    targets: Any = None,
+    data: DatasetSplits | None = None,
+    name: str = "my_model",
+    fractions: tuple[float, float, float] = FRACTIONS,
+    metadata: dict | None = None,
+) -> LoadedModel:
   """A ``LoadedModel`` from your own model and data.
 
   Args:
@@ -75,42 +84,60 @@ def own_model(model: Any, params: Any = None, *, inputs: Any = None, targets: An
       raise ValueError("own_model needs inputs and targets (or data=DatasetSplits(...))")
     n = inputs_lib.batch_size(inputs)
     if inputs_lib.batch_size(targets, "targets") != n:
-      raise ValueError(f"inputs hold {n} examples but targets "
-                       f"{inputs_lib.batch_size(targets, 'targets')}; expected one target each")
+      raise ValueError(
+          f"inputs hold {n} examples but targets "
+          f"{inputs_lib.batch_size(targets, 'targets')}; expected one target each"
+      )
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
       raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
     cuts = np.cumsum([0, *(int(round(f * n)) for f in fractions[:2])])
     parts = [slice(cuts[0], cuts[1]), slice(cuts[1], cuts[2]), slice(cuts[2], n)]
-    data = DatasetSplits(*(Split(inputs_lib.take(inputs, s), inputs_lib.take(targets, s))
-                           for s in parts))
+    data = DatasetSplits(
+        *(Split(inputs_lib.take(inputs, s), inputs_lib.take(targets, s)) for s in parts)
+    )
   if params is None:
     apply_fn, params = _module_apply(model, data.train.x)
   else:
     apply_fn = model
-  return LoadedModel(apply_fn=apply_fn, params=params, data=data, metadata=dict(metadata or {}),
-                     name=name)
+  return LoadedModel(
+      apply_fn=apply_fn, params=params, data=data, metadata=dict(metadata or {}), name=name
+  )
 
 
-def analyze_model(model: LoadedModel, *, methods: str = "perturbation", split: str = "val",
-                  batch_size: int | None = None, progress: bool = False, **kwargs: Any
-                  ) -> SensitivityProfile:
+def analyze_model(
+    model: LoadedModel,
+    *,
+    methods: str = "perturbation",
+    split: str = "val",
+    batch_size: int | None = None,
+    progress: bool = False,
+    **kwargs: Any,
+) -> SensitivityProfile:
   """The sensitivity profile of ``model`` on one of its splits (``sensitivity.analyze``).
 
   ``batch_size`` defaults to 60 examples or the whole split if smaller; other keywords go to
   ``sensitivity.analyze`` (``loss``, ``activation_scaling``, ...).
   """
   from aprec.sensitivity.methods import analyze_model as analyze
+
   data = getattr(model.data, split, None)
   if data is None:
     raise ValueError(f"unknown split {split!r}; use one of {', '.join(model.data._fields)}")
   size = batch_size or min(60, inputs_lib.batch_size(data.x, f"the {split} split"))
   with bars(progress) as callback:
-    return analyze(model, methods=methods, split=split, batch_size=size, progress=callback,
-                   **kwargs)
+    return analyze(
+        model, methods=methods, split=split, batch_size=size, progress=callback, **kwargs
+    )
 
 
-def deploy(model: LoadedModel, profile: SensitivityProfile | None = None, *,
-           spec: str = "edge_npu", scenario: str = "contention", batch_size: int = 32):
+def deploy(
+    model: LoadedModel,
+    profile: SensitivityProfile | None = None,
+    *,
+    spec: str = "edge_npu",
+    scenario: str = "contention",
+    batch_size: int = 32,
+):
   """``model`` on an NNP ``spec`` under a ``scenario``, steered by ``profile``'s Δloss table.
 
   Without a profile the table is measured on the val split (single-op perturbation).
@@ -120,16 +147,19 @@ def deploy(model: LoadedModel, profile: SensitivityProfile | None = None, *,
   """
   from aprec.rpm.deployment import deploy as deploy_model
   from aprec.rpm.deployment import sensitivity_table
+
   if profile is None:
     table, source = sensitivity_table(model, method="perturbation")
   else:
     table, source = profile.delta_loss, f"profile of {profile.model} ({profile.method})"
-  d = deploy_model(model, scenario, table=table, spec_name=spec, batch_size=batch_size,
-                   profile_source=source)
+  d = deploy_model(
+      model, scenario, table=table, spec_name=spec, batch_size=batch_size, profile_source=source
+  )
   if profile is not None:
     check_matches(profile, d.emulator.ops)
-    settings.check(profile.numerics, d.emulator, what=f"the {profile.model} profile",
-                   error=ProfileError)
+    settings.check(
+        profile.numerics, d.emulator, what=f"the {profile.model} profile", error=ProfileError
+    )
   return d
 
 
@@ -140,6 +170,7 @@ def train_policy(d: Any, *, steps: int = 600, progress: bool = False, **config: 
   from aprec.rpm.compare import make_policies
   from aprec.rpm.deployment import scenario_params
   from aprec.rpm.train import TrainConfig, collect, train
+
   if "scenarios" in config:
     config["scenarios"] = tuple(config["scenarios"])
   cfg = TrainConfig(steps=steps, **config)
@@ -168,29 +199,53 @@ class RunResult(NamedTuple):
   reference: dict
 
 
-def run(d: Any, policy: Any = None, *, steps: int = 200, baselines: Sequence[str] = BASELINES,
-        seed: int = 0, progress: bool = False) -> RunResult:
+def run(
+    d: Any,
+    policy: Any = None,
+    *,
+    steps: int = 200,
+    baselines: Sequence[str] = BASELINES,
+    seed: int = 0,
+    progress: bool = False,
+) -> RunResult:
   """Runs ``policy`` (as ``"learned"``) and the ``baselines`` in the closed loop of ``d``."""
   from aprec.rpm.compare import DEFAULT_MODE, compare, make_policies
+
   policies = make_policies(tuple(baselines))
   if policy is not None:
     policies["learned"] = (policy, DEFAULT_MODE)
   with bars(progress) as callback:
     done = []
-    tick = None if callback is None else (
-        lambda name: (done.append(name), callback("closed loop", len(done), len(policies))))
-    rows, traces, reference = compare(d, policies, steps, seed=seed, progress=tick,
-                                      time_decisions=False)
-  return RunResult(model=d.model.name, scenario=d.scenario, steps=steps, rows=rows,
-                   traces=traces, reference=reference)
+    tick = (
+        None
+        if callback is None
+        else (lambda name: (done.append(name), callback("closed loop", len(done), len(policies))))
+    )
+    rows, traces, reference = compare(
+        d, policies, steps, seed=seed, progress=tick, time_decisions=False
+    )
+  return RunResult(
+      model=d.model.name,
+      scenario=d.scenario,
+      steps=steps,
+      rows=rows,
+      traces=traces,
+      reference=reference,
+  )
 
 
 def report(result: RunResult) -> str:
   """A markdown report of a run: the policies' table and the uniform references."""
   from aprec.app.experiment import markdown_table
+
   ref = result.reference
-  return "\n".join([
-      f"## {result.model} / {result.scenario}: {result.steps} steps", "",
-      f"fp32 accuracy {ref['fp32_accuracy']:.4f}, fp16 {ref['fp16_accuracy']:.4f}, "
-      f"int8 {ref['int8_accuracy']:.4f} on the same batches.", "",
-      markdown_table(result.rows)])
+  return "\n".join(
+      [
+          f"## {result.model} / {result.scenario}: {result.steps} steps",
+          "",
+          f"fp32 accuracy {ref['fp32_accuracy']:.4f}, fp16 {ref['fp16_accuracy']:.4f}, "
+          f"int8 {ref['int8_accuracy']:.4f} on the same batches.",
+          "",
+          markdown_table(result.rows),
+      ]
+  )

@@ -64,10 +64,14 @@ def bench_dma() -> dict:
     fp32 = dma.storage_bytes(emu.store_weights(params, emu.assignment("fp32")))
     int4 = emu.store_weights(params, emu.assignment("int4"))
     data = sum(int(np.asarray(p.data).nbytes) for p in int4 if p is not None)
-    out[name] = {"fp32_bytes": fp32, "int4_bytes": dma.storage_bytes(int4),
-                 "int4_data_bytes": data, "int4_scale_bytes": dma.storage_bytes(int4) - data,
-                 "int4_over_fp32": dma.storage_bytes(int4) / fp32,
-                 "int4_data_over_fp32": data / fp32}
+    out[name] = {
+        "fp32_bytes": fp32,
+        "int4_bytes": dma.storage_bytes(int4),
+        "int4_data_bytes": data,
+        "int4_scale_bytes": dma.storage_bytes(int4) - data,
+        "int4_over_fp32": dma.storage_bytes(int4) / fp32,
+        "int4_data_over_fp32": data / fp32,
+    }
   return out
 
 
@@ -107,18 +111,23 @@ def bench_fit() -> dict:
   rows = calibrate.load_anchor_measurements(calibrate.PACKAGED_ANCHORS_PATH)
   spec = hardware.datacenter_gpu()
   out = {}
-  for protocol, (train, held) in {"n8192": calibrate.split_by_size(rows, 8192),
-                                  "every_third": calibrate.split_holdout(rows, 3)}.items():
+  for protocol, (train, held) in {
+      "n8192": calibrate.split_by_size(rows, 8192),
+      "every_third": calibrate.split_holdout(rows, 3),
+  }.items():
     fitted, history = calibrate.fit_spec(spec, train, steps=1000, learning_rate=0.1)
     out[protocol] = {
-        "train_rows": len(train), "held_rows": len(held),
-        "loss_start": float(history[0]), "loss_end": float(history[-1]),
+        "train_rows": len(train),
+        "held_rows": len(held),
+        "loss_start": float(history[0]),
+        "loss_end": float(history[-1]),
         "mape_train_pct": calibrate.mape(fitted, train),
         "mape_held_pct": calibrate.mape(fitted, held),
         "mape_held_unfitted_pct": calibrate.mape(spec, held),
         "fitted": {
-            "tflops": dict(zip(MODES, (np.asarray(fitted.peak_macs_per_s) * 2e-12).round(1)
-                               .tolist())),
+            "tflops": dict(
+                zip(MODES, (np.asarray(fitted.peak_macs_per_s) * 2e-12).round(1).tolist())
+            ),
             "dram_bandwidth_tb_s": float(fitted.dram_bandwidth_bytes_per_s) / 1e12,
             "sram_bandwidth_tb_s": float(fitted.sram_bandwidth_bytes_per_s) / 1e12,
             "op_overhead_us": float(fitted.op_overhead_s) * 1e6,
@@ -144,18 +153,24 @@ def main(argv=None) -> None:
   print(f"{'sim_steps_per_s (1 episode)':<34}{steps_per_s:>16,.0f}")
   print(f"{'sim_steps_per_s (256 episodes)':<34}{batched_steps_per_s:>16,.0f}")
   for protocol, r in fit.items():
-    print(f"{'gpu_fit_mape held ' + protocol:<34}{r['mape_held_pct']:>15.1f}%"
-          f"   (train {r['mape_train_pct']:.1f}%, unfitted {r['mape_held_unfitted_pct']:.1f}%)")
+    print(
+        f"{'gpu_fit_mape held ' + protocol:<34}{r['mape_held_pct']:>15.1f}%"
+        f"   (train {r['mape_train_pct']:.1f}%, unfitted {r['mape_held_unfitted_pct']:.1f}%)"
+    )
   for name, r in storage.items():
-    print(f"{'int4_bytes_over_fp32 ' + name:<34}{r['int4_over_fp32']:>16.4f}"
-          f"   ({r['int4_bytes']:,} of {r['fp32_bytes']:,} B; data alone "
-          f"{r['int4_data_over_fp32']:.4f})")
+    print(
+        f"{'int4_bytes_over_fp32 ' + name:<34}{r['int4_over_fp32']:>16.4f}"
+        f"   ({r['int4_bytes']:,} of {r['fp32_bytes']:,} B; data alone "
+        f"{r['int4_data_over_fp32']:.4f})"
+    )
   print(f"\ncalibration, n = 8192 held out (fitted: {fit['n8192']['fitted']})")
   print(f"{'row':<34}{'measured ms':>12}{'predicted ms':>14}{'error':>8}")
   for r in fit["n8192"]["table"]:
     flag = "  held out" if r["held_out"] else ""
-    print(f"{r['label']:<34}{r['measured_ms']:>12.4f}{r['predicted_ms']:>14.4f}"
-          f"{r['error_pct']:>7.1f}%{flag}")
+    print(
+        f"{r['label']:<34}{r['measured_ms']:>12.4f}{r['predicted_ms']:>14.4f}"
+        f"{r['error_pct']:>7.1f}%{flag}"
+    )
 
   report = {
       "ratios": {
@@ -169,9 +184,13 @@ def main(argv=None) -> None:
       },
       "dma": storage,
       "setup": {
-          "ops": "digits_cnn, batch 360", "spec": spec.name, "assignments": N_ASSIGNMENTS,
-          "sim_steps": SIM_STEPS, "batched": [BATCH_EPISODES, BATCH_STEPS],
-          "scenario": "contention, mild faults", "devices": [str(d) for d in jax.devices()],
+          "ops": "digits_cnn, batch 360",
+          "spec": spec.name,
+          "assignments": N_ASSIGNMENTS,
+          "sim_steps": SIM_STEPS,
+          "batched": [BATCH_EPISODES, BATCH_STEPS],
+          "scenario": "contention, mild faults",
+          "devices": [str(d) for d in jax.devices()],
           "versions": {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "optax")},
       },
       "calibration": fit,

@@ -158,8 +158,9 @@ def _inner_calls(fn: Callable[[], Any]) -> int:
   return max(1, int(round(_TARGET_SAMPLE_S / max(single, 1e-6))))
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
-                inner: dict[str, int] | None = None) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, inner: dict[str, int] | None = None
+) -> dict[str, list[float]]:
   """Per-call seconds of each (compiled) function, sampled in interleaved order.
 
   Each repeat times every function once (``inner[name]`` calls, then
@@ -213,8 +214,7 @@ def jaxpr_stats(fn: Callable, *args: Any) -> dict[str, int]:
   """Primitive counts in ``fn``'s jaxpr, sub-jaxprs included (tracing only, no compile)."""
   text = str(jax.make_jaxpr(fn)(*args))
   names = ("cond", "conv_general_dilated", "dot_general", "select_n", "round")
-  return {n: len(re.findall(rf"\b{n}\[", text)) + len(re.findall(rf"= {n} ", text))
-          for n in names}
+  return {n: len(re.findall(rf"\b{n}\[", text)) + len(re.findall(rf"= {n} ", text)) for n in names}
 
 
 def hlo_stats(fn: Callable, *args: Any) -> dict[str, Any]:
@@ -240,9 +240,13 @@ def load_model(name: str, *, wait_s: float, untrained: bool) -> models.LoadedMod
   """``models.load(name)``, polling every 60 s while its checkpoint is still missing."""
   if untrained:
     apply_fn, params = models.build(name)
-    return models.LoadedModel(apply_fn=apply_fn, params=params,
-                              data=data_lib.load_digits_splits(models.DATA_SEED),
-                              metadata={"untrained": True}, name=name)
+    return models.LoadedModel(
+        apply_fn=apply_fn,
+        params=params,
+        data=data_lib.load_digits_splits(models.DATA_SEED),
+        metadata={"untrained": True},
+        name=name,
+    )
   deadline = time.monotonic() + wait_s
   while True:
     try:
@@ -272,7 +276,8 @@ class _MatchedQtProvider(qwix.QtProvider):
     return dataclasses.replace(
         config,
         lhs_disable_channelwise_axes=qwix_flax_util.find_param(lhs) is None,
-        rhs_disable_channelwise_axes=qwix_flax_util.find_param(rhs) is None)
+        rhs_disable_channelwise_axes=qwix_flax_util.find_param(rhs) is None,
+    )
 
 
 # qwix's symmetric int8 bound is 127.5 (scale = absmax / 127.5); ours is 127. Scaling the
@@ -283,13 +288,18 @@ _INT8_TO_OUR_GRID = f"absmax,{127.5 / 127!r}"
 def qwix_int8_cnn(matched: bool, module_path: str = ".*") -> Callable[[Any, jax.Array], jax.Array]:
   """The digits CNN with the layers matching ``module_path`` quantized to int8 by qwix."""
   if matched:
-    rule = qwix.QtRule(module_path=module_path, weight_qtype="int8", act_qtype="int8",
-                       weight_calibration_method=_INT8_TO_OUR_GRID,
-                       act_calibration_method=_INT8_TO_OUR_GRID)
+    rule = qwix.QtRule(
+        module_path=module_path,
+        weight_qtype="int8",
+        act_qtype="int8",
+        weight_calibration_method=_INT8_TO_OUR_GRID,
+        act_calibration_method=_INT8_TO_OUR_GRID,
+    )
     provider: qwix.QtProvider = _MatchedQtProvider([rule])
   else:
-    provider = qwix.QtProvider([qwix.QtRule(module_path=module_path, weight_qtype="int8",
-                                            act_qtype="int8")])
+    provider = qwix.QtProvider(
+        [qwix.QtRule(module_path=module_path, weight_qtype="int8", act_qtype="int8")]
+    )
   return jax.jit(qwix.quantize_model(digits_cnn.DigitsCNN(), provider).apply)
 
 
@@ -299,36 +309,35 @@ def qwix_per_layer_cnn(assignment: dict[str, str]) -> Callable[[Any, jax.Array],
   for layer, mode in assignment.items():
     qtype = _QWIX_QTYPES[mode]
     if qtype is not None:
-      rules.append(qwix.QtRule(module_path=re.escape(layer), weight_qtype=qtype,
-                               act_qtype=qtype))
+      rules.append(qwix.QtRule(module_path=re.escape(layer), weight_qtype=qtype, act_qtype=qtype))
   return jax.jit(qwix.quantize_model(digits_cnn.DigitsCNN(), qwix.QtProvider(rules)).apply)
 
 
 QWIX_GRANULARITY = {
     "provider": "qwix.QtProvider (quantized training; forward = dynamic-range quantization)",
     "product": "int8 x int8 -> int32 (lax.conv_general_dilated / dot_general with "
-               "preferred_element_type=int32), then scales multiplied onto the output",
+    "preferred_element_type=int32), then scales multiplied onto the output",
     "matched (ours_over_qwix)": {
         "weights": "per output channel, symmetric absmax (same as ours)",
         "activations": "per tensor, symmetric absmax, dynamic (same as ours), via a "
-                       "QtProvider subclass overriding _create_{conv,dot}_general_qt_config "
-                       "to set *_disable_channelwise_axes on the activation operand only",
+        "QtProvider subclass overriding _create_{conv,dot}_general_qt_config "
+        "to set *_disable_channelwise_axes on the activation operand only",
         "grid": "weight/act_calibration_method='absmax,127.5/127' so scale = absmax / 127 "
-                "(qwix's int8 bound is 127.5); rounding half-to-even like ours",
+        "(qwix's int8 bound is 127.5); rounding half-to-even like ours",
     },
     "default (ours_over_qwix_default)": {
         "weights": "per output channel, symmetric absmax",
         "activations": "dynamic, one scale per example for convs (channelwise on the "
-                       "batch axis) and per row (example/token) for dense layers: finer "
-                       "than ours (per tensor)",
+        "batch axis) and per row (example/token) for dense layers: finer "
+        "than ours (per tensor)",
         "grid": "scale = absmax / 127.5 (qwix's symmetric int8 bound): a step 0.4% "
-                "finer than ours, absmax itself lands on a rounding tie",
+        "finer than ours, absmax itself lands on a rounding tie",
     },
     "caveats": "qwix's QT forward is real integer arithmetic (QArray int8 operands, "
-               "int32 accumulation), not dequantize-then-float fake quantization; qwix "
-               "int4 products fail to compile on XLA:CPU ('custom element sizes on "
-               "non-sub-byte types'), so the switching benchmark uses fp32 / int8 / "
-               "fp8_e4m3 per layer on both sides",
+    "int32 accumulation), not dequantize-then-float fake quantization; qwix "
+    "int4 products fail to compile on XLA:CPU ('custom element sizes on "
+    "non-sub-byte types'), so the switching benchmark uses fp32 / int8 / "
+    "fp8_e4m3 per layer on both sides",
 }
 
 
@@ -336,8 +345,9 @@ QWIX_GRANULARITY = {
 # The benchmarks. Each returns details; ratios are collected by the caller.
 
 
-def bench_int8_over_fp32(model: models.LoadedModel, repeats: int,
-                         device: jax.Device) -> dict[str, Any]:
+def bench_int8_over_fp32(
+    model: models.LoadedModel, repeats: int, device: jax.Device
+) -> dict[str, Any]:
   params = jax.device_put(model.params, device)
   x = jax.device_put(jnp.asarray(model.data.test.x), device)
   emu = aprec.Emulator(model.apply_fn, params, x)
@@ -347,28 +357,39 @@ def bench_int8_over_fp32(model: models.LoadedModel, repeats: int,
   at_fp32 = jax.device_put(emu.assignment("fp32"), device)
   t_compile_fp32 = _time_once(lambda: fp32(params, x))
   t_compile_ours = _time_once(lambda: ours(params, x, int8))
-  s = interleaved({"fp32": lambda: fp32(params, x), "int8": lambda: ours(params, x, int8),
-                   "emu_fp32": lambda: ours(params, x, at_fp32)}, repeats)
+  s = interleaved(
+      {
+          "fp32": lambda: fp32(params, x),
+          "int8": lambda: ours(params, x, int8),
+          "emu_fp32": lambda: ours(params, x, at_fp32),
+      },
+      repeats,
+  )
   y32, y8 = fp32(params, x), ours(params, x, int8)
   labels = np.asarray(model.data.test.y)
   return {
       "ratio": paired_ratio(s["int8"], s["fp32"]),
       "ratio_quartiles": ratio_quartiles(s["int8"], s["fp32"]),
-      "emulator_int8_ms": _ms(s["int8"]), "jit_fp32_ms": _ms(s["fp32"]),
+      "emulator_int8_ms": _ms(s["int8"]),
+      "jit_fp32_ms": _ms(s["fp32"]),
       # The emulator with every op at fp32 runs the original products: what it costs over
       # plain jit is the traced-mode machinery alone (conditionals, scale bookkeeping).
       "emulator_fp32_ms": _ms(s["emu_fp32"]),
       "emulator_fp32_over_jit_fp32": paired_ratio(s["emu_fp32"], s["fp32"]),
       "compile_s": {"jit_fp32": round(t_compile_fp32, 3), "emulator": round(t_compile_ours, 3)},
-      "ops": len(emu.ops), "macs": int(sum(o.macs for o in emu.ops)),
+      "ops": len(emu.ops),
+      "macs": int(sum(o.macs for o in emu.ops)),
       "int8_rel_diff_vs_fp32": _rel(y8, y32),
       "accuracy": {"fp32": _accuracy(y32, labels), "int8": _accuracy(y8, labels)},
-      "_emu": emu, "_params": params, "_x": x,
+      "_emu": emu,
+      "_params": params,
+      "_x": x,
   }
 
 
-def bench_vmapped_over_loop(emu: aprec.Emulator, params: Any, x: jax.Array, repeats: int,
-                            device: jax.Device, seed: int) -> dict[str, Any]:
+def bench_vmapped_over_loop(
+    emu: aprec.Emulator, params: Any, x: jax.Array, repeats: int, device: jax.Device, seed: int
+) -> dict[str, Any]:
   rng = np.random.default_rng(seed)
   table = rng.integers(0, len(aprec.MODES), (N_VMAPPED, len(emu.ops))).astype(np.int32)
   batch = jax.device_put(table, device)
@@ -384,47 +405,69 @@ def bench_vmapped_over_loop(emu: aprec.Emulator, params: Any, x: jax.Array, repe
   def loop():
     return [single(params, x, r) for r in rows]
 
-  s = interleaved({"vmapped": lambda: vmapped(params, x, batch), "sweep": sweep,
-                   "loop": loop}, repeats, inner={"vmapped": 1, "sweep": 1, "loop": 1})
+  s = interleaved(
+      {"vmapped": lambda: vmapped(params, x, batch), "sweep": sweep, "loop": loop},
+      repeats,
+      inner={"vmapped": 1, "sweep": 1, "loop": 1},
+  )
   out_v = vmapped(params, x, batch)
   out_s = sweep()
   out_l = jnp.stack(loop())
   # Why vmapped may be slow: a batched mode index turns every lax.switch / lax.cond into
   # select_n over all branches, so every mode's quantizer and both products run.
-  structure = {"single": jaxpr_stats(emu, params, x, rows[0]),
-               "vmapped": jaxpr_stats(jax.vmap(emu, in_axes=(None, None, 0)), params, x,
-                                      batch)}
+  structure = {
+      "single": jaxpr_stats(emu, params, x, rows[0]),
+      "vmapped": jaxpr_stats(jax.vmap(emu, in_axes=(None, None, 0)), params, x, batch),
+  }
   return {
       "ratio": paired_ratio(s["vmapped"], s["loop"]),
       "ratio_quartiles": ratio_quartiles(s["vmapped"], s["loop"]),
       "sweep_ratio": paired_ratio(s["sweep"], s["loop"]),
       "sweep_ratio_quartiles": ratio_quartiles(s["sweep"], s["loop"]),
-      "vmapped_ms": _ms(s["vmapped"]), "sweep_ms": _ms(s["sweep"]), "loop_ms": _ms(s["loop"]),
+      "vmapped_ms": _ms(s["vmapped"]),
+      "sweep_ms": _ms(s["sweep"]),
+      "loop_ms": _ms(s["loop"]),
       "max_abs_diff_sweep_vs_loop": float(jnp.max(jnp.abs(out_s - out_l))),
-      "n_assignments": N_VMAPPED, "repeats": repeats,
-      "compile_s": {"single": round(t_compile_single, 3),
-                    "vmapped": round(t_compile_vmapped, 3), "sweep": round(t_compile_sweep, 3)},
+      "n_assignments": N_VMAPPED,
+      "repeats": repeats,
+      "compile_s": {
+          "single": round(t_compile_single, 3),
+          "vmapped": round(t_compile_vmapped, 3),
+          "sweep": round(t_compile_sweep, 3),
+      },
       "max_abs_diff_vmapped_vs_loop": float(jnp.max(jnp.abs(out_v - out_l))),
       "single_jit_cache_size_after_32_assignments": single._cache_size(),
       "jaxpr_primitive_counts": structure,
   }
 
 
-def bench_ours_over_qwix(model: models.LoadedModel, emu: aprec.Emulator, params: Any,
-                         x: jax.Array, repeats: int) -> dict[str, Any]:
+def bench_ours_over_qwix(
+    model: models.LoadedModel, emu: aprec.Emulator, params: Any, x: jax.Array, repeats: int
+) -> dict[str, Any]:
   ours = jax.jit(emu)
   int8 = jax.device_put(emu.assignment("int8"), x.device)
   fp32 = jax.jit(model.apply_fn)
   q_matched, q_default = qwix_int8_cnn(matched=True), qwix_int8_cnn(matched=False)
-  t_compile = {"qwix_matched": round(_time_once(lambda: q_matched(params, x)), 3),
-               "qwix_default": round(_time_once(lambda: q_default(params, x)), 3)}
+  t_compile = {
+      "qwix_matched": round(_time_once(lambda: q_matched(params, x)), 3),
+      "qwix_default": round(_time_once(lambda: q_default(params, x)), 3),
+  }
   jax.block_until_ready(ours(params, x, int8))
-  s = interleaved({"ours": lambda: ours(params, x, int8),
-                   "qwix_matched": lambda: q_matched(params, x),
-                   "qwix_default": lambda: q_default(params, x),
-                   "fp32": lambda: fp32(params, x)}, repeats)
-  y_ours, y_m, y_d, y32 = (ours(params, x, int8), q_matched(params, x), q_default(params, x),
-                           fp32(params, x))
+  s = interleaved(
+      {
+          "ours": lambda: ours(params, x, int8),
+          "qwix_matched": lambda: q_matched(params, x),
+          "qwix_default": lambda: q_default(params, x),
+          "fp32": lambda: fp32(params, x),
+      },
+      repeats,
+  )
+  y_ours, y_m, y_d, y32 = (
+      ours(params, x, int8),
+      q_matched(params, x),
+      q_default(params, x),
+      fp32(params, x),
+  )
   labels = np.asarray(model.data.test.y)
   args = (params, x)
   # One layer at int8, the rest fp32: the same arithmetic on both sides, so differences are
@@ -439,8 +482,10 @@ def bench_ours_over_qwix(model: models.LoadedModel, emu: aprec.Emulator, params:
       "ratio": paired_ratio(s["ours"], s["qwix_matched"]),
       "ratio_quartiles": ratio_quartiles(s["ours"], s["qwix_matched"]),
       "ratio_default": paired_ratio(s["ours"], s["qwix_default"]),
-      "ours_int8_ms": _ms(s["ours"]), "qwix_matched_ms": _ms(s["qwix_matched"]),
-      "qwix_default_ms": _ms(s["qwix_default"]), "jit_fp32_ms": _ms(s["fp32"]),
+      "ours_int8_ms": _ms(s["ours"]),
+      "qwix_matched_ms": _ms(s["qwix_matched"]),
+      "qwix_default_ms": _ms(s["qwix_default"]),
+      "jit_fp32_ms": _ms(s["fp32"]),
       "ours_int8_over_fp32": paired_ratio(s["ours"], s["fp32"]),
       "qwix_matched_int8_over_fp32": paired_ratio(s["qwix_matched"], s["fp32"]),
       "compile_s": t_compile,
@@ -453,15 +498,21 @@ def bench_ours_over_qwix(model: models.LoadedModel, emu: aprec.Emulator, params:
       },
       "rel_diff_ours_vs_qwix_matched_one_layer_at_int8": per_layer,
       "max_abs_diff_ours_vs_qwix_matched": float(jnp.max(jnp.abs(y_ours - y_m))),
-      "argmax_agreement_ours_vs_qwix_matched": float(np.mean(
-          np.argmax(np.asarray(y_ours), -1) == np.argmax(np.asarray(y_m), -1))),
-      "accuracy": {"fp32": _accuracy(y32, labels), "ours_int8": _accuracy(y_ours, labels),
-                   "qwix_matched": _accuracy(y_m, labels),
-                   "qwix_default": _accuracy(y_d, labels)},
+      "argmax_agreement_ours_vs_qwix_matched": float(
+          np.mean(np.argmax(np.asarray(y_ours), -1) == np.argmax(np.asarray(y_m), -1))
+      ),
+      "accuracy": {
+          "fp32": _accuracy(y32, labels),
+          "ours_int8": _accuracy(y_ours, labels),
+          "qwix_matched": _accuracy(y_m, labels),
+          "qwix_default": _accuracy(y_d, labels),
+      },
       "qwix_granularity": QWIX_GRANULARITY,
-      "hlo": {"ours_int8": hlo_stats(emu, params, x, int8),
-              "qwix_matched": hlo_stats(q_matched, *args),
-              "jit_fp32": hlo_stats(model.apply_fn, *args)},
+      "hlo": {
+          "ours_int8": hlo_stats(emu, params, x, int8),
+          "qwix_matched": hlo_stats(q_matched, *args),
+          "jit_fp32": hlo_stats(model.apply_fn, *args),
+      },
   }
 
 
@@ -475,8 +526,9 @@ def _switch_schedule(rng: np.random.Generator) -> list[int]:
   return schedule
 
 
-def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
-                   seed: int) -> dict[str, Any]:
+def bench_switches(
+    model: models.LoadedModel, params: Any, x: jax.Array, seed: int
+) -> dict[str, Any]:
   rng = np.random.default_rng(seed)
   emu = aprec.Emulator(model.apply_fn, params, x)  # a fresh emulator: starts cold
   layers = list(emu.op_names)
@@ -486,8 +538,7 @@ def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
     if a not in distinct:
       distinct.append(a)
   schedule = _switch_schedule(rng)
-  ours_modes = [jax.device_put(emu.assignment(dict(zip(layers, a))), x.device)
-                for a in distinct]
+  ours_modes = [jax.device_put(emu.assignment(dict(zip(layers, a))), x.device) for a in distinct]
 
   f = jax.jit(emu)
   with CompileCounter() as ours_compiles:
@@ -496,8 +547,10 @@ def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
       jax.block_until_ready(f(params, x, ours_modes[i]))
     ours_wall = time.perf_counter() - t
   # 100 more switches among fully random assignments (all seven modes, int4 included).
-  random_modes = [jax.device_put(a, x.device) for a in
-                  rng.integers(0, len(aprec.MODES), (N_SWITCHES, len(layers))).astype(np.int32)]
+  random_modes = [
+      jax.device_put(a, x.device)
+      for a in rng.integers(0, len(aprec.MODES), (N_SWITCHES, len(layers))).astype(np.int32)
+  ]
   with CompileCounter() as ours_random_compiles:
     t = time.perf_counter()
     for m in random_modes:
@@ -515,34 +568,40 @@ def bench_switches(model: models.LoadedModel, params: Any, x: jax.Array,
   # Rebuilding a model for an assignment already seen: does jit reuse the executable?
   with CompileCounter() as rebuild_compiles:
     t = time.perf_counter()
-    jax.block_until_ready(qwix_per_layer_cnn(dict(zip(layers, distinct[schedule[0]])))(
-        params, x))
+    jax.block_until_ready(qwix_per_layer_cnn(dict(zip(layers, distinct[schedule[0]])))(params, x))
     rebuild_s = time.perf_counter() - t
 
   return {
       "compiles": ours_compiles.count,
       "jit_cache_size": f._cache_size(),
       "wall_s": round(ours_wall, 3),
-      "random_all_modes": {"extra_compiles": ours_random_compiles.count,
-                           "jit_cache_size": f._cache_size(),
-                           "wall_s": round(ours_random_wall, 3)},
+      "random_all_modes": {
+          "extra_compiles": ours_random_compiles.count,
+          "jit_cache_size": f._cache_size(),
+          "wall_s": round(ours_random_wall, 3),
+      },
       "qwix_compiles": qwix_compiles.count,
       "qwix_distinct_jitted_models": len(cache),
       "qwix_jit_cache_sizes_sum": sum(g._cache_size() for g in cache.values()),
       "qwix_wall_s": round(qwix_wall, 3),
-      "qwix_rebuild_same_assignment": {"compiles": rebuild_compiles.count,
-                                       "wall_s": round(rebuild_s, 3)},
-      "n_switches": N_SWITCHES, "n_distinct_assignments": N_DISTINCT,
-      "per_layer_modes": list(SWITCH_MODES), "layers": layers,
+      "qwix_rebuild_same_assignment": {
+          "compiles": rebuild_compiles.count,
+          "wall_s": round(rebuild_s, 3),
+      },
+      "n_switches": N_SWITCHES,
+      "n_distinct_assignments": N_DISTINCT,
+      "per_layer_modes": list(SWITCH_MODES),
+      "layers": layers,
       "distinct_assignments": [list(a) for a in distinct],
       "method": "compiles = XLA backend compilations counted with jax.monitoring "
-                f"({_BACKEND_COMPILE_EVENT}) during the 100 switches, starting cold; qwix "
-                "models are cached per distinct assignment (its best case)",
+      f"({_BACKEND_COMPILE_EVENT}) during the 100 switches, starting cold; qwix "
+      "models are cached per distinct assignment (its best case)",
   }
 
 
-def bench_unjitted(model: models.LoadedModel, device: jax.Device, repeats: int,
-                   seed: int) -> dict[str, Any]:
+def bench_unjitted(
+    model: models.LoadedModel, device: jax.Device, repeats: int, seed: int
+) -> dict[str, Any]:
   """``emu(...)`` called without ``jax.jit``: compilations over 30 random switches of a fresh
   emulator, and its per-call time against ``jax.jit(emu)``."""
   params = jax.device_put(model.params, device)
@@ -563,28 +622,39 @@ def bench_unjitted(model: models.LoadedModel, device: jax.Device, repeats: int,
   def next_modes() -> jax.Array:  # every sample switches assignment, as a user would
     cycle["i"] = (cycle["i"] + 1) % len(assignments)
     return assignments[cycle["i"]]
-  s = interleaved({"unjitted": lambda: emu(params, x, next_modes()),
-                   "jitted": lambda: jitted(params, x, next_modes())}, repeats)
+
+  s = interleaved(
+      {
+          "unjitted": lambda: emu(params, x, next_modes()),
+          "jitted": lambda: jitted(params, x, next_modes()),
+      },
+      repeats,
+  )
   return {
-      "compiles": compiles.count, "wall_s": round(wall, 3),
+      "compiles": compiles.count,
+      "wall_s": round(wall, 3),
       "ratio": paired_ratio(s["unjitted"], s["jitted"]),
       "ratio_quartiles": ratio_quartiles(s["unjitted"], s["jitted"]),
-      "unjitted_ms": _ms(s["unjitted"]), "jitted_ms": _ms(s["jitted"]),
+      "unjitted_ms": _ms(s["unjitted"]),
+      "jitted_ms": _ms(s["jitted"]),
       "n_switches": N_UNJITTED_SWITCHES,
       "method": "a fresh Emulator called as emu(params, x, modes) with 30 random "
-                "assignments (all seven modes); compiles = XLA backend compilations "
-                f"({_BACKEND_COMPILE_EVENT}); the ratio is the median paired per-call time "
-                "of emu(...) over jax.jit(emu)(...), switching assignment every call",
+      "assignments (all seven modes); compiles = XLA backend compilations "
+      f"({_BACKEND_COMPILE_EVENT}); the ratio is the median paired per-call time "
+      "of emu(...) over jax.jit(emu)(...), switching assignment every call",
   }
 
 
-def run_unjitted(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedModel,
-                 console: Console) -> tuple[dict[str, float], dict[str, Any]]:
+def run_unjitted(
+    device: jax.Device, args: argparse.Namespace, cnn: models.LoadedModel, console: Console
+) -> tuple[dict[str, float], dict[str, Any]]:
   """The compiled-by-default call (issue 8.5): its ratios and details."""
   console.log(f"[{device.platform}] (e) un-jitted emu(...): digits_cnn")
   e = bench_unjitted(cnn, device, args.repeats, args.seed)
-  ratios = {"compiles_per_30_switches_unjitted": float(e["compiles"]),
-            "unjitted_over_jitted": e["ratio"]}
+  ratios = {
+      "compiles_per_30_switches_unjitted": float(e["compiles"]),
+      "unjitted_over_jitted": e["ratio"],
+  }
   return ratios, {"unjitted": {"digits_cnn": e}}
 
 
@@ -594,7 +664,8 @@ def print_unjitted(console: Console, run: dict[str, Any]) -> None:
       f"un-jitted emu(...), digits_cnn: compiles_per_30_switches_unjitted = "
       f"{_fmt(r['compiles_per_30_switches_unjitted'])} (target <= 1; {e['wall_s']:.2f} s for "
       f"the 30 calls), unjitted_over_jitted = {r['unjitted_over_jitted']:.3f} "
-      f"({e['unjitted_ms']:.2f} ms / {e['jitted_ms']:.2f} ms; target <= 2)")
+      f"({e['unjitted_ms']:.2f} ms / {e['jitted_ms']:.2f} ms; target <= 2)"
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -631,8 +702,9 @@ class ScanTransformer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.Dense(self.d_model, name="embed")(x)
-    stack = nn.scan(_ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
-                    length=self.n_layers)
+    stack = nn.scan(
+        _ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.n_layers
+    )
     x, _ = stack(self.d_model, self.n_heads, self.d_mlp, name="layers")(x, None)
     return nn.Dense(self.n_classes, name="head")(nn.LayerNorm(name="ln_out")(x).mean(1))
 
@@ -660,13 +732,21 @@ def bench_scan(repeats: int, device: jax.Device, seed: int) -> dict[str, Any]:
   int8 = jax.device_put(emu.assignment("int8"), device)
   at_fp32 = jax.device_put(emu.assignment("fp32"), device)
   jax.block_until_ready((fp32(params, x), ours(params, x, int8)))
-  s = interleaved({"fp32": lambda: fp32(params, x), "int8": lambda: ours(params, x, int8),
-                   "emu_fp32": lambda: ours(params, x, at_fp32)}, repeats)
+  s = interleaved(
+      {
+          "fp32": lambda: fp32(params, x),
+          "int8": lambda: ours(params, x, int8),
+          "emu_fp32": lambda: ours(params, x, at_fp32),
+      },
+      repeats,
+  )
   fp32_rel = _rel(ours(params, x, at_fp32), fp32(params, x))
 
   rng = np.random.default_rng(seed)
-  switches = [jax.device_put(m, device) for m in rng.integers(
-      0, len(aprec.MODES), (N_SCAN_SWITCHES, len(emu.ops))).astype(np.int32)]
+  switches = [
+      jax.device_put(m, device)
+      for m in rng.integers(0, len(aprec.MODES), (N_SCAN_SWITCHES, len(emu.ops))).astype(np.int32)
+  ]
   fresh = jax.jit(aprec.Emulator(apply_fn, params, x))  # starts cold
   with CompileCounter() as compiles:
     t = time.perf_counter()
@@ -685,17 +765,20 @@ def bench_scan(repeats: int, device: jax.Device, seed: int) -> dict[str, Any]:
   return {
       "int8_over_fp32": paired_ratio(s["int8"], s["fp32"]),
       "int8_over_fp32_quartiles": ratio_quartiles(s["int8"], s["fp32"]),
-      "emulator_int8_ms": _ms(s["int8"]), "jit_fp32_ms": _ms(s["fp32"]),
+      "emulator_int8_ms": _ms(s["int8"]),
+      "jit_fp32_ms": _ms(s["fp32"]),
       "emulator_fp32_ms": _ms(s["emu_fp32"]),
       "emulator_fp32_over_jit_fp32": paired_ratio(s["emu_fp32"], s["fp32"]),
       "emulator_fp32_max_rel_diff_vs_jit_fp32": fp32_rel,
-      "compiles_per_30_switches": compiles.count, "switches_wall_s": round(switch_wall, 3),
+      "compiles_per_30_switches": compiles.count,
+      "switches_wall_s": round(switch_wall, 3),
       "jit_cache_size": fresh._cache_size(),
       "compile_s": {k: round(v, 3) for k, v in compile_s.items()},
       "compile_32_over_8": compile_s[deep_] / compile_s[shallow],
-      "ops": n_ops, "layers_timed": SCAN_DEPTHS[0],
+      "ops": n_ops,
+      "layers_timed": SCAN_DEPTHS[0],
       "model": "ScanTransformer: nn.scan over pre-LN blocks, d_model 128, 4 heads, MLP 512, "
-               "input (8, 32, 32)",
+      "input (8, 32, 32)",
   }
 
 
@@ -705,24 +788,33 @@ def run_scan(device: jax.Device, args: argparse.Namespace, console: Console) -> 
   with jax.default_device(device):
     d = bench_scan(args.repeats, device, args.seed)
   d.update(platform=device.platform, device_kind=device.device_kind)
-  ratios = {"int8_over_fp32_scan": d["int8_over_fp32"],
-            "compiles_per_30_switches_scan": float(d["compiles_per_30_switches"]),
-            "compile_32_over_8_scan": d["compile_32_over_8"]}
+  ratios = {
+      "int8_over_fp32_scan": d["int8_over_fp32"],
+      "compiles_per_30_switches_scan": float(d["compiles_per_30_switches"]),
+      "compile_32_over_8_scan": d["compile_32_over_8"],
+  }
   return {"ratios": ratios, "details": {"scan": {"scan_transformer": d}}}
 
 
-def print_scan_table(console: Console, platform: str, ratios: dict[str, float],
-                     d: dict[str, Any]) -> None:
+def print_scan_table(
+    console: Console, platform: str, ratios: dict[str, float], d: dict[str, Any]
+) -> None:
   table = Table(title=f"aprec emulator benchmark, layers under scan — {platform}")
   for col in ("ratio", "ours", "baseline", "value", "target", "met"):
     table.add_column(col, justify="right" if col in ("value", "target") else "left")
   cells = {
-      "int8_over_fp32_scan": (f"{d['emulator_int8_ms']:.2f} ms int8",
-                              f"{d['jit_fp32_ms']:.2f} ms jit fp32"),
-      "compiles_per_30_switches_scan": (f"{d['switches_wall_s']:.2f} s wall",
-                                        f"jit cache {d['jit_cache_size']}"),
-      "compile_32_over_8_scan": (f"{d['compile_s'][str(SCAN_DEPTHS[1])]:.2f} s at 32",
-                                 f"{d['compile_s'][str(SCAN_DEPTHS[0])]:.2f} s at 8"),
+      "int8_over_fp32_scan": (
+          f"{d['emulator_int8_ms']:.2f} ms int8",
+          f"{d['jit_fp32_ms']:.2f} ms jit fp32",
+      ),
+      "compiles_per_30_switches_scan": (
+          f"{d['switches_wall_s']:.2f} s wall",
+          f"jit cache {d['jit_cache_size']}",
+      ),
+      "compile_32_over_8_scan": (
+          f"{d['compile_s'][str(SCAN_DEPTHS[1])]:.2f} s at 32",
+          f"{d['compile_s'][str(SCAN_DEPTHS[0])]:.2f} s at 8",
+      ),
   }
   for key, (ours, base) in cells.items():
     op, limit = TARGETS[key]
@@ -731,14 +823,14 @@ def print_scan_table(console: Console, platform: str, ratios: dict[str, float],
   console.print(table)
 
 
-def main_scan_only(args: argparse.Namespace, devices: list[jax.Device],
-                   console: Console) -> int:
+def main_scan_only(args: argparse.Namespace, devices: list[jax.Device], console: Console) -> int:
   """``--only scan``: run the scan benchmark and update its keys in ``args.out``."""
   result = json.loads(args.out.read_text()) if args.out.exists() else {"ratios": {}, "runs": []}
   for i, device in enumerate(devices):
     run = run_scan(device, args, console)
-    print_scan_table(console, device.platform, run["ratios"],
-                     run["details"]["scan"]["scan_transformer"])
+    print_scan_table(
+        console, device.platform, run["ratios"], run["details"]["scan"]["scan_transformer"]
+    )
     if i == 0:
       result["ratios"].update(run["ratios"])
     runs = [r for r in result.get("runs", []) if r.get("platform") == device.platform]
@@ -747,10 +839,12 @@ def main_scan_only(args: argparse.Namespace, devices: list[jax.Device],
       runs[0].setdefault("details", {}).update(run["details"])
     else:
       result.setdefault("runs", []).append(
-          {"platform": device.platform, "device_kind": device.device_kind, **run})
+          {"platform": device.platform, "device_kind": device.device_kind, **run}
+      )
   result["targets"] = {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}
-  result["met"] = {k: result["ratios"][k] <= v for k, (_, v) in TARGETS.items()
-                   if k in result["ratios"]}
+  result["met"] = {
+      k: result["ratios"][k] <= v for k, (_, v) in TARGETS.items() if k in result["ratios"]
+  }
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
   console.print(f"updated the scan keys of {args.out}")
@@ -760,8 +854,13 @@ def main_scan_only(args: argparse.Namespace, devices: list[jax.Device],
 # --------------------------------------------------------------------------------------
 
 
-def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedModel,
-               vit: models.LoadedModel, console: Console) -> dict[str, Any]:
+def run_device(
+    device: jax.Device,
+    args: argparse.Namespace,
+    cnn: models.LoadedModel,
+    vit: models.LoadedModel,
+    console: Console,
+) -> dict[str, Any]:
   """All benchmarks on one device; returns ``{"ratios": ..., "details": ...}``."""
   where = {"platform": device.platform, "device_kind": device.device_kind}
   details: dict[str, Any] = {}
@@ -791,15 +890,15 @@ def run_device(device: jax.Device, args: argparse.Namespace, cnn: models.LoadedM
     details["compiles_per_100_switches"] = {"digits_cnn": d}
 
     console.log(f"[{device.platform}] (b) vmapped over loop: digits_cnn")
-    b_cnn = bench_vmapped_over_loop(emu_cnn, params_cnn, x, args.vmap_repeats, device,
-                                    args.seed)
+    b_cnn = bench_vmapped_over_loop(emu_cnn, params_cnn, x, args.vmap_repeats, device, args.seed)
     ratios["vmapped_over_loop"] = b_cnn["ratio"]
     ratios["sweep_over_loop"] = b_cnn["sweep_ratio"]
     details["vmapped_over_loop"] = {"digits_cnn": b_cnn}
     if not args.skip_vit_vmap:
       console.log(f"[{device.platform}] (b) vmapped over loop: digits_vit")
-      b_vit = bench_vmapped_over_loop(emu_vit, params_vit, x_vit, args.vmap_repeats, device,
-                                      args.seed)
+      b_vit = bench_vmapped_over_loop(
+          emu_vit, params_vit, x_vit, args.vmap_repeats, device, args.seed
+      )
       ratios["vmapped_over_loop_vit"] = b_vit["ratio"]
       ratios["sweep_over_loop_vit"] = b_vit["sweep_ratio"]
       details["vmapped_over_loop"]["digits_vit"] = b_vit
@@ -826,6 +925,7 @@ def bench_export(model: models.LoadedModel, repeats: int, device: jax.Device) ->
   import tempfile
 
   import aprec.export
+
   params = jax.device_put(model.params, device)
   x = jax.device_put(jnp.asarray(model.data.test.x), device)
   emu = aprec.Emulator(model.apply_fn, params, x)
@@ -836,20 +936,28 @@ def bench_export(model: models.LoadedModel, repeats: int, device: jax.Device) ->
     export_s = time.perf_counter() - t
     artifact = aprec.export.load(summary.directory)
   emulator = jax.jit(emu)
-  compile_s = {"emulator": round(_time_once(lambda: emulator(params, x, modes)), 3),
-               "artifact": round(_time_once(lambda: artifact(x)), 3)}
-  s = interleaved({"artifact": lambda: artifact(x),
-                   "emulator": lambda: emulator(params, x, modes)}, repeats)
+  compile_s = {
+      "emulator": round(_time_once(lambda: emulator(params, x, modes)), 3),
+      "artifact": round(_time_once(lambda: artifact(x)), 3),
+  }
+  s = interleaved(
+      {"artifact": lambda: artifact(x), "emulator": lambda: emulator(params, x, modes)}, repeats
+  )
   y_art = np.asarray(artifact(x))
   y_emu = np.asarray(emulator(params, x, modes))
   labels = np.asarray(model.data.test.y)
   return {
       "ratio": paired_ratio(s["artifact"], s["emulator"]),
       "ratio_quartiles": ratio_quartiles(s["artifact"], s["emulator"]),
-      "artifact_ms": _ms(s["artifact"]), "emulator_ms": _ms(s["emulator"]),
-      "bytes_over_fp32": summary.bytes_over_fp32, "array_bytes": summary.array_bytes,
-      "fp32_param_bytes": summary.fp32_param_bytes, "program_bytes": summary.program_bytes,
-      "assignment": summary.assignment, "export_s": round(export_s, 3), "compile_s": compile_s,
+      "artifact_ms": _ms(s["artifact"]),
+      "emulator_ms": _ms(s["emulator"]),
+      "bytes_over_fp32": summary.bytes_over_fp32,
+      "array_bytes": summary.array_bytes,
+      "fp32_param_bytes": summary.fp32_param_bytes,
+      "program_bytes": summary.program_bytes,
+      "assignment": summary.assignment,
+      "export_s": round(export_s, 3),
+      "compile_s": compile_s,
       "max_abs_diff": float(np.abs(y_art - y_emu).max()),
       "max_abs_output": float(np.abs(y_emu).max()),
       "top1_agreement": float(np.mean(y_art.argmax(-1) == y_emu.argmax(-1))),
@@ -857,9 +965,12 @@ def bench_export(model: models.LoadedModel, repeats: int, device: jax.Device) ->
   }
 
 
-def run_export(device: jax.Device, args: argparse.Namespace,
-               loaded: Sequence[models.LoadedModel],
-               console: Console) -> tuple[dict[str, float], dict[str, Any]]:
+def run_export(
+    device: jax.Device,
+    args: argparse.Namespace,
+    loaded: Sequence[models.LoadedModel],
+    console: Console,
+) -> tuple[dict[str, float], dict[str, Any]]:
   """``export_over_emulator`` and ``export_bytes_over_fp32`` (``_vit``) on one device."""
   ratios, details = {}, {}
   with jax.default_device(device):
@@ -869,21 +980,34 @@ def run_export(device: jax.Device, args: argparse.Namespace,
       suffix = "" if model.name == "digits_cnn" else "_vit"
       ratios[f"export_over_emulator{suffix}"] = e["ratio"]
       ratios[f"export_bytes_over_fp32{suffix}"] = e["bytes_over_fp32"]
-      details[model.name] = {**e, "platform": device.platform,
-                             "device_kind": device.device_kind}
+      details[model.name] = {**e, "platform": device.platform, "device_kind": device.device_kind}
   return ratios, details
 
 
-def print_export_table(console: Console, ratios: dict[str, float],
-                       details: dict[str, Any], platform: str) -> None:
+def print_export_table(
+    console: Console, ratios: dict[str, float], details: dict[str, Any], platform: str
+) -> None:
   table = Table(title=f"aprec export benchmark — {platform}")
-  for col in ("model", "artifact", "emulator", "export_over_emulator", "bytes_over_fp32",
-              "max |Δ|", "top-1 agreement"):
+  for col in (
+      "model",
+      "artifact",
+      "emulator",
+      "export_over_emulator",
+      "bytes_over_fp32",
+      "max |Δ|",
+      "top-1 agreement",
+  ):
     table.add_column(col)
   for name, e in details.items():
-    table.add_row(name, f"{e['artifact_ms']:.2f} ms", f"{e['emulator_ms']:.2f} ms",
-                  _fmt(e["ratio"]), _fmt(e["bytes_over_fp32"]), f"{e['max_abs_diff']:.2e}",
-                  f"{e['top1_agreement']:.4f}")
+    table.add_row(
+        name,
+        f"{e['artifact_ms']:.2f} ms",
+        f"{e['emulator_ms']:.2f} ms",
+        _fmt(e["ratio"]),
+        _fmt(e["bytes_over_fp32"]),
+        f"{e['max_abs_diff']:.2e}",
+        f"{e['top1_agreement']:.4f}",
+    )
   console.print(table)
 
 
@@ -899,29 +1023,62 @@ def print_table(console: Console, run: dict[str, Any]) -> None:
     value = r[key]
     op, limit = TARGETS.get(key, ("", None))
     met = "" if limit is None else ("[green]yes[/]" if value <= limit else "[red]no[/]")
-    table.add_row(key, model, ours, base, _fmt(value),
-                  "" if limit is None else f"{op} {_fmt(limit)}", met)
+    table.add_row(
+        key, model, ours, base, _fmt(value), "" if limit is None else f"{op} {_fmt(limit)}", met
+    )
 
   for key, name in (("int8_over_fp32", "digits_cnn"), ("int8_over_fp32_vit", "digits_vit")):
-    row(key, name, f"{a[name]['emulator_int8_ms']:.2f} ms int8",
-        f"{a[name]['jit_fp32_ms']:.2f} ms jit fp32")
+    row(
+        key,
+        name,
+        f"{a[name]['emulator_int8_ms']:.2f} ms int8",
+        f"{a[name]['jit_fp32_ms']:.2f} ms jit fp32",
+    )
   for key, name in (("vmapped_over_loop", "digits_cnn"), ("vmapped_over_loop_vit", "digits_vit")):
     if key in r:
-      row(key, name, f"{b[name]['vmapped_ms']:.1f} ms vmap x{N_VMAPPED}",
-          f"{b[name]['loop_ms']:.1f} ms {N_VMAPPED} calls")
+      row(
+          key,
+          name,
+          f"{b[name]['vmapped_ms']:.1f} ms vmap x{N_VMAPPED}",
+          f"{b[name]['loop_ms']:.1f} ms {N_VMAPPED} calls",
+      )
       sweep_key = key.replace("vmapped", "sweep")
-      row(sweep_key, name, f"{b[name]['sweep_ms']:.1f} ms emu.sweep x{N_VMAPPED}",
-          f"{b[name]['loop_ms']:.1f} ms {N_VMAPPED} calls")
-  row("ours_over_qwix", "digits_cnn", f"{c['ours_int8_ms']:.2f} ms",
-      f"{c['qwix_matched_ms']:.2f} ms qwix (matched)")
-  row("ours_over_qwix_default", "digits_cnn", f"{c['ours_int8_ms']:.2f} ms",
-      f"{c['qwix_default_ms']:.2f} ms qwix (default)")
-  row("compiles_per_100_switches", "digits_cnn", f"{sw['wall_s']:.2f} s wall",
-      f"jit cache {sw['jit_cache_size']}")
-  row("qwix_compiles_per_100_switches", "digits_cnn", f"{sw['qwix_wall_s']:.2f} s wall",
-      f"{sw['qwix_distinct_jitted_models']} models")
-  row("switch_wall_ours_over_qwix", "digits_cnn", f"{sw['wall_s']:.2f} s",
-      f"{sw['qwix_wall_s']:.2f} s")
+      row(
+          sweep_key,
+          name,
+          f"{b[name]['sweep_ms']:.1f} ms emu.sweep x{N_VMAPPED}",
+          f"{b[name]['loop_ms']:.1f} ms {N_VMAPPED} calls",
+      )
+  row(
+      "ours_over_qwix",
+      "digits_cnn",
+      f"{c['ours_int8_ms']:.2f} ms",
+      f"{c['qwix_matched_ms']:.2f} ms qwix (matched)",
+  )
+  row(
+      "ours_over_qwix_default",
+      "digits_cnn",
+      f"{c['ours_int8_ms']:.2f} ms",
+      f"{c['qwix_default_ms']:.2f} ms qwix (default)",
+  )
+  row(
+      "compiles_per_100_switches",
+      "digits_cnn",
+      f"{sw['wall_s']:.2f} s wall",
+      f"jit cache {sw['jit_cache_size']}",
+  )
+  row(
+      "qwix_compiles_per_100_switches",
+      "digits_cnn",
+      f"{sw['qwix_wall_s']:.2f} s wall",
+      f"{sw['qwix_distinct_jitted_models']} models",
+  )
+  row(
+      "switch_wall_ours_over_qwix",
+      "digits_cnn",
+      f"{sw['wall_s']:.2f} s",
+      f"{sw['qwix_wall_s']:.2f} s",
+  )
   console.print(table)
   print_export_table(console, r, d["export"], run["platform"])
   if "int8_over_fp32_scan" in r:
@@ -931,27 +1088,43 @@ def print_table(console: Console, run: dict[str, Any]) -> None:
       f"logit rel. diff (digits_cnn int8): ours vs qwix matched {rel['ours_vs_qwix_matched']:.2e}, "
       f"vs qwix default {rel['ours_vs_qwix_default']:.2e}; vs fp32: ours "
       f"{rel['ours_vs_fp32']:.2e}, qwix matched {rel['qwix_matched_vs_fp32']:.2e}, "
-      f"qwix default {rel['qwix_default_vs_fp32']:.2e}; accuracy {c['accuracy']}")
+      f"qwix default {rel['qwix_default_vs_fp32']:.2e}; accuracy {c['accuracy']}"
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--repeats", type=int, default=30,
-                      help="timed samples per side of the fast ratios (a, c)")
-  parser.add_argument("--vmap-repeats", type=int, default=3,
-                      help="timed samples per side of vmapped_over_loop (slow on CPU)")
-  parser.add_argument("--out", type=pathlib.Path,
-                      default=_REPO / "runs" / "bench" / "emulator.json")
+  parser.add_argument(
+      "--repeats", type=int, default=30, help="timed samples per side of the fast ratios (a, c)"
+  )
+  parser.add_argument(
+      "--vmap-repeats",
+      type=int,
+      default=3,
+      help="timed samples per side of vmapped_over_loop (slow on CPU)",
+  )
+  parser.add_argument(
+      "--out", type=pathlib.Path, default=_REPO / "runs" / "bench" / "emulator.json"
+  )
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--wait", type=float, default=3600.0,
-                      help="seconds to poll for missing checkpoints")
-  parser.add_argument("--untrained", action="store_true",
-                      help="use freshly initialised parameters instead of checkpoints")
-  parser.add_argument("--skip-vit-vmap", action="store_true",
-                      help="skip vmapped_over_loop_vit (saves ~30 s on CPU)")
+  parser.add_argument(
+      "--wait", type=float, default=3600.0, help="seconds to poll for missing checkpoints"
+  )
+  parser.add_argument(
+      "--untrained",
+      action="store_true",
+      help="use freshly initialised parameters instead of checkpoints",
+  )
+  parser.add_argument(
+      "--skip-vit-vmap", action="store_true", help="skip vmapped_over_loop_vit (saves ~30 s on CPU)"
+  )
   parser.add_argument("--cpu-only", action="store_true", help="skip the accelerator run")
-  parser.add_argument("--only", choices=("all", "export", "scan"), default="all",
-                      help="run one part and merge its ratios into an existing --out JSON")
+  parser.add_argument(
+      "--only",
+      choices=("all", "export", "scan"),
+      default="all",
+      help="run one part and merge its ratios into an existing --out JSON",
+  )
   args = parser.parse_args(argv)
   console = Console()
   if not console.is_terminal:
@@ -986,13 +1159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
       "met": {k: cpu["ratios"][k] <= v for k, (_, v) in TARGETS.items() if k in cpu["ratios"]},
       "runs": runs,
       "setup": {
-          "batch": list(np.shape(cnn.data.test.x)), "repeats": args.repeats,
-          "vmap_repeats": args.vmap_repeats, "seed": args.seed,
+          "batch": list(np.shape(cnn.data.test.x)),
+          "repeats": args.repeats,
+          "vmap_repeats": args.vmap_repeats,
+          "seed": args.seed,
           "trained_checkpoints": not args.untrained,
           "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
-          "cpu_count": os.cpu_count(), "machine": platform_lib.machine(),
-          "versions": {p: importlib.metadata.version(p)
-                       for p in ("jax", "jaxlib", "flax", "qwix", "numpy")},
+          "cpu_count": os.cpu_count(),
+          "machine": platform_lib.machine(),
+          "versions": {
+              p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax", "qwix", "numpy")
+          },
           "wall_s": round(time.perf_counter() - start, 1),
       },
   }
@@ -1002,24 +1179,42 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
-def main_export(args: argparse.Namespace, devices: Sequence[jax.Device],
-                loaded: Sequence[models.LoadedModel], console: Console) -> int:
+def main_export(
+    args: argparse.Namespace,
+    devices: Sequence[jax.Device],
+    loaded: Sequence[models.LoadedModel],
+    console: Console,
+) -> int:
   """``--only export``: the export ratios, merged into ``args.out`` (other keys kept)."""
   result = json.loads(args.out.read_text()) if args.out.exists() else {}
   per_device = []
   for device in devices:
     ratios, details = run_export(device, args, loaded, console)
     print_export_table(console, ratios, details, device.platform)
-    per_device.append({"platform": device.platform, "device_kind": device.device_kind,
-                       "ratios": ratios, "details": details})
+    per_device.append(
+        {
+            "platform": device.platform,
+            "device_kind": device.device_kind,
+            "ratios": ratios,
+            "details": details,
+        }
+    )
   result.setdefault("ratios", {}).update(per_device[0]["ratios"])
   result.setdefault("targets", {}).update(
-      {k: f"{op} {v}" for k, (op, v) in TARGETS.items() if k in per_device[0]["ratios"]})
+      {k: f"{op} {v}" for k, (op, v) in TARGETS.items() if k in per_device[0]["ratios"]}
+  )
   result.setdefault("met", {}).update(
-      {k: per_device[0]["ratios"][k] <= v for k, (_, v) in TARGETS.items()
-       if k in per_device[0]["ratios"]})
-  result["export"] = {"runs": per_device, "repeats": args.repeats,
-                      "assignments": EXPORT_ASSIGNMENTS}
+      {
+          k: per_device[0]["ratios"][k] <= v
+          for k, (_, v) in TARGETS.items()
+          if k in per_device[0]["ratios"]
+      }
+  )
+  result["export"] = {
+      "runs": per_device,
+      "repeats": args.repeats,
+      "assignments": EXPORT_ASSIGNMENTS,
+  }
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
   console.print(f"merged the export ratios into {args.out}")

@@ -51,8 +51,7 @@ def qwix_int8(params, inputs):
   """MiniLM-L6 quantized by qwix (int8 weights and activations everywhere), jitted."""
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: minilm_l6.MiniLM(rngs=nnx.Rngs(0))))
   model = nnx.merge(graphdef, params)
-  provider = qwix.QtProvider([qwix.QtRule(module_path=".*", weight_qtype="int8",
-                                          act_qtype="int8")])
+  provider = qwix.QtProvider([qwix.QtRule(module_path=".*", weight_qtype="int8", act_qtype="int8")])
   qmodel = qwix.quantize_model(model, provider, inputs)
   qgraph, qstate = nnx.split(qmodel)
   return jax.jit(lambda state, x: nnx.merge(qgraph, state)(x)), qstate
@@ -62,7 +61,7 @@ def interleaved(fns: dict, repeats: int, calls: int) -> dict[str, list[float]]:
   samples = {k: [] for k in fns}
   names = list(fns)
   for r in range(repeats):
-    for k in names[r % len(names):] + names[:r % len(names)]:
+    for k in names[r % len(names) :] + names[: r % len(names)]:
       start = time.perf_counter()
       for _ in range(calls):
         out = fns[k]()
@@ -84,17 +83,20 @@ def main() -> None:
   args = parser.parse_args()
   model = models.load("minilm_l6")
   params = model.params
-  x = tuple(jnp.asarray(a[:args.rows]) for a in model.data.test.x)
+  x = tuple(jnp.asarray(a[: args.rows]) for a in model.data.test.x)
   fp32 = jax.jit(model.apply_fn)
-  emus = {s: aprec.Emulator(model.apply_fn, params, x, activation_scaling=s)
-          for s in ActivationScaling}
+  emus = {
+      s: aprec.Emulator(model.apply_fn, params, x, activation_scaling=s) for s in ActivationScaling
+  }
   ours = {s: jax.jit(e) for s, e in emus.items()}
   int8 = emus[ActivationScaling.PER_TOKEN].assignment("int8")
   q_fn, q_state = qwix_int8(params, x)
-  fns = {"fp32": lambda: fp32(params, x),
-         "ours_per_token": lambda: ours[ActivationScaling.PER_TOKEN](params, x, int8),
-         "ours_per_tensor": lambda: ours[ActivationScaling.PER_TENSOR](params, x, int8),
-         "qwix": lambda: q_fn(q_state, x)}
+  fns = {
+      "fp32": lambda: fp32(params, x),
+      "ours_per_token": lambda: ours[ActivationScaling.PER_TOKEN](params, x, int8),
+      "ours_per_tensor": lambda: ours[ActivationScaling.PER_TENSOR](params, x, int8),
+      "qwix": lambda: q_fn(q_state, x),
+  }
   compile_s = {}
   outputs = {}
   for k, f in fns.items():
@@ -112,18 +114,34 @@ def main() -> None:
       "qwix_over_fp32_minilm_l6": ratio(s["qwix"], s["fp32"]),
   }
   for k in fns:
-    print(f"{k:16s} {ms[k]:9.1f} ms/call   1-cos {fidelity.get(k, 0.0):.2e}   "
-          f"(first call {compile_s[k]} s)")
+    print(
+        f"{k:16s} {ms[k]:9.1f} ms/call   1-cos {fidelity.get(k, 0.0):.2e}   "
+        f"(first call {compile_s[k]} s)"
+    )
   for k, v in ratios.items():
     print(f"{k:40s} {v:.3f}")
   args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps({
-      "ratios": ratios, "ms_per_call": ms, "one_minus_cos_vs_fp32": fidelity,
-      "first_call_s": compile_s, "rows": args.rows, "tokens": int(x[0].shape[1]),
-      "repeats": args.repeats, "calls_per_sample": args.calls,
-      "platform": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind,
-      "machine": platform.machine(), "qwix": "QtProvider, int8 weights and activations, "
-      "module_path='.*' (default granularity)"}, indent=1) + "\n")
+  args.out.write_text(
+      json.dumps(
+          {
+              "ratios": ratios,
+              "ms_per_call": ms,
+              "one_minus_cos_vs_fp32": fidelity,
+              "first_call_s": compile_s,
+              "rows": args.rows,
+              "tokens": int(x[0].shape[1]),
+              "repeats": args.repeats,
+              "calls_per_sample": args.calls,
+              "platform": jax.devices()[0].platform,
+              "device_kind": jax.devices()[0].device_kind,
+              "machine": platform.machine(),
+              "qwix": "QtProvider, int8 weights and activations, "
+              "module_path='.*' (default granularity)",
+          },
+          indent=1,
+      )
+      + "\n"
+  )
   print(f"wrote {args.out}")
 
 

@@ -34,8 +34,16 @@ from aprec.rpm.compare import POLICIES, compare, make_policies  # noqa: E402
 from aprec.rpm.loop import run_episode  # noqa: E402
 from aprec.app.experiment import rich_table  # noqa: E402
 
-FIELDS = ("accuracy", "energy_per_inference_j", "power_violation_frac", "buffer_violation_frac",
-          "deadline_miss_frac", "switches_per_step", "decision_us", "fallback_frac")
+FIELDS = (
+    "accuracy",
+    "energy_per_inference_j",
+    "power_violation_frac",
+    "buffer_violation_frac",
+    "deadline_miss_frac",
+    "switches_per_step",
+    "decision_us",
+    "fallback_frac",
+)
 
 
 def steps_per_second(d, policy, n_steps: int) -> float:
@@ -56,9 +64,15 @@ def main() -> None:
   ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/bench/rpm.json"))
   args = ap.parse_args()
   con = report.console()
-  result = {"platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
-            "versions": library_versions(), "steps": args.steps, "rows": [],
-            "fp32_accuracy": {}, "closed_loop_steps_per_s": {}}
+  result = {
+      "platform": platform.platform(),
+      "devices": [str(d) for d in jax.devices()],
+      "versions": library_versions(),
+      "steps": args.steps,
+      "rows": [],
+      "fp32_accuracy": {},
+      "closed_loop_steps_per_s": {},
+  }
   start = time.perf_counter()
   for name in args.models:
     model = models.load(name)
@@ -67,14 +81,21 @@ def main() -> None:
     params, meta = policy_io.load(shipped_policy_dir(name), d0.emulator.ops)
     policies = make_policies(POLICIES, learned_params=params, hidden=int(meta["hidden"]))
     result["closed_loop_steps_per_s"][name] = {
-        p: steps_per_second(d0, policies[p][0], 2000) for p in ("greedy", "learned", "oracle")}
+        p: steps_per_second(d0, policies[p][0], 2000) for p in ("greedy", "learned", "oracle")
+    }
     for scenario in args.scenarios:
       d = deploy(model, scenario, table=table, profile_source=source)
       rows, _, reference = compare(d, policies, args.steps)
       result["fp32_accuracy"][name] = reference["fp32_accuracy"]
       for r in rows:
-        result["rows"].append({"model": name, "scenario": scenario, "policy": r["policy"],
-                               **{k: r[k] for k in FIELDS}})
+        result["rows"].append(
+            {
+                "model": name,
+                "scenario": scenario,
+                "policy": r["policy"],
+                **{k: r[k] for k in FIELDS},
+            }
+        )
       con.print(rich_table(rows, f"{name} / {scenario} (fp32 {reference['fp32_accuracy']:.4f})"))
   result["seconds"] = time.perf_counter() - start
   con.print(f"closed-loop steps/s: {json.dumps(result['closed_loop_steps_per_s'])}")

@@ -49,7 +49,7 @@ def reference_model(name: str) -> dict:
   for scaling in SCALINGS:
     emu = Emulator(model.apply_fn, model.params, x, activation_scaling=scaling)
     run = jax.jit(emu)
-    mates = np.array(model.data.train.x[:len(x)])
+    mates = np.array(model.data.train.x[: len(x)])
     mates[0] = x[0]  # example 0 kept, its batch-mates replaced by training images
     bad = np.array(x)
     bad[5] = np.nan
@@ -87,8 +87,10 @@ def sequence_model() -> dict:
       a = emu.assignment(mode)
       only_pv = np.zeros(len(emu.ops), np.int32)
       only_pv[pv] = a[pv]
-      both = lambda **kw: [np.asarray(run(emu.params, (i, mask), m, **kw))[mask]
-                           for i, m in ((ids, a), (repadded, a))]
+      both = lambda **kw: [
+          np.asarray(run(emu.params, (i, mask), m, **kw))[mask]
+          for i, m in ((ids, a), (repadded, a))
+      ]
       out, out2 = both()
       masked, masked2 = both(mask=mask)
       fixed, fixed2 = both(activation_amax=static)
@@ -96,7 +98,8 @@ def sequence_model() -> dict:
       qerr = float(np.max(np.abs(out - ref)))
       leak = float(np.max(np.abs(out - out2)))
       rows[f"{scaling}/{mode}"] = {
-          "quantization_error": qerr, "padding_leak": leak,
+          "quantization_error": qerr,
+          "padding_leak": leak,
           "leak_over_error": leak / qerr if qerr else 0.0,
           "padding_leak_masked": float(np.max(np.abs(masked - masked2))),
           "padding_leak_static": float(np.max(np.abs(fixed - fixed2))),
@@ -109,23 +112,29 @@ def main() -> None:
   result = {"sequence": sequence_model()}
   for name in models.NAMES:
     result[name] = reference_model(name)
-  print(f"{'model':11} {'scaling':12} {'mode':9} {'acc':>6} {'max|Δy|':>9} {'KL':>9} "
-        f"{'NaN→others':>10} {'mates Δ':>8} | {'pad leak':>9} {'/qerr':>6} {'masked':>7} "
-        f"{'static':>7} {'p·v only':>9}")
+  print(
+      f"{'model':11} {'scaling':12} {'mode':9} {'acc':>6} {'max|Δy|':>9} {'KL':>9} "
+      f"{'NaN→others':>10} {'mates Δ':>8} | {'pad leak':>9} {'/qerr':>6} {'masked':>7} "
+      f"{'static':>7} {'p·v only':>9}"
+  )
   for scaling in SCALINGS:
     for mode in MODES:
       key = f"{scaling}/{mode}"
       s = result["sequence"][key]
       for name in models.NAMES:
         r = result[name][key]
-        print(f"{name:11} {scaling:12} {mode:9} {r['accuracy']:6.4f} "
-              f"{r['max_abs_logit_error']:9.2e} {r['kl']:9.2e} "
-              f"{r['other_examples_nan']:4d}/{r['other_examples_nan_eager']:<5d} "
-              f"{r['batch_mate_change']:8.1e} |")
-      print(f"{'sequence':11} {scaling:12} {mode:9} {'':6} {s['quantization_error']:9.2e} "
-            f"{'':9} {'':10} {'':8} | {s['padding_leak']:9.2e} {s['leak_over_error']:6.3f} "
-            f"{s['padding_leak_masked']:7.1e} {s['padding_leak_static']:7.1e} "
-            f"{s['padding_leak_pv_only']:9.2e}")
+        print(
+            f"{name:11} {scaling:12} {mode:9} {r['accuracy']:6.4f} "
+            f"{r['max_abs_logit_error']:9.2e} {r['kl']:9.2e} "
+            f"{r['other_examples_nan']:4d}/{r['other_examples_nan_eager']:<5d} "
+            f"{r['batch_mate_change']:8.1e} |"
+        )
+      print(
+          f"{'sequence':11} {scaling:12} {mode:9} {'':6} {s['quantization_error']:9.2e} "
+          f"{'':9} {'':10} {'':8} | {s['padding_leak']:9.2e} {s['leak_over_error']:6.3f} "
+          f"{s['padding_leak_masked']:7.1e} {s['padding_leak_static']:7.1e} "
+          f"{s['padding_leak_pv_only']:9.2e}"
+      )
   OUT.parent.mkdir(parents=True, exist_ok=True)
   OUT.write_text(json.dumps(result, indent=1))
   print(f"wrote {OUT}")

@@ -58,8 +58,11 @@ from aprec.app import cmd_sensitivity as sensitivity_cli  # noqa: E402
 from aprec.emulator import batching  # noqa: E402
 from aprec.emulator.core import Emulator  # noqa: E402
 
-TARGETS = {"sweep_speedup_over_recompile": (">=", 20.0), "spearman_single_op": (">=", 0.9),
-           "spearman_additive": (">=", 0.85)}
+TARGETS = {
+    "sweep_speedup_over_recompile": (">=", 20.0),
+    "spearman_single_op": (">=", 0.9),
+    "spearman_additive": (">=", 0.85),
+}
 CALIBRATION_SPLIT, BATCH_SIZE = sensitivity_cli.CALIBRATION_SPLIT, sensitivity_cli.CALIBRATION_BATCH
 CE_METHODS = "perturbation,taylor,fisher,hessian"
 
@@ -97,10 +100,16 @@ def _sweep_speedup(model: Any, xs: np.ndarray, ts: np.ndarray, subset: int) -> d
     for x, t in zip(xs, ts):
       f(model.params, x, t).block_until_ready()
   naive = (time.perf_counter() - start) / len(picks)
-  return {"assignments": len(rows), "sweep_s": swept, "sweep_warm_s": swept_warm,
-          "naive_subset": len(picks), "naive_s_per_assignment": naive,
-          "naive_s_extrapolated": naive * len(rows), "speedup": naive * len(rows) / swept,
-          "speedup_warm": naive * len(rows) / swept_warm}
+  return {
+      "assignments": len(rows),
+      "sweep_s": swept,
+      "sweep_warm_s": swept_warm,
+      "naive_subset": len(picks),
+      "naive_s_per_assignment": naive,
+      "naive_s_extrapolated": naive * len(rows),
+      "speedup": naive * len(rows) / swept,
+      "speedup_warm": naive * len(rows) / swept_warm,
+  }
 
 
 def bench_model(name: str, subset: int, console: Console) -> dict[str, Any]:
@@ -114,55 +123,85 @@ def bench_model(name: str, subset: int, console: Console) -> dict[str, Any]:
   sweep = _sweep_speedup(model, xs, ts, subset)
   forward_s = _forward_seconds(model, xs)
   console.log(f"{name}: all methods, loss=kl")
-  prof = sensitivity.analyze_model(model, methods="all", split=CALIBRATION_SPLIT,
-                                   batch_size=BATCH_SIZE, loss="kl")
+  prof = sensitivity.analyze_model(
+      model, methods="all", split=CALIBRATION_SPLIT, batch_size=BATCH_SIZE, loss="kl"
+  )
   extra = {"hessian_weights": np.asarray(prof.details["hessian"]["weights_only"])}
-  val = validation.validate(prof, model.apply_fn, model.params, heldout,
-                            dataset="digits/test", extra_tables=extra)
+  val = validation.validate(
+      prof, model.apply_fn, model.params, heldout, dataset="digits/test", extra_tables=extra
+  )
   console.log(f"{name}: {CE_METHODS}, loss=ce")
-  prof_ce = sensitivity.analyze_model(model, methods=CE_METHODS, split=CALIBRATION_SPLIT,
-                                      batch_size=BATCH_SIZE, loss="ce")
-  val_ce = validation.validate(prof_ce, model.apply_fn, model.params, heldout,
-                               dataset="digits/test")
-  val_ce_int4 = validation.validate(prof_ce, model.apply_fn, model.params, heldout,
-                                    dataset="digits/test", pair_modes=("int4",))
+  prof_ce = sensitivity.analyze_model(
+      model, methods=CE_METHODS, split=CALIBRATION_SPLIT, batch_size=BATCH_SIZE, loss="ce"
+  )
+  val_ce = validation.validate(
+      prof_ce, model.apply_fn, model.params, heldout, dataset="digits/test"
+  )
+  val_ce_int4 = validation.validate(
+      prof_ce, model.apply_fn, model.params, heldout, dataset="digits/test", pair_modes=("int4",)
+  )
   seconds = prof.details["seconds"]
   return {
-      "ops": len(prof.ops), "calibration": {"split": CALIBRATION_SPLIT, "batches": prof.n_batches,
-                                            "batch_size": prof.batch_size},
+      "ops": len(prof.ops),
+      "calibration": {
+          "split": CALIBRATION_SPLIT,
+          "batches": prof.n_batches,
+          "batch_size": prof.batch_size,
+      },
       "heldout": {"split": "test", "batches": val.n_batches, "batch_size": val.batch_size},
-      "sweep": sweep, "forward_s": forward_s,
+      "sweep": sweep,
+      "forward_s": forward_s,
       "method_seconds": seconds,
       "method_over_forward": {k: v / forward_s for k, v in seconds.items()},
       "hessian": {k: prof.details["hessian"][k] for k in ("probes", "converged", "rtol")},
-      "kl": val.summary(), "ce": val_ce.summary(), "ce_int4_pairs": val_ce_int4.summary(),
+      "kl": val.summary(),
+      "ce": val_ce.summary(),
+      "ce_int4_pairs": val_ce_int4.summary(),
   }
 
 
 def _table(result: dict[str, Any]) -> Table:
   table = Table(title="aprec sensitivity benchmark")
-  for col in ("model", "method", "ρ single (kl)", "ρ additive (kl)", "R² additive (kl)",
-              "ρ single (ce)", "ρ additive (ce)", "time / forward"):
+  for col in (
+      "model",
+      "method",
+      "ρ single (kl)",
+      "ρ additive (kl)",
+      "R² additive (kl)",
+      "ρ single (ce)",
+      "ρ additive (ce)",
+      "time / forward",
+  ):
     table.add_column(col, justify="left" if col in ("model", "method") else "right")
   for name, r in result["models"].items():
     for method, s in r["kl"]["scores"].items():
       ce = r["ce"]["scores"].get(method)
       t = r["method_over_forward"].get(method)
-      table.add_row(name, method, f"{s['spearman_single_op']:.3f}",
-                    f"{s['spearman_additive']:.3f}", f"{s['r2_additive']:.3f}",
-                    f"{ce['spearman_single_op']:.3f}" if ce else "",
-                    f"{ce['spearman_additive']:.3f}" if ce else "",
-                    f"{t:,.0f}×" if t is not None else "")
+      table.add_row(
+          name,
+          method,
+          f"{s['spearman_single_op']:.3f}",
+          f"{s['spearman_additive']:.3f}",
+          f"{s['r2_additive']:.3f}",
+          f"{ce['spearman_single_op']:.3f}" if ce else "",
+          f"{ce['spearman_additive']:.3f}" if ce else "",
+          f"{t:,.0f}×" if t is not None else "",
+      )
   return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--models", nargs="+", default=list(models.NAMES), choices=models.NAMES)
-  parser.add_argument("--naive-subset", type=int, default=6,
-                      help="assignments timed on the re-jit route (then extrapolated)")
-  parser.add_argument("--out", type=pathlib.Path,
-                      default=_REPO / "runs" / "bench" / "sensitivity.json")
+  parser.add_argument(
+      "--naive-subset",
+      type=int,
+      default=6,
+      help="assignments timed on the re-jit route (then extrapolated)",
+  )
+  parser.add_argument(
+      "--out", type=pathlib.Path, default=_REPO / "runs" / "bench" / "sensitivity.json"
+  )
   args = parser.parse_args(argv)
   console = Console(highlight=False)
   per_model = {name: bench_model(name, args.naive_subset, console) for name in args.models}
@@ -172,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratios["sweep_speedup_over_recompile" + suffix] = r["sweep"]["speedup"]
     ratios["sweep_speedup_over_recompile_warm" + suffix] = r["sweep"]["speedup_warm"]
   ratios["sweep_speedup_over_recompile"] = ratios.get(
-      "sweep_speedup_over_recompile", next(iter(ratios.values())))
+      "sweep_speedup_over_recompile", next(iter(ratios.values()))
+  )
   for name, r in per_model.items():
     pert = r["kl"]["scores"]["perturbation"]
     ratios[f"spearman_single_op_{name}"] = pert["spearman_single_op"]
@@ -192,10 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
       },
       "models": per_model,
       "environment": {
-          "versions": {p: importlib.metadata.version(p)
-                       for p in ("jax", "jaxlib", "flax", "optax", "numpy")},
+          "versions": {
+              p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")
+          },
           "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
-          "cpu_count": os.cpu_count(), "machine": platform_lib.machine(),
+          "cpu_count": os.cpu_count(),
+          "machine": platform_lib.machine(),
       },
   }
   console.print(_table(result))

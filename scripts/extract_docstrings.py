@@ -30,8 +30,21 @@ import sysconfig
 
 from aprec.models import docstrings, minilm_files
 
-SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "ensurepip", "turtledemo",
-             "__pycache__", "tkinter", "pydoc_data", "venv", "__phello__", "dist-packages"}
+SKIP_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "ensurepip",
+    "turtledemo",
+    "__pycache__",
+    "tkinter",
+    "pydoc_data",
+    "venv",
+    "__phello__",
+    "dist-packages",
+}
 MIN_SUMMARY_WORDS = 4
 MIN_BODY_WORDS = 8
 MAX_BODY_CHARS = 400
@@ -72,8 +85,11 @@ def pairs_of_source(source: str) -> list[tuple[str, str, str]]:
             paragraphs = re.split(r"\n\s*\n", doc.strip())
             head = paragraphs[0].strip()
             # A one-line summary, then prose (not a signature, doctest or field list).
-            if "\n" not in head and len(paragraphs) > 1 and not paragraphs[1].lstrip().startswith(
-                (">>>", ":", "..", "-", "*")):
+            if (
+                "\n" not in head
+                and len(paragraphs) > 1
+                and not paragraphs[1].lstrip().startswith((">>>", ":", "..", "-", "*"))
+            ):
               found.append((name, _clean(head), _short_body(paragraphs[1:])))
         visit(child, f"{name}.")
 
@@ -96,8 +112,12 @@ def extract(stdlib: pathlib.Path) -> list[dict]:
   for p in pairs:
     for key in (p["summary"].lower(), p["body"].lower()):
       count[key] = count.get(key, 0) + 1
-  pairs = [p for p in pairs if count[p["summary"].lower()] == 1 == count[p["body"].lower()]
-           and p["summary"].lower() not in p["body"].lower()]  # a match must not be a copy
+  pairs = [
+      p
+      for p in pairs
+      if count[p["summary"].lower()] == 1 == count[p["body"].lower()]
+      and p["summary"].lower() not in p["body"].lower()
+  ]  # a match must not be a copy
   # Keep pairs that fit without truncation.
   for field, budget in (("summary", docstrings.MAX_TOKENS), ("body", docstrings.MAX_TOKENS)):
     lengths = [len(e.ids) for e in minilm_files.tokenizer().encode_batch([p[field] for p in pairs])]
@@ -126,8 +146,10 @@ def assign_splits(pairs: list[dict], per_split: int) -> list[dict]:
     if filled == per_split:
       split_index, filled = split_index + 1, 0
   if split_index < len(docstrings.SPLITS):
-    raise SystemExit(f"only {len(pairs)} pairs; not enough for {len(docstrings.SPLITS)} splits "
-                     f"of {per_split}")
+    raise SystemExit(
+        f"only {len(pairs)} pairs; not enough for {len(docstrings.SPLITS)} splits "
+        f"of {per_split}"
+    )
   return chosen
 
 

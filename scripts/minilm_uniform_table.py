@@ -31,20 +31,39 @@ def main() -> None:
   split = getattr(model.data, args.split)
   rows = []
   for scaling in args.scalings:
-    ev = RetrievalEvaluator(model.apply_fn, model.params, split,
-                            activation_scaling=ActivationScaling(scaling))
+    ev = RetrievalEvaluator(
+        model.apply_fn, model.params, split, activation_scaling=ActivationScaling(scaling)
+    )
     for mode in aprec.MODES:
       start = time.perf_counter()
       r = ev.measure(ev.emulator.assignment(mode))
-      row = dict(mode=mode, activation_scaling=scaling, **r._asdict(),
-                 one_minus_cos=1.0 - r.mean_cosine, seconds=time.perf_counter() - start)
+      row = dict(
+          mode=mode,
+          activation_scaling=scaling,
+          **r._asdict(),
+          one_minus_cos=1.0 - r.mean_cosine,
+          seconds=time.perf_counter() - start,
+      )
       rows.append(row)
-      print(f"{scaling:10s} {mode:9s} R@1 {r.recall_at_1:.4f}  R@10 {r.recall_at_10:.4f}  "
-            f"MRR {r.mrr:.4f}  1-cos {1 - r.mean_cosine:.2e}  ({row['seconds']:.0f} s)", flush=True)
+      print(
+          f"{scaling:10s} {mode:9s} R@1 {r.recall_at_1:.4f}  R@10 {r.recall_at_10:.4f}  "
+          f"MRR {r.mrr:.4f}  1-cos {1 - r.mean_cosine:.2e}  ({row['seconds']:.0f} s)",
+          flush=True,
+      )
   args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps({
-      "model": "minilm_l6", "split": args.split, "num_pairs": split.num_pairs,
-      "max_tokens": int(split.x[0].shape[1]), "rows": rows}, indent=1) + "\n")
+  args.out.write_text(
+      json.dumps(
+          {
+              "model": "minilm_l6",
+              "split": args.split,
+              "num_pairs": split.num_pairs,
+              "max_tokens": int(split.x[0].shape[1]),
+              "rows": rows,
+          },
+          indent=1,
+      )
+      + "\n"
+  )
   print(f"wrote {args.out}")
 
 

@@ -46,6 +46,7 @@ def sign(name: str, root: pathlib.Path) -> None:
   policy_dir = directory / "policy"
   if policy_dir.is_dir():
     from aprec.rpm import policy_io
+
     checkpoint.write_manifest(policy_dir)
     policy_io.load(policy_dir, emu.ops)
   checkpoint.write_manifest(directory)  # again: now without the signed nested artifacts

@@ -44,8 +44,11 @@ def pin_cpus(n: int = TRAIN_CPUS) -> int:
   allowed = sorted(os.sched_getaffinity(0))
   os.sched_setaffinity(0, allowed[:n])
   if len(allowed) < n:
-    print(f"warning: training on {len(allowed)} CPU(s), not {n}: the weights will differ "
-          f"from a retrain on {n} CPUs (see the README's Reference models)", file=sys.stderr)
+    print(
+        f"warning: training on {len(allowed)} CPU(s), not {n}: the weights will differ "
+        f"from a retrain on {n} CPUs (see the README's Reference models)",
+        file=sys.stderr,
+    )
   return min(n, len(allowed))
 
 
@@ -56,16 +59,16 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from rich.progress import (  # noqa: E402
-  BarColumn,
-  MofNCompleteColumn,
-  Progress,
-  TextColumn,
-  TimeElapsedColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
 )
 
 from aprec import (
-  checkpoint,  # noqa: E402
-  models,  # noqa: E402
+    checkpoint,  # noqa: E402
+    models,  # noqa: E402
 )
 from aprec.models import data as data_lib  # noqa: E402
 from aprec.models import metrics  # noqa: E402
@@ -93,8 +96,9 @@ class TrainConfig:
 # epochs / learning-rate / weight-decay settings, with and without augmentation.
 CONFIGS = {
     "digits_cnn": TrainConfig(epochs=40, peak_learning_rate=3e-3, weight_decay=1e-2),
-    "digits_vit": TrainConfig(epochs=300, peak_learning_rate=5e-3, weight_decay=5e-2,
-                              warmup_epochs=5),
+    "digits_vit": TrainConfig(
+        epochs=300, peak_learning_rate=5e-3, weight_decay=5e-2, warmup_epochs=5
+    ),
 }
 
 
@@ -145,8 +149,9 @@ def train(
   for epoch in range(config.epochs):
     losses = []
     augment_rng = np.random.default_rng((seed, epoch))
-    for x, y in data_lib.batches(splits.train, config.batch_size,
-                                 seed=seed * 1_000_003 + epoch, drop_remainder=True):
+    for x, y in data_lib.batches(
+        splits.train, config.batch_size, seed=seed * 1_000_003 + epoch, drop_remainder=True
+    ):
       x = data_lib.random_shift(x, augment_rng, config.max_shift_px)
       params, opt_state, loss = train_step(params, opt_state, x, y)
       losses.append(loss)
@@ -155,8 +160,9 @@ def train(
   return apply_fn, jax.block_until_ready(params)
 
 
-def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: int = SEED,
-                   overwrite: bool = False) -> dict:
+def train_and_save(
+    name: str, out_dir: pathlib.Path, progress: Progress, seed: int = SEED, overwrite: bool = False
+) -> dict:
   """Trains ``name``, evaluates it at fp32 and writes ``out_dir/name``; returns the metadata."""
   config = CONFIGS[name]
   splits = data_lib.load_digits_splits(models.DATA_SEED)
@@ -200,30 +206,54 @@ def train_and_save(name: str, out_dir: pathlib.Path, progress: Progress, seed: i
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", nargs="+", default=list(models.NAMES), choices=models.NAMES,
-                      help="models to train (default: all)")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace existing checkpoints (their profile/ and policy/ go too)")
-  parser.add_argument("--out", type=pathlib.Path, default=_REPO / "checkpoints",
-                      help="checkpoint root; each model goes to OUT/<name>/ (default: %(default)s)")
-  parser.add_argument("--seed", type=int, default=SEED,
-                      help="initialisation and minibatch seed (default: %(default)s)")
+  parser.add_argument(
+      "--models",
+      nargs="+",
+      default=list(models.NAMES),
+      choices=models.NAMES,
+      help="models to train (default: all)",
+  )
+  parser.add_argument(
+      "--overwrite",
+      action="store_true",
+      help="replace existing checkpoints (their profile/ and policy/ go too)",
+  )
+  parser.add_argument(
+      "--out",
+      type=pathlib.Path,
+      default=_REPO / "checkpoints",
+      help="checkpoint root; each model goes to OUT/<name>/ (default: %(default)s)",
+  )
+  parser.add_argument(
+      "--seed",
+      type=int,
+      default=SEED,
+      help="initialisation and minibatch seed (default: %(default)s)",
+  )
   return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
-  columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-             TextColumn("epochs  loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
+  columns = (
+      TextColumn("{task.description:<11}"),
+      BarColumn(),
+      MofNCompleteColumn(),
+      TextColumn("epochs  loss {task.fields[loss]:.4f}"),
+      TimeElapsedColumn(),
+  )
   results = []
   with Progress(*columns) as progress:
     for name in args.models:
-      results.append(train_and_save(name, args.out, progress, seed=args.seed,
-                                    overwrite=args.overwrite))
+      results.append(
+          train_and_save(name, args.out, progress, seed=args.seed, overwrite=args.overwrite)
+      )
   for m in results:
-    print(f"{m['model']}: test acc {m['test_accuracy_fp32']:.4f}  val acc "
-          f"{m['val_accuracy_fp32']:.4f}  test loss {m['test_loss_fp32']:.4f}  "
-          f"{m['num_params']} params  {m['train_time_s']:.1f} s -> {args.out / m['model']}")
+    print(
+        f"{m['model']}: test acc {m['test_accuracy_fp32']:.4f}  val acc "
+        f"{m['val_accuracy_fp32']:.4f}  test loss {m['test_loss_fp32']:.4f}  "
+        f"{m['num_params']} params  {m['train_time_s']:.1f} s -> {args.out / m['model']}"
+    )
 
 
 if __name__ == "__main__":

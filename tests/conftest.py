@@ -12,8 +12,10 @@ settings.register_profile("aprec", derandomize=True, deadline=None)
 settings.load_profile("aprec")
 
 jax.config.update("jax_num_cpu_devices", 4)
-jax.config.update("jax_compilation_cache_dir",
-                  os.path.expanduser(os.environ.get("APREC_JAX_CACHE", "~/.cache/aprec-jax")))
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.path.expanduser(os.environ.get("APREC_JAX_CACHE", "~/.cache/aprec-jax")),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -22,6 +24,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def cnn_ops():
   """The digits CNN's op table at batch 32 (the RPM tests' deployment)."""
   from op_tables import digits_ops
+
   return digits_ops(32)
 
 
@@ -29,4 +32,5 @@ def cnn_ops():
 def spec():
   """The edge NPU preset."""
   from aprec.hardware import edge_npu
+
   return edge_npu()

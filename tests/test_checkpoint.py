@@ -25,6 +25,7 @@ def _linen_params(width: int = 3) -> dict:
 
 def _nnx_state(width: int = 3) -> nnx.State:
   class Tiny(nnx.Module):
+
     def __init__(self, rngs: nnx.Rngs):
       self.layers = nnx.List([nnx.Linear(2, width, rngs=rngs), nnx.Linear(width, 2, rngs=rngs)])
       self.pos = nnx.Param(jnp.ones((4, width)))
@@ -67,8 +68,9 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path):
   params = _linen_params()
   checkpoint.save(tmp_path / "ck", params, {"v": 1})
   with pytest.raises(TypeError, match="JSON-serialisable"):
-    checkpoint.save(tmp_path / "ck", jax.tree.map(lambda a: a + 1, params), {"v": object()},
-                    overwrite=True)
+    checkpoint.save(
+        tmp_path / "ck", jax.tree.map(lambda a: a + 1, params), {"v": object()}, overwrite=True
+    )
   _assert_trees_equal(checkpoint.restore(tmp_path / "ck", params), params)
   assert checkpoint.load_metadata(tmp_path / "ck") == {"v": 1}
   assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
@@ -170,8 +172,12 @@ def _child(code: str) -> subprocess.CompletedProcess:
       d = importlib.util.module_from_spec(spec)
       spec.loader.exec_module(d)
   """)
-  return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                        capture_output=True, text=True, timeout=60)
+  return subprocess.run(
+      [sys.executable, "-c", prelude + textwrap.dedent(code)],
+      capture_output=True,
+      text=True,
+      timeout=60,
+  )
 
 
 def _write(path, text, **kw):
@@ -262,6 +268,7 @@ def _largest_file(directory: pathlib.Path) -> pathlib.Path:
 
 def test_bit_flips_in_shipped_weights_fail_naming_the_file(tmp_path):
   from aprec import models
+
   shutil.copytree(models.default_checkpoint_dir() / "digits_cnn", tmp_path / "digits_cnn")
   victim = _largest_file(tmp_path / "digits_cnn" / "params")
   _flip_bytes(victim)
@@ -274,6 +281,7 @@ def test_bit_flips_in_policy_params_fail_naming_the_file(tmp_path):
   from aprec import models
   from aprec.emulator.core import Emulator
   from aprec.rpm import policy_io
+
   shutil.copytree(models.default_checkpoint_dir() / "digits_cnn" / "policy", tmp_path / "p")
   model = models.load("digits_cnn")
   ops = Emulator(model.apply_fn, model.params, model.data.test.x[:4]).ops

@@ -13,8 +13,11 @@ import pytest
 import aprec
 
 PACKAGE_DIR = pathlib.Path(aprec.__file__).parent
-MODULES = sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE_DIR)], "aprec.")
-                 if not m.name.endswith("__main__"))
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages([str(PACKAGE_DIR)], "aprec.")
+    if not m.name.endswith("__main__")
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

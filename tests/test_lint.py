@@ -11,14 +11,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATHS = ("aprec", "tests", "scripts")
 
-# Enabled once `scripts/format.sh` has formatted the tree (issue 8, item 7): until then the
-# code is not yet in pyink's layout and these would fail.
-pytestmark = pytest.mark.skip(reason="enable after running scripts/format.sh once")
-
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", *args, *PATHS], cwd=ROOT, capture_output=True,
-                        text=True, check=False)
+  return subprocess.run(
+      [sys.executable, "-m", *args, *PATHS], cwd=ROOT, capture_output=True, text=True, check=False
+  )
 
 
 def test_ruff_finds_nothing():

@@ -39,8 +39,14 @@ print(json.dumps({"cpus": len(os.sched_getaffinity(0)), "train_cpus": train_mode
 
 def _start(cpus: str, out: pathlib.Path) -> subprocess.Popen:
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  return subprocess.Popen([sys.executable, "-c", CHILD, cpus, str(out)], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+      [sys.executable, "-c", CHILD, cpus, str(out)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
 
 
 def _finish(child: subprocess.Popen, out: pathlib.Path) -> tuple[dict, list[np.ndarray]]:
@@ -57,20 +63,28 @@ def test_retraining_is_bitwise_for_the_pinned_cpu_count_and_close_on_one_cpu(tmp
   if available < 2:
     pytest.skip("needs 2 CPUs to compare against 1")
   # The three retrains run side by side (each pinned to its own CPU count).
-  runs = {k: (_start(c, tmp_path / f"{k}.npz"), tmp_path / f"{k}.npz")
-          for k, c in (("a", "all"), ("b", "all"), ("one", "1"))}  # "1": like `taskset -c 0`
+  runs = {
+      k: (_start(c, tmp_path / f"{k}.npz"), tmp_path / f"{k}.npz")
+      for k, c in (("a", "all"), ("b", "all"), ("one", "1"))
+  }  # "1": like `taskset -c 0`
   info_a, params_a = _finish(*runs["a"])
   info_b, params_b = _finish(*runs["b"])
   info_one, params_one = _finish(*runs["one"])
   assert info_a["cpus"] == info_a["train_cpus"] == 2  # pinned, whatever the machine has
   assert info_one["cpus"] == info_one["train_cpus"] == 1
   # Same CPU count: bitwise the same weights and metrics.
-  assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
-             for a, b in zip(params_a, params_b))
+  assert all(
+      np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(params_a, params_b)
+  )
   assert info_a["test_loss"] == info_b["test_loss"]
   # One CPU: other last bits, close weights; metrics within the README's tolerance
   # (full retrains: test accuracy within 1 image of 360, test loss within 0.04).
-  print("2 vs 1 CPU:", info_a, info_one, "max |weight diff|",
-        max(float(np.max(np.abs(a - o))) for a, o in zip(params_a, params_one)))
+  print(
+      "2 vs 1 CPU:",
+      info_a,
+      info_one,
+      "max |weight diff|",
+      max(float(np.max(np.abs(a - o))) for a, o in zip(params_a, params_one)),
+  )
   assert abs(info_one["test_accuracy"] - info_a["test_accuracy"]) <= 1 / 360 + 1e-9
   assert abs(info_one["test_loss"] - info_a["test_loss"]) <= 0.04

@@ -2,7 +2,6 @@
 the high-level workflow (issue 9, items 1 and 4)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
@@ -39,10 +38,12 @@ def test_pytree_inputs_through_analyze_validate_plan_and_rpm(kind):
   model = aprec.own_model(module.apply, params, inputs=x, targets=y, name=f"two_{kind}")
   profile = aprec.analyze_model(model, methods="perturbation,fisher", batch_size=4)
   assert profile.delta_loss.shape == (3, len(aprec.MODES)) and profile.batch_size == 4
-  assert profile.numerics == {"activation_scaling": model_emulator(model).numerics[
-      "activation_scaling"], "ste": "identity"}
+  assert profile.numerics == {
+      "activation_scaling": model_emulator(model).numerics["activation_scaling"],
+      "ste": "identity",
+  }
   test = model.data.test
-  batches = [(inputs_lib.take(test.x, slice(i, i + 4)), test.y[i:i + 4]) for i in (0, 4)]
+  batches = [(inputs_lib.take(test.x, slice(i, i + 4)), test.y[i : i + 4]) for i in (0, 4)]
   v = validation.validate(profile, model.apply_fn, model.params, batches, n_assignments=4)
   assert np.isfinite(v.measured_single).all()
   planned = aprec.plan(profile, "bits=8")

@@ -23,10 +23,15 @@ from aprec.app import inputs
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
-def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
-         models: tuple[str, ...] = ("digits_cnn", "digits_vit"),
-         rpm_models: tuple[str, ...] = ("digits_cnn",), scenario: str = "contention",
-         steps: int = 300, minilm: bool = True, overwrite: bool = False) -> None:
+def demo(
+    out: pathlib.Path = pathlib.Path("runs/demo"),
+    models: tuple[str, ...] = ("digits_cnn", "digits_vit"),
+    rpm_models: tuple[str, ...] = ("digits_cnn",),
+    scenario: str = "contention",
+    steps: int = 300,
+    minilm: bool = True,
+    overwrite: bool = False,
+) -> None:
   """The main job: accuracy per precision mode, then every RPM policy in the closed loop.
 
   Args:
@@ -43,15 +48,18 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
   from aprec import checkpoint
   from aprec.app import demo as demo_lib
   from aprec.app import rpm_demo
+
   for name in models:
     inputs.model_ref(name)
   rpm_demo.check(rpm_models, scenario, steps)
   inputs.artifact_out(out, overwrite=overwrite, marker=demo_lib.MARKER, what="demo output")
-  with checkpoint.write_directory(out, overwrite=overwrite, marker=demo_lib.MARKER,
-                                  what="demo output") as stage:
+  with checkpoint.write_directory(
+      out, overwrite=overwrite, marker=demo_lib.MARKER, what="demo output"
+  ) as stage:
     demo_lib.write(stage / "modes", models, shown=out / "modes")
     if minilm:
       from aprec.app import minilm_demo
+
       minilm_demo.write(stage / "minilm", shown=out / "minilm")
     rpm_demo.write(stage, rpm_models, scenario=scenario, steps=steps, shown=out)
 
@@ -59,6 +67,7 @@ def demo(out: pathlib.Path = pathlib.Path("runs/demo"),
 def commands() -> dict[str, Callable]:
   """Subcommand name → function; register a new subcommand with one line here."""
   from aprec.app import cmd_export, cmd_model, cmd_rpm, cmd_sensitivity
+
   return {
       "ops": cmd_model.ops,
       "eval": cmd_model.measure,
@@ -86,6 +95,7 @@ def _interrupted() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
   """Entry point of the ``aprec`` console script and ``python -m aprec``."""
   from aprec import checkpoint
+
   args = list(sys.argv[1:] if argv is None else argv)
   try:
     tyro.extras.subcommand_cli_from_dict(commands(), args=args, prog="aprec")

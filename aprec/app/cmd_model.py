@@ -23,12 +23,21 @@ def ops(model: tyro.conf.Positional[str], as_json: AsJson = False) -> None:
     as_json: print JSON instead of a table.
   """
   from aprec.emulator.scoring import Evaluator
+
   inputs.model_ref(model)
   ev = Evaluator.for_model(inputs.load_model(model))
   emu = ev.emulator
   if as_json:
-    print(json.dumps({"model": model, "ops": [op.to_dict() for op in emu.ops],
-                      "passthrough": [vars(p) for p in emu.passthrough]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": model,
+                "ops": [op.to_dict() for op in emu.ops],
+                "passthrough": [vars(p) for p in emu.passthrough],
+            },
+            indent=2,
+        )
+    )
     return
   con = tables.console()
   con.print(tables.op_table(emu.ops, title=f"{model}: {emu!r}"))
@@ -36,8 +45,12 @@ def ops(model: tyro.conf.Positional[str], as_json: AsJson = False) -> None:
     con.print(f"[yellow]passed through:[/] {p.count} × {p.primitive}: {p.reason}")
 
 
-def measure(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = "test",
-            as_json: AsJson = False) -> None:
+def measure(
+    model: tyro.conf.Positional[str],
+    modes: str = "fp32",
+    split: str = "test",
+    as_json: AsJson = False,
+) -> None:
   """Measured accuracy and loss of a model under a precision assignment.
 
   Args:
@@ -52,6 +65,7 @@ def measure(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = 
   """
   from aprec import models
   from aprec.emulator.scoring import Evaluator
+
   inputs.model_ref(model)
   if model in models.EMBEDDERS:
     _evaluate_embedder(model, modes, split, as_json)
@@ -60,42 +74,59 @@ def measure(model: tyro.conf.Positional[str], modes: str = "fp32", split: str = 
   ev = Evaluator.for_model(inputs.load_model(model), split)
   assignment = ev.emulator.assignment(modes)
   measured = ev.measure([assignment])
-  result = {"model": model, "split": split, "n_examples": int(len(ev.split.y)),
-            "modes": {op.name: MODES[int(m)] for op, m in zip(ev.emulator.ops, assignment)},
-            "accuracy": float(measured.accuracy[0]), "loss": float(measured.loss[0])}
+  result = {
+      "model": model,
+      "split": split,
+      "n_examples": int(len(ev.split.y)),
+      "modes": {op.name: MODES[int(m)] for op, m in zip(ev.emulator.ops, assignment)},
+      "accuracy": float(measured.accuracy[0]),
+      "loss": float(measured.loss[0]),
+  }
   if as_json:
     print(json.dumps(result, indent=2))
     return
   con = tables.console()
-  con.print(tables.rows_table([{"op": k, "mode": v} for k, v in result["modes"].items()],
-                              title=f"{model} assignment"))
-  con.print(f"{split} accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}  "
-            f"({result['n_examples']} examples)")
+  con.print(
+      tables.rows_table(
+          [{"op": k, "mode": v} for k, v in result["modes"].items()], title=f"{model} assignment"
+      )
+  )
+  con.print(
+      f"{split} accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}  "
+      f"({result['n_examples']} examples)"
+  )
 
 
 def _evaluate_embedder(model: str, modes: str, split: str, as_json: bool) -> None:
   from aprec.emulator.retrieval_scoring import RetrievalEvaluator
   from aprec.models import docstrings
+
   inputs.one_of(split, docstrings.SPLITS, "split")
   loaded = inputs.load_model(model)
   data = getattr(loaded.data, split)
   ev = RetrievalEvaluator(loaded.apply_fn, loaded.params, data)
   assignment = ev.emulator.assignment(modes)
   measured = ev.measure(assignment)
-  result = {"model": model, "split": split, "n_pairs": data.num_pairs,
-            "modes": {op.name: MODES[int(m)] for op, m in zip(ev.emulator.ops, assignment)},
-            **measured._asdict()}
+  result = {
+      "model": model,
+      "split": split,
+      "n_pairs": data.num_pairs,
+      "modes": {op.name: MODES[int(m)] for op, m in zip(ev.emulator.ops, assignment)},
+      **measured._asdict(),
+  }
   if as_json:
     print(json.dumps(result, indent=2))
     return
   tables.console().print(
       f"{split}: recall@1 {measured.recall_at_1:.4f}  recall@10 {measured.recall_at_10:.4f}  "
       f"MRR {measured.mrr:.4f}  mean cos to fp32 {measured.mean_cosine:.6f}  "
-      f"({data.num_pairs} summary -> docstring pairs)")
+      f"({data.num_pairs} summary -> docstring pairs)"
+  )
 
 
-def spec(name: tyro.conf.Positional[str], out: pathlib.Path | None = None,
-         overwrite: bool = False) -> None:
+def spec(
+    name: tyro.conf.Positional[str], out: pathlib.Path | None = None, overwrite: bool = False
+) -> None:
   """Print an NNP spec as JSON, or write it to a file to edit and pass as `--spec FILE`.
 
   Args:
@@ -104,6 +135,7 @@ def spec(name: tyro.conf.Positional[str], out: pathlib.Path | None = None,
     overwrite: replace an existing OUT file.
   """
   from aprec.hardware import spec_io
+
   if out is not None and pathlib.Path(out).exists() and not overwrite:
     raise ValueError(f"--out {out} exists; pass --overwrite to replace it")
   if out is not None and pathlib.Path(out).is_dir():

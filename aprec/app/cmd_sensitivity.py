@@ -33,29 +33,52 @@ def _progress(enabled: bool) -> Iterator[Any]:
     return
   from rich.console import Console
   from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-  bars = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+
+  bars = Progress(
+      TextColumn("{task.description:>12}"),
+      BarColumn(),
+      MofNCompleteColumn(),
+      TimeElapsedColumn(),
+      console=Console(stderr=True),
+      transient=False,
+  )
   tasks: dict[str, Any] = {}
 
   def update(task: str, done: int, total: int) -> None:
     if task not in tasks:
       tasks[task] = bars.add_task(task, total=total)
     bars.update(tasks[task], completed=done, total=total)
+
   with bars:
     yield update
 
 
 def _validation_rows(summary: dict) -> list[dict]:
-  return [{"method": name, "ρ single op": s["spearman_single_op"], "pairs": s["n_pairs"],
-           "ρ additive": s["spearman_additive"], "R² additive": s["r2_additive"],
-           "Pearson² additive": s["pearson_r2_additive"], "assignments": s["n_assignments"]}
-          for name, s in summary["scores"].items()]
+  return [
+      {
+          "method": name,
+          "ρ single op": s["spearman_single_op"],
+          "pairs": s["n_pairs"],
+          "ρ additive": s["spearman_additive"],
+          "R² additive": s["r2_additive"],
+          "Pearson² additive": s["pearson_r2_additive"],
+          "assignments": s["n_assignments"],
+      }
+      for name, s in summary["scores"].items()
+  ]
 
 
-def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
-            validate: bool = False, as_json: AsJson = False, out: pathlib.Path | None = None,
-            overwrite: bool = False, loss: str = "kl", split: str = CALIBRATION_SPLIT,
-            batch_size: int = CALIBRATION_BATCH) -> None:
+def analyze(
+    model: tyro.conf.Positional[str],
+    method: str = "perturbation",
+    validate: bool = False,
+    as_json: AsJson = False,
+    out: pathlib.Path | None = None,
+    overwrite: bool = False,
+    loss: str = "kl",
+    split: str = CALIBRATION_SPLIT,
+    batch_size: int = CALIBRATION_BATCH,
+) -> None:
   """Compute a model's sensitivity profile (predicted Δloss per op and mode) and save it.
 
   Writes the profile (orbax arrays + profile.json) and heatmap.png to OUT; with
@@ -87,15 +110,19 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
   from aprec.sensitivity import validation
   from aprec.sensitivity import profile as profile_lib
   from aprec.emulator.scoring import Evaluator
+
   inputs.model_ref(model)
   out = inputs.default_profile_dir(model) if out is None else pathlib.Path(out)
-  inputs.artifact_out(out, overwrite=overwrite, marker=profile_lib.JSON_FILE,
-                      what="sensitivity profile")
+  inputs.artifact_out(
+      out, overwrite=overwrite, marker=profile_lib.JSON_FILE, what="sensitivity profile"
+  )
   inputs.one_of(loss, sensitivity.LOSSES, "--loss")
   sensitivity.parse_methods(method)
   if split == HELDOUT_SPLIT:
-    raise ValueError(f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
-                     "it was fitted to; use --split train or --split val")
+    raise ValueError(
+        f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
+        "it was fitted to; use --split train or --split val"
+    )
   if batch_size <= 0:
     raise ValueError(f"--batch-size {batch_size}; expected a positive number of examples")
   loaded = inputs.load_model(model)
@@ -103,8 +130,9 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
   inputs.integer_labels(loaded, split, loss)
   attachments: dict[str, Any] = {}
   with _progress(not as_json) as progress:
-    prof = sensitivity.analyze_model(loaded, methods=method, split=split,
-                                     batch_size=batch_size, loss=loss, progress=progress)
+    prof = sensitivity.analyze_model(
+        loaded, methods=method, split=split, batch_size=batch_size, loss=loss, progress=progress
+    )
     summary = None
     if validate:
       test = getattr(loaded.data, HELDOUT_SPLIT)
@@ -112,42 +140,75 @@ def analyze(model: tyro.conf.Positional[str], method: str = "perturbation",
       extra = {}
       if "hessian" in prof.details:
         extra["hessian_weights"] = np.asarray(prof.details["hessian"]["weights_only"])
-      val = validation.validate(prof, loaded.apply_fn, loaded.params, heldout,
-                                dataset=f"digits/{HELDOUT_SPLIT}", extra_tables=extra,
-                                progress=progress)
+      val = validation.validate(
+          prof,
+          loaded.apply_fn,
+          loaded.params,
+          heldout,
+          dataset=f"digits/{HELDOUT_SPLIT}",
+          extra_tables=extra,
+          progress=progress,
+      )
       summary = val.summary()
       ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
       front = planner.pareto_front(
-          prof, ev, kind="bits", delta_fn=lambda rows: validation.measure_assignments(
-              loaded.apply_fn, loaded.params, heldout, rows, loss=prof.loss)[0])
+          prof,
+          ev,
+          kind="bits",
+          delta_fn=lambda rows: validation.measure_assignments(
+              loaded.apply_fn, loaded.params, heldout, rows, loss=prof.loss
+          )[0],
+      )
       summary["pareto_bits"] = [vars(p) for p in front]
       prof = prof.with_details(validation=summary)
       attachments["validation.json"] = lambda p: p.write_text(
-          json.dumps(val.to_json(), indent=2) + "\n")
+          json.dumps(val.to_json(), indent=2) + "\n"
+      )
       attachments["validation_scatter.png"] = lambda p: figures.scatter(val, p, model=model)
-      attachments["pareto_bits.png"] = lambda p: figures.pareto(
-          front, p, kind="bits", model=model)
+      attachments["pareto_bits.png"] = lambda p: figures.pareto(front, p, kind="bits", model=model)
   attachments["heatmap.png"] = lambda p: figures.heatmap(prof, p)
   where = profile_lib.save(prof, out, attachments=attachments, overwrite=overwrite)
   if as_json:
-    print(json.dumps({"model": model, "profile": str(where), "methods": list(prof.estimates),
-                      "seconds": prof.details.get("seconds"), "validation": summary},
-                     indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "model": model,
+                "profile": str(where),
+                "methods": list(prof.estimates),
+                "seconds": prof.details.get("seconds"),
+                "validation": summary,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return
   con = tables.console()
   for name in prof.estimates:
     con.print(tables.profile_table(prof, name))
   if summary is not None:
-    con.print(tables.rows_table(
-        _validation_rows(summary),
-        title=f"{model}: predicted vs measured Δ{summary['loss']} loss on {summary['dataset']}",
-        formats={"ρ single op": ".3f", "ρ additive": ".3f", "R² additive": ".3f",
-                 "Pearson² additive": ".3f"}))
+    con.print(
+        tables.rows_table(
+            _validation_rows(summary),
+            title=f"{model}: predicted vs measured Δ{summary['loss']} loss on {summary['dataset']}",
+            formats={
+                "ρ single op": ".3f",
+                "ρ additive": ".3f",
+                "R² additive": ".3f",
+                "Pearson² additive": ".3f",
+            },
+        )
+    )
   con.print(f"wrote {where}")
 
 
-def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", as_json: AsJson = False,
-         profile: pathlib.Path | None = None, allow_other_weights: bool = False) -> None:
+def plan(
+    model: tyro.conf.Positional[str],
+    budget: str = "bits=4.5",
+    as_json: AsJson = False,
+    profile: pathlib.Path | None = None,
+    allow_other_weights: bool = False,
+) -> None:
   """Plan the mixed-precision assignment with the least predicted Δloss within a budget.
 
   Uses the model's saved profile (run `aprec analyze MODEL` first) and measures the plan
@@ -170,39 +231,64 @@ def plan(model: tyro.conf.Positional[str], budget: str = "bits=4.5", as_json: As
   from aprec.sensitivity import profile as profile_lib
   from aprec.emulator.scoring import Evaluator
   from aprec.emulator.formats import MODES
+
   inputs.model_ref(model)
   parsed = planner.parse_budget(budget)
   loaded = inputs.load_model(model)
   ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
-  prof = profile_lib.load(inputs.default_profile_dir(model) if profile is None else profile,
-                          expect=ev.emulator.ops, params=loaded.params,
-                          allow_other_params=allow_other_weights)
+  prof = profile_lib.load(
+      inputs.default_profile_dir(model) if profile is None else profile,
+      expect=ev.emulator.ops,
+      params=loaded.params,
+      allow_other_params=allow_other_weights,
+  )
   inputs.integer_labels(loaded, HELDOUT_SPLIT, prof.loss)
   chosen = planner.plan(prof, parsed)
   measured = ev.measure(np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment]))
   test = getattr(loaded.data, HELDOUT_SPLIT)
   heldout = batching.split(test.x, test.y, prof.batch_size)
   delta, delta_err, _ = validation.measure_assignments(
-      loaded.apply_fn, loaded.params, heldout, chosen.assignment[None], loss=prof.loss)
-  result = {"model": model, **chosen.to_dict(prof.op_names), "method": prof.method,
-            "loss": prof.loss,
-            "measured": {"split": HELDOUT_SPLIT, "delta_loss": float(delta[0]),
-                         "delta_loss_stderr": float(delta_err[0]),
-                         "accuracy": float(measured.accuracy[1]),
-                         "ce_loss": float(measured.loss[1]),
-                         "fp32_accuracy": float(measured.accuracy[0])}}
+      loaded.apply_fn, loaded.params, heldout, chosen.assignment[None], loss=prof.loss
+  )
+  result = {
+      "model": model,
+      **chosen.to_dict(prof.op_names),
+      "method": prof.method,
+      "loss": prof.loss,
+      "measured": {
+          "split": HELDOUT_SPLIT,
+          "delta_loss": float(delta[0]),
+          "delta_loss_stderr": float(delta_err[0]),
+          "accuracy": float(measured.accuracy[1]),
+          "ce_loss": float(measured.loss[1]),
+          "fp32_accuracy": float(measured.accuracy[0]),
+      },
+  }
   if as_json:
     print(json.dumps(result, indent=2))
     return
   con = tables.console()
-  rows = [{"op": op.name, "mode": mode, "weights": op.weight_elements,
-           "predicted Δloss": float(prof.delta_loss[i, MODES.index(mode)])}
-          for i, (op, mode) in enumerate(zip(prof.ops, chosen.modes))]
-  con.print(tables.rows_table(rows, title=f"{model}: plan for {parsed} ({prof.method} profile)",
-                              formats={"weights": ",", "predicted Δloss": ".2e"}))
+  rows = [
+      {
+          "op": op.name,
+          "mode": mode,
+          "weights": op.weight_elements,
+          "predicted Δloss": float(prof.delta_loss[i, MODES.index(mode)]),
+      }
+      for i, (op, mode) in enumerate(zip(prof.ops, chosen.modes))
+  ]
+  con.print(
+      tables.rows_table(
+          rows,
+          title=f"{model}: plan for {parsed} ({prof.method} profile)",
+          formats={"weights": ",", "predicted Δloss": ".2e"},
+      )
+  )
   m = result["measured"]
-  con.print(f"uses {parsed.kind}={chosen.used:.6g}{'' if chosen.exact else ' (rounded grid)'}; "
-            f"predicted Δ{prof.loss} {chosen.predicted_delta_loss:.4g}, measured "
-            f"{m['delta_loss']:.4g} ± {m['delta_loss_stderr']:.1g}; {HELDOUT_SPLIT} accuracy "
-            f"{m['accuracy']:.4f} "
-            f"(fp32 {m['fp32_accuracy']:.4f})")
+  con.print(
+      f"uses {parsed.kind}={chosen.used:.6g}{'' if chosen.exact else ' (rounded grid)'}; "
+      f"predicted Δ{prof.loss} {chosen.predicted_delta_loss:.4g}, measured "
+      f"{m['delta_loss']:.4g} ± {m['delta_loss_stderr']:.1g}; {HELDOUT_SPLIT} accuracy "
+      f"{m['accuracy']:.4f} "
+      f"(fp32 {m['fp32_accuracy']:.4f})"
+  )

@@ -57,6 +57,7 @@ class ExperimentConfig:
 
   def __post_init__(self):
     from aprec import models
+
     models.check_ref(self.model)
     if self.profile not in PROFILE_METHODS:
       raise ValueError(f"profile = {self.profile!r}; use one of {', '.join(PROFILE_METHODS)}")
@@ -65,8 +66,9 @@ class ExperimentConfig:
       values = getattr(self, key)
       repeated = sorted({v for v in values if values.count(v) > 1})
       if repeated:
-        raise ValueError(f"{key} = {list(values)} names {repeated} more than once; list "
-                         "each once")
+        raise ValueError(
+            f"{key} = {list(values)} names {repeated} more than once; list " "each once"
+        )
     for s in self.scenarios:
       if s not in SCENARIOS:
         raise ValueError(f"scenario {s!r} unknown; known: {', '.join(SCENARIOS)}")
@@ -83,6 +85,7 @@ class ExperimentConfig:
   def to_dict(self) -> dict:
     """The JSON form (a spec object as ``spec_to_dict``, a name or file as given)."""
     from aprec.hardware.spec_io import spec_to_dict
+
     spec = spec_to_dict(self.spec) if isinstance(self.spec, hardware.NNPSpec) else self.spec
     return {**dataclasses.asdict(dataclasses.replace(self, spec="edge_npu")), "spec": spec}
 
@@ -90,6 +93,7 @@ class ExperimentConfig:
 def _coerce(value: Any, like: Any, key: str) -> Any:
   if key == "spec" and isinstance(value, (dict, hardware.NNPSpec)):
     from aprec.hardware.spec_io import spec_from_dict
+
     return value if isinstance(value, hardware.NNPSpec) else spec_from_dict(value, "spec")
   if isinstance(like, bool):
     if isinstance(value, str):
@@ -131,8 +135,10 @@ def _build(cls, data: Mapping[str, Any], prefix: str = ""):
   defaults = cls()
   unknown = sorted(set(data) - set(fields))
   if unknown:
-    raise ValueError(f"unknown config key(s) {[prefix + k for k in unknown]}; known: "
-                     f"{', '.join(prefix + k for k in fields)}")
+    raise ValueError(
+        f"unknown config key(s) {[prefix + k for k in unknown]}; known: "
+        f"{', '.join(prefix + k for k in fields)}"
+    )
   kw = {}
   for k, v in data.items():
     like = getattr(defaults, k)
@@ -150,6 +156,7 @@ def resolve(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Experimen
   data = dict(data)
   if isinstance(data.get("spec"), hardware.NNPSpec):  # travels as its JSON form
     from aprec.hardware.spec_io import spec_to_dict
+
     data["spec"] = spec_to_dict(data["spec"])
   merged = json.loads(json.dumps(data))
   for item in overrides:

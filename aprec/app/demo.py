@@ -26,12 +26,12 @@ MARKER = "summary.json"
 PLAN_BUDGET = "bits=5"
 
 
-def mixed_spec(model_name: str, op_names: Sequence[str], params: Any = None
-               ) -> tuple[str, str]:
+def mixed_spec(model_name: str, op_names: Sequence[str], params: Any = None) -> tuple[str, str]:
   """A mixed plan and how it was made: the planner's best at 5 bits per weight under the
   shipped sensitivity profile, else the naive "int4, first and last op int8"."""
   from aprec.planning import planner
   from aprec.sensitivity import profile
+
   try:
     prof = profile.load(inputs.default_profile_dir(model_name), params=params)
   except (FileNotFoundError, ValueError):
@@ -48,21 +48,27 @@ def weight_bytes(ops, assignment) -> int:
   return int(bits // 8)
 
 
-def run(out: str | pathlib.Path = "runs/demo/modes",
-        model_names: Sequence[str] = ("digits_cnn", "digits_vit"), *,
-        overwrite: bool = False) -> dict:
+def run(
+    out: str | pathlib.Path = "runs/demo/modes",
+    model_names: Sequence[str] = ("digits_cnn", "digits_vit"),
+    *,
+    overwrite: bool = False,
+) -> dict:
   """Measure each model at every uniform mode and one mixed plan; write ``out`` atomically."""
   for name in model_names:
     inputs.model_ref(name)
-  with checkpoint.write_directory(out, overwrite=overwrite, marker=MARKER,
-                                  what="demo output") as stage:
+  with checkpoint.write_directory(
+      out, overwrite=overwrite, marker=MARKER, what="demo output"
+  ) as stage:
     return write(stage, model_names, shown=pathlib.Path(out))
 
 
-def write(directory: pathlib.Path, model_names: Sequence[str],
-          shown: pathlib.Path | None = None) -> dict:
+def write(
+    directory: pathlib.Path, model_names: Sequence[str], shown: pathlib.Path | None = None
+) -> dict:
   """``run`` into an existing (staging) ``directory``; messages name ``shown`` instead."""
   from aprec.emulator.scoring import Evaluator
+
   directory.mkdir(parents=True, exist_ok=True)
   shown = directory if shown is None else shown
   con = tables.console()
@@ -79,20 +85,41 @@ def write(directory: pathlib.Path, model_names: Sequence[str],
     assignments = np.stack([np.asarray(emu.assignment(s)) for s in specs])
     measured = ev.measure(assignments)  # all assignments in one compiled call
     fp32_acc = float(measured.accuracy[0])
-    rows = [{"assignment": label, "accuracy": float(a), "Δacc vs fp32": float(a) - fp32_acc,
-             "loss": float(loss), "weight KiB": weight_bytes(emu.ops, m) / 1024}
-            for label, a, loss, m in zip(labels, measured.accuracy, measured.loss, assignments)]
-    con.print(tables.rows_table(rows, title=f"{name}: measured on {len(ev.split.y)} test images",
-                                formats={"accuracy": ".4f", "Δacc vs fp32": "+.4f",
-                                         "loss": ".4f", "weight KiB": ".1f"}))
+    rows = [
+        {
+            "assignment": label,
+            "accuracy": float(a),
+            "Δacc vs fp32": float(a) - fp32_acc,
+            "loss": float(loss),
+            "weight KiB": weight_bytes(emu.ops, m) / 1024,
+        }
+        for label, a, loss, m in zip(labels, measured.accuracy, measured.loss, assignments)
+    ]
+    con.print(
+        tables.rows_table(
+            rows,
+            title=f"{name}: measured on {len(ev.split.y)} test images",
+            formats={"accuracy": ".4f", "Δacc vs fp32": "+.4f", "loss": ".4f", "weight KiB": ".1f"},
+        )
+    )
     con.print(f"mixed ({how}): {specs[-1]}")
-    chart = figures.bar_chart(labels, [r["accuracy"] for r in rows],
-                              directory / f"accuracy_{name}.png",
-                              title=f"{name}: test accuracy per precision assignment",
-                              ylabel="accuracy", reference=fp32_acc, reference_label="fp32")
-    summary[name] = {"rows": rows, "mixed_spec": specs[-1], "mixed_how": how,
-                     "figure": chart.name, "ops": [op.to_dict() for op in emu.ops],
-                     "seconds": time.perf_counter() - start}
+    chart = figures.bar_chart(
+        labels,
+        [r["accuracy"] for r in rows],
+        directory / f"accuracy_{name}.png",
+        title=f"{name}: test accuracy per precision assignment",
+        ylabel="accuracy",
+        reference=fp32_acc,
+        reference_label="fp32",
+    )
+    summary[name] = {
+        "rows": rows,
+        "mixed_spec": specs[-1],
+        "mixed_how": how,
+        "figure": chart.name,
+        "ops": [op.to_dict() for op in emu.ops],
+        "seconds": time.perf_counter() - start,
+    }
     con.print(f"wrote {shown / chart.name}")
   (directory / MARKER).write_text(json.dumps(summary, indent=2, default=str))
   con.print(f"wrote {shown / MARKER}")

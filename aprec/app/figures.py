@@ -20,6 +20,7 @@ from aprec.emulator.formats import MODES
 def _figure(width: float, height: float, dpi: int = 100):
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=(width, height), dpi=dpi)
   FigureCanvasAgg(fig)
   return fig
@@ -44,6 +45,7 @@ def _floor(values: np.ndarray) -> float:
 def heatmap(profile, path: str | pathlib.Path, *, method: str | None = None) -> pathlib.Path:
   """Ops × modes heatmap of a profile's predicted Δloss (log colour; ≤ 0 drawn at the floor)."""
   from matplotlib.colors import LogNorm
+
   method = profile.method if method is None else method
   table = profile.table(method)
   floor = _floor(table)
@@ -51,22 +53,34 @@ def heatmap(profile, path: str | pathlib.Path, *, method: str | None = None) -> 
   n_ops, n_modes = table.shape
   fig = _figure(1.1 * n_modes + 3, 0.32 * n_ops + 1.8, dpi=120)
   ax = fig.subplots()
-  image = ax.imshow(shown, aspect="auto", cmap="magma_r",
-                    norm=LogNorm(vmin=floor, vmax=max(float(shown.max()), floor * 10)))
+  image = ax.imshow(
+      shown,
+      aspect="auto",
+      cmap="magma_r",
+      norm=LogNorm(vmin=floor, vmax=max(float(shown.max()), floor * 10)),
+  )
   ax.set_xticks(range(n_modes), profile.modes, rotation=30, ha="right")
   ax.set_yticks(range(n_ops), profile.op_names, fontsize=7 if n_ops > 12 else 9)
   for i in range(n_ops):
     for j in range(n_modes):
-      ax.text(j, i, f"{table[i, j]:.1e}", ha="center", va="center", fontsize=5.5,
-              color="white" if shown[i, j] > np.sqrt(floor * shown.max()) else "black")
+      ax.text(
+          j,
+          i,
+          f"{table[i, j]:.1e}",
+          ha="center",
+          va="center",
+          fontsize=5.5,
+          color="white" if shown[i, j] > np.sqrt(floor * shown.max()) else "black",
+      )
   fig.colorbar(image, ax=ax, label="predicted Δloss")
   ax.set_title(f"{profile.model}: sensitivity ({method}, {profile.dataset})")
   fig.tight_layout()
   return _save(fig, path)
 
 
-def scatter(validation, path: str | pathlib.Path, *, model: str = "",
-            methods: Sequence[str] | None = None) -> pathlib.Path:
+def scatter(
+    validation, path: str | pathlib.Path, *, model: str = "", methods: Sequence[str] | None = None
+) -> pathlib.Path:
   """Predicted vs measured Δloss: single-op pairs (left) and mixed assignments (right),
   one colour per method, log-log (non-positive values drawn at the floor)."""
   methods = list(validation.scores) if methods is None else list(methods)
@@ -74,20 +88,33 @@ def scatter(validation, path: str | pathlib.Path, *, model: str = "",
   fig = _figure(11, 4.6, dpi=120)
   axes = fig.subplots(1, 2)
   panels = [
-      (axes[0], validation.measured_single[mask],
-       {m: validation.predicted_single[m][mask] for m in methods}, "spearman_single_op",
-       f"single op ({', '.join(validation.pair_modes)})"),
-      (axes[1], validation.measured_additive,
-       {m: validation.predicted_additive[m] for m in methods}, "spearman_additive",
-       f"{len(validation.assignments)} random mixed assignments (sum of per-op predictions)"),
+      (
+          axes[0],
+          validation.measured_single[mask],
+          {m: validation.predicted_single[m][mask] for m in methods},
+          "spearman_single_op",
+          f"single op ({', '.join(validation.pair_modes)})",
+      ),
+      (
+          axes[1],
+          validation.measured_additive,
+          {m: validation.predicted_additive[m] for m in methods},
+          "spearman_additive",
+          f"{len(validation.assignments)} random mixed assignments (sum of per-op predictions)",
+      ),
   ]
   for ax, measured, predicted, key, title in panels:
     xfloor = _floor(measured)
     for m, pred in predicted.items():
       s = validation.scores[m]
       extra = f", R²={s.r2_additive:.2f})" if key == "spearman_additive" else ")"
-      ax.scatter(np.maximum(measured, xfloor), np.maximum(pred, _floor(pred)), s=10, alpha=0.7,
-                 label=f"{m} (ρ={getattr(s, key):.2f}" + extra)
+      ax.scatter(
+          np.maximum(measured, xfloor),
+          np.maximum(pred, _floor(pred)),
+          s=10,
+          alpha=0.7,
+          label=f"{m} (ρ={getattr(s, key):.2f}" + extra,
+      )
     hi = max(float(np.nanmax(measured)), xfloor * 10)
     ax.plot([xfloor, hi], [xfloor, hi], "k--", linewidth=0.8)
     ax.set_xscale("log")
@@ -101,22 +128,35 @@ def scatter(validation, path: str | pathlib.Path, *, model: str = "",
   return _save(fig, path)
 
 
-def pareto(points: Sequence, path: str | pathlib.Path, *, kind: str = "bits",
-           model: str = "") -> pathlib.Path:
+def pareto(
+    points: Sequence, path: str | pathlib.Path, *, kind: str = "bits", model: str = ""
+) -> pathlib.Path:
   """Measured accuracy against budget use, planned mixed plans beside uniform ones."""
   fig = _figure(6.4, 4.2, dpi=120)
   ax = fig.subplots()
-  for group, style in (("uniform", dict(marker="s", color="#C44E52", linestyle="none")),
-                       ("mixed", dict(marker="o", color="#4C72B0", linestyle="-"))):
+  for group, style in (
+      ("uniform", dict(marker="s", color="#C44E52", linestyle="none")),
+      ("mixed", dict(marker="o", color="#4C72B0", linestyle="-")),
+  ):
     pts = sorted((p for p in points if p.kind == group), key=lambda p: p.used)
     ax.plot([p.used for p in pts], [p.measured_accuracy for p in pts], label=group, **style)
     if group == "uniform":
       for p in pts:
-        ax.annotate(p.label, (p.used, p.measured_accuracy), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            p.label,
+            (p.used, p.measured_accuracy),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
   ax.set_xscale("log", base=2)
-  ax.set_xlabel({"bits": "average bits per weight", "weight_bytes": "weight bytes",
-                 "bops": "bit-operations per example"}.get(kind, kind))
+  ax.set_xlabel(
+      {
+          "bits": "average bits per weight",
+          "weight_bytes": "weight bytes",
+          "bops": "bit-operations per example",
+      }.get(kind, kind)
+  )
   ax.set_ylabel("measured accuracy")
   ax.set_title(f"{model}: planned mixed precision vs uniform")
   ax.legend(fontsize=8)
@@ -132,6 +172,7 @@ def sim_trace(metrics, path: str | pathlib.Path, title: str | None = None) -> pa
   """A simulator run: power vs cap, buffer occupancy, PE availability, latency vs deadline,
   temperature (sensor readings as dots, ground truth as lines)."""
   import jax
+
   m = jax.tree.map(np.asarray, metrics)
   t = np.arange(m.latency_s.shape[0])
   fig = _figure(9, 10)
@@ -178,18 +219,30 @@ def power_vs_cap(traces: Mapping, path: pathlib.Path, title: str = "") -> pathli
   return _save(fig, path)
 
 
-def mode_heatmaps(traces: Mapping, op_names: Sequence[str], path: pathlib.Path,
-                  title: str = "") -> pathlib.Path:
+def mode_heatmaps(
+    traces: Mapping, op_names: Sequence[str], path: pathlib.Path, title: str = ""
+) -> pathlib.Path:
   """One heatmap per policy: op (rows) × step (columns), colour = mode."""
   fig = _figure(9, (0.25 * len(op_names) + 0.8) * len(traces) + 0.6)
   fig.set_layout_engine("constrained")
   axes = np.atleast_1d(fig.subplots(len(traces), 1, sharex=True))
   im = None
   for ax, (name, tr) in zip(axes, traces.items()):
-    im = ax.imshow(np.asarray(tr.assignments).T, aspect="auto", interpolation="nearest",
-                   cmap="viridis", vmin=0, vmax=len(MODES) - 1)
-    ax.set_yticks(range(len(op_names)), op_names if len(op_names) <= 8 else
-                  [n if i % 3 == 0 else "" for i, n in enumerate(op_names)], fontsize=6)
+    im = ax.imshow(
+        np.asarray(tr.assignments).T,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="viridis",
+        vmin=0,
+        vmax=len(MODES) - 1,
+    )
+    ax.set_yticks(
+        range(len(op_names)),
+        op_names
+        if len(op_names) <= 8
+        else [n if i % 3 == 0 else "" for i, n in enumerate(op_names)],
+        fontsize=6,
+    )
     ax.set_title(name, fontsize=8)
   cbar = fig.colorbar(im, ax=list(axes), ticks=range(len(MODES)))
   cbar.ax.set_yticklabels(MODES, fontsize=7)
@@ -198,16 +251,22 @@ def mode_heatmaps(traces: Mapping, op_names: Sequence[str], path: pathlib.Path,
   return _save(fig, path)
 
 
-def accuracy_vs_energy(rows: Sequence[dict], path: pathlib.Path, reference: float | None = None,
-                       title: str = "") -> pathlib.Path:
+def accuracy_vs_energy(
+    rows: Sequence[dict], path: pathlib.Path, reference: float | None = None, title: str = ""
+) -> pathlib.Path:
   """Scatter: measured accuracy against mean energy per inference, one point per policy."""
   fig = _figure(6, 4)
   fig.set_layout_engine("constrained")
   ax = fig.subplots()
   for r in rows:
     ax.scatter(r["energy_per_inference_j"] * 1e9, r["accuracy"] * 100)
-    ax.annotate(r["policy"], (r["energy_per_inference_j"] * 1e9, r["accuracy"] * 100),
-                fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.annotate(
+        r["policy"],
+        (r["energy_per_inference_j"] * 1e9, r["accuracy"] * 100),
+        fontsize=7,
+        xytext=(3, 3),
+        textcoords="offset points",
+    )
   if reference is not None:
     ax.axhline(reference * 100, color="r", ls="--", lw=1, label="fp32")
     ax.legend(fontsize=7)
@@ -232,8 +291,9 @@ def training_curve(history: Sequence[dict], path: pathlib.Path, title: str = "")
   return _save(fig, path)
 
 
-def training_curve_attachment(history: Sequence[dict], title: str
-                              ) -> dict[str, Callable[[pathlib.Path], Any]]:
+def training_curve_attachment(
+    history: Sequence[dict], title: str
+) -> dict[str, Callable[[pathlib.Path], Any]]:
   """``{"training_curve.png": writer}`` for ``policy_io.save`` (empty without a history)."""
   if not history:
     return {}
@@ -244,9 +304,16 @@ def training_curve_attachment(history: Sequence[dict], title: str
 # The demo.
 
 
-def bar_chart(labels: Sequence[str], values: Sequence[float], path: str | pathlib.Path, *,
-              title: str, ylabel: str, reference: float | None = None,
-              reference_label: str = "") -> pathlib.Path:
+def bar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    path: str | pathlib.Path,
+    *,
+    title: str,
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> pathlib.Path:
   """A bar chart with an optional dashed reference line (e.g. fp32 accuracy)."""
   fig = _figure(max(5.0, 0.8 * len(labels) + 2), 3.6, dpi=120)
   ax = fig.subplots()

@@ -18,21 +18,28 @@ from aprec.emulator.formats import MODE_TABLE, MODES
 DEMO_PAIRS = 32
 
 
-def run(out: str | pathlib.Path = "runs/demo/minilm", num_pairs: int = DEMO_PAIRS, *,
-        overwrite: bool = False) -> dict:
+def run(
+    out: str | pathlib.Path = "runs/demo/minilm",
+    num_pairs: int = DEMO_PAIRS,
+    *,
+    overwrite: bool = False,
+) -> dict:
   """Measure MiniLM-L6 at every uniform mode on ``num_pairs`` test pairs; write JSON and PNG
   into ``out`` atomically (``aprec.checkpoint.write_directory``)."""
-  with checkpoint.write_directory(out, overwrite=overwrite, marker="summary.json",
-                                  what="demo output") as stage:
+  with checkpoint.write_directory(
+      out, overwrite=overwrite, marker="summary.json", what="demo output"
+  ) as stage:
     return write(stage, num_pairs, shown=pathlib.Path(out))
 
 
-def write(out: pathlib.Path, num_pairs: int = DEMO_PAIRS,
-          shown: pathlib.Path | None = None) -> dict:
+def write(
+    out: pathlib.Path, num_pairs: int = DEMO_PAIRS, shown: pathlib.Path | None = None
+) -> dict:
   """``run`` into an existing (staging) directory ``out``; messages name ``shown``."""
   from aprec import models
   from aprec.emulator.retrieval_scoring import RetrievalEvaluator
   from aprec.models import docstrings
+
   out.mkdir(parents=True, exist_ok=True)
   shown = out if shown is None else shown
   con = tables.console()
@@ -47,19 +54,48 @@ def write(out: pathlib.Path, num_pairs: int = DEMO_PAIRS,
   rows = []
   for mode in MODES:
     r = ev.measure(emu.assignment(mode))
-    rows.append({"mode": mode, "recall@1": r.recall_at_1, "recall@10": r.recall_at_10,
-                 "MRR": r.mrr, "1 - cos to fp32": 1.0 - r.mean_cosine,
-                 "weight KiB": weight_elements * MODE_TABLE[MODES.index(mode)].bits / 8 / 1024})
-  con.print(tables.rows_table(
-      rows, title=f"minilm_l6: summary -> docstring retrieval among {len(pairs)} test pairs",
-      formats={"recall@1": ".4f", "recall@10": ".4f", "MRR": ".4f", "1 - cos to fp32": ".2e",
-               "weight KiB": ".0f"}))
-  chart = figures.bar_chart(list(MODES), [r["MRR"] for r in rows], out / "mrr_minilm_l6.png",
-                           title=f"minilm_l6: MRR over {len(pairs)} docstring pairs per mode",
-                           ylabel="MRR", reference=rows[0]["MRR"], reference_label="fp32")
-  summary = {"model": "minilm_l6", "num_pairs": len(pairs), "rows": rows, "figure": chart.name,
-             "ops": [op.to_dict() for op in emu.ops], "seconds": time.perf_counter() - start}
+    rows.append(
+        {
+            "mode": mode,
+            "recall@1": r.recall_at_1,
+            "recall@10": r.recall_at_10,
+            "MRR": r.mrr,
+            "1 - cos to fp32": 1.0 - r.mean_cosine,
+            "weight KiB": weight_elements * MODE_TABLE[MODES.index(mode)].bits / 8 / 1024,
+        }
+    )
+  con.print(
+      tables.rows_table(
+          rows,
+          title=f"minilm_l6: summary -> docstring retrieval among {len(pairs)} test pairs",
+          formats={
+              "recall@1": ".4f",
+              "recall@10": ".4f",
+              "MRR": ".4f",
+              "1 - cos to fp32": ".2e",
+              "weight KiB": ".0f",
+          },
+      )
+  )
+  chart = figures.bar_chart(
+      list(MODES),
+      [r["MRR"] for r in rows],
+      out / "mrr_minilm_l6.png",
+      title=f"minilm_l6: MRR over {len(pairs)} docstring pairs per mode",
+      ylabel="MRR",
+      reference=rows[0]["MRR"],
+      reference_label="fp32",
+  )
+  summary = {
+      "model": "minilm_l6",
+      "num_pairs": len(pairs),
+      "rows": rows,
+      "figure": chart.name,
+      "ops": [op.to_dict() for op in emu.ops],
+      "seconds": time.perf_counter() - start,
+  }
   (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-  con.print(f"wrote {shown / chart.name} and {shown / 'summary.json'} "
-            f"({summary['seconds']:.0f} s)")
+  con.print(
+      f"wrote {shown / chart.name} and {shown / 'summary.json'} " f"({summary['seconds']:.0f} s)"
+  )
   return summary

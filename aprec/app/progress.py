@@ -23,15 +23,22 @@ def bars(enabled: bool = True) -> Iterator[Callback | None]:
     yield None
     return
   from rich.console import Console
-  from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                             TimeElapsedColumn)
-  live = Progress(TextColumn("{task.description:>24}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+  from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+
+  live = Progress(
+      TextColumn("{task.description:>24}"),
+      BarColumn(),
+      MofNCompleteColumn(),
+      TimeElapsedColumn(),
+      console=Console(stderr=True),
+      transient=False,
+  )
   tasks: dict[str, Any] = {}
 
   def update(task: str, done: int, total: int) -> None:
     if task not in tasks:
       tasks[task] = live.add_task(task, total=total)
     live.update(tasks[task], completed=done, total=total)
+
   with live:
     yield update

@@ -93,7 +93,8 @@ def lock(directory: str | os.PathLike[str], *, blocking: bool = False) -> Iterat
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
         raise DirectoryLockedError(
             f"{directory} is being written by another process (it holds the lock {path}); "
-            "wait for it to finish or choose another output directory") from None
+            "wait for it to finish or choose another output directory"
+        ) from None
       raise
     try:
       same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -129,12 +130,15 @@ def recover(directory: pathlib.Path) -> list[str]:
   complete directory and every ``.tmp-*`` staging directory. Returns what it did.
   """
   done = []
-  backups = sorted(directory.parent.glob(f".{directory.name}.old-*"),
-                   key=lambda p: p.stat().st_mtime)
+  backups = sorted(
+      directory.parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime
+  )
   if backups and not directory.exists():
     os.rename(backups[-1], directory)
-    done.append(f"restored {directory} from {backups[-1].name} (a replace was interrupted "
-                "between its two renames)")
+    done.append(
+        f"restored {directory} from {backups[-1].name} (a replace was interrupted "
+        "between its two renames)"
+    )
     backups = backups[:-1]
   for path in backups + sorted(directory.parent.glob(f".{directory.name}.tmp-*")):
     shutil.rmtree(path, ignore_errors=True)
@@ -154,8 +158,7 @@ def _sha256(path: pathlib.Path) -> str:
 
 def _transient(name: str) -> bool:
   """A lock file or staging/backup directory of a writer at work beside its target."""
-  return name.startswith(".") and (name.endswith(".lock") or ".tmp-" in name
-                                   or ".old-" in name)
+  return name.startswith(".") and (name.endswith(".lock") or ".tmp-" in name or ".old-" in name)
 
 
 def _files(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -165,10 +168,10 @@ def _files(directory: pathlib.Path) -> list[pathlib.Path]:
   found = []
   for root, dirs, names in os.walk(directory):
     root = pathlib.Path(root)
-    dirs[:] = sorted(d for d in dirs
-                     if not _transient(d) and not (root / d / MANIFEST).is_file())
-    found += [root / n for n in names
-              if not _transient(n) and not (root == directory and n == MANIFEST)]
+    dirs[:] = sorted(d for d in dirs if not _transient(d) and not (root / d / MANIFEST).is_file())
+    found += [
+        root / n for n in names if not _transient(n) and not (root == directory and n == MANIFEST)
+    ]
   return sorted(found)
 
 
@@ -194,7 +197,8 @@ def verify(directory: str | os.PathLike[str]) -> pathlib.Path:
   """
   directory = pathlib.Path(directory).expanduser().resolve()
   if any(directory.parent.glob(f".{directory.name}.old-*")) or any(
-      directory.parent.glob(f".{directory.name}.tmp-*")):
+      directory.parent.glob(f".{directory.name}.tmp-*")
+  ):
     with _lock_if_free(directory) as held:
       if held:  # else a writer is at work and its staging directory is not a leftover
         recover(directory)
@@ -207,7 +211,8 @@ def verify(directory: str | os.PathLike[str]) -> pathlib.Path:
     raise CheckpointError(
         f"{directory} has no {MANIFEST} (checksums), so it cannot be verified; it was written "
         "by an older aprec or by hand. Rewrite it, or sign it after checking it with "
-        "aprec.checkpoint.write_manifest") from None
+        "aprec.checkpoint.write_manifest"
+    ) from None
   except (OSError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{manifest} is unreadable: {e}") from None
   listed = {}
@@ -219,15 +224,20 @@ def verify(directory: str | os.PathLike[str]) -> pathlib.Path:
   for name, digest in listed.items():
     path = directory / name
     if not path.is_file():
-      raise CheckpointError(f"{path} is missing (listed in {manifest}); the artifact is "
-                            "incomplete")
+      raise CheckpointError(
+          f"{path} is missing (listed in {manifest}); the artifact is " "incomplete"
+      )
     if _sha256(path) != digest:
-      raise CheckpointError(f"{path} fails its SHA-256 checksum ({MANIFEST}): the file was "
-                            "altered or damaged after it was written")
+      raise CheckpointError(
+          f"{path} fails its SHA-256 checksum ({MANIFEST}): the file was "
+          "altered or damaged after it was written"
+      )
   for path in _files(directory):
     if path.relative_to(directory).as_posix() not in listed:
-      raise CheckpointError(f"{path} is not listed in {manifest}: the file was added after "
-                            "the artifact was written")
+      raise CheckpointError(
+          f"{path} is not listed in {manifest}: the file was added after "
+          "the artifact was written"
+      )
   return directory
 
 
@@ -250,27 +260,37 @@ def _fsync_dir(path: pathlib.Path) -> None:
     os.close(fd)
 
 
-def check_target(directory: str | os.PathLike[str], *, overwrite: bool = False,
-                 marker: str | None = None, what: str = "directory written by aprec",
-                 flag: str = "--overwrite (overwrite=True)") -> pathlib.Path:
+def check_target(
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    marker: str | None = None,
+    what: str = "directory written by aprec",
+    flag: str = "--overwrite (overwrite=True)",
+) -> pathlib.Path:
   """Raises unless ``directory`` may be written (see ``write_directory``); returns it absolute.
 
   Cheap: call it before long work so a bad ``--out`` fails first.
   """
   directory = pathlib.Path(directory).expanduser().resolve()
   if directory.exists() and not directory.is_dir():
-    raise ArtifactExistsError(f"{directory} is a file, not a directory; give a directory "
-                              f"path for the {what}")
+    raise ArtifactExistsError(
+        f"{directory} is a file, not a directory; give a directory " f"path for the {what}"
+    )
   if directory.is_dir() and any(directory.iterdir()):
-    ours = (directory / MANIFEST).is_file() or (marker is not None
-                                                and (directory / marker).exists())
+    ours = (directory / MANIFEST).is_file() or (
+        marker is not None and (directory / marker).exists()
+    )
     if not ours:
       raise ArtifactExistsError(
           f"{directory} is a non-empty directory that is not a {what} (no "
-          f"{marker or MANIFEST}); refusing to replace it. Choose an empty or new directory")
+          f"{marker or MANIFEST}); refusing to replace it. Choose an empty or new directory"
+      )
     if not overwrite:
-      raise ArtifactExistsError(f"{directory} already holds a {what}; pass {flag} to "
-                                "replace it, or choose another directory")
+      raise ArtifactExistsError(
+          f"{directory} already holds a {what}; pass {flag} to "
+          "replace it, or choose another directory"
+      )
   for parent in directory.parents:
     if parent.exists():
       if not parent.is_dir():
@@ -280,9 +300,14 @@ def check_target(directory: str | os.PathLike[str], *, overwrite: bool = False,
 
 
 @contextlib.contextmanager
-def write_directory(directory: str | os.PathLike[str], *, overwrite: bool = False,
-                    marker: str | None = None, what: str = "directory written by aprec",
-                    flag: str = "--overwrite (overwrite=True)") -> Iterator[pathlib.Path]:
+def write_directory(
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    marker: str | None = None,
+    what: str = "directory written by aprec",
+    flag: str = "--overwrite (overwrite=True)",
+) -> Iterator[pathlib.Path]:
   """Yields an empty staging directory that becomes ``directory`` when the block succeeds.
 
   Args:

@@ -32,7 +32,6 @@ TRAIN_HINT = "for the shipped models, run `python scripts/train_models.py` to cr
 RETRAIN_HINT = "for the shipped models, run `python scripts/train_models.py` to recreate it"
 
 
-
 _MAX_ERROR_CHARS = 300
 
 
@@ -80,8 +79,13 @@ def _encode_metadata(metadata: Mapping[str, Any]) -> str:
     ) from e
 
 
-def save(directory: str | os.PathLike[str], params: PyTree, metadata: Mapping[str, Any], *,
-         overwrite: bool = False) -> pathlib.Path:
+def save(
+    directory: str | os.PathLike[str],
+    params: PyTree,
+    metadata: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> pathlib.Path:
   """Writes ``params`` and ``metadata`` as a checkpoint at ``directory``.
 
   Args:
@@ -100,8 +104,9 @@ def save(directory: str | os.PathLike[str], params: PyTree, metadata: Mapping[st
     DirectoryLockedError: another process is writing ``directory``.
   """
   metadata_text = _encode_metadata(metadata)
-  with write_directory(directory, overwrite=overwrite, marker=METADATA_FILE,
-                       what="checkpoint") as staging:
+  with write_directory(
+      directory, overwrite=overwrite, marker=METADATA_FILE, what="checkpoint"
+  ) as staging:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(staging / PARAMS_DIR, params)
       checkpointer.wait_until_finished()
@@ -130,13 +135,13 @@ def load_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
   try:
     metadata = json.loads(path.read_text())
   except FileNotFoundError as e:
-    raise CheckpointError(
-        f"Checkpoint {directory} has no {METADATA_FILE} ({RETRAIN_HINT}).") from e
+    raise CheckpointError(f"Checkpoint {directory} has no {METADATA_FILE} ({RETRAIN_HINT}).") from e
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise CheckpointError(f"Checkpoint metadata {path} is unreadable or not valid JSON: {e}") from e
   if not isinstance(metadata, dict):
     raise CheckpointError(
-        f"Checkpoint metadata {path} must hold a JSON object, found {type(metadata).__name__}.")
+        f"Checkpoint metadata {path} must hold a JSON object, found {type(metadata).__name__}."
+    )
   return metadata
 
 
@@ -176,7 +181,8 @@ def _check_specs(
       parts.append("unexpected " + ", ".join(_describe(p) for p in extra[:8]))
     raise CheckpointError(
         f"Checkpoint {params_dir} does not match the model's parameter tree ({'; '.join(parts)}); "
-        f"was it saved for a different model? ({RETRAIN_HINT}).")
+        f"was it saved for a different model? ({RETRAIN_HINT})."
+    )
   for path, (shape, dtype) in wanted.items():
     got_shape, got_dtype = stored[path]
     if got_shape != shape or got_dtype != dtype:
@@ -184,7 +190,8 @@ def _check_specs(
           f"Checkpoint {params_dir}: parameter {_describe(path)} {what} "
           f"{got_dtype}{list(got_shape)}, "
           f"the model expects {dtype}{list(shape)}; "
-          f"{RETRAIN_HINT}.")
+          f"{RETRAIN_HINT}."
+      )
 
 
 def restore(directory: str | os.PathLike[str], abstract_params: PyTree) -> PyTree:
@@ -210,8 +217,8 @@ def restore(directory: str | os.PathLike[str], abstract_params: PyTree) -> PyTre
   params_dir = directory / PARAMS_DIR
   if not params_dir.is_dir():
     raise CheckpointError(
-        f"Checkpoint {directory} has no {PARAMS_DIR}/ directory; "
-        f"{RETRAIN_HINT}.")
+        f"Checkpoint {directory} has no {PARAMS_DIR}/ directory; " f"{RETRAIN_HINT}."
+    )
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
   wanted = _flat_specs(abstract)
   with ocp.StandardCheckpointer() as checkpointer:
@@ -219,17 +226,20 @@ def restore(directory: str | os.PathLike[str], abstract_params: PyTree) -> PyTre
       stored_tree = checkpointer.metadata(params_dir).item_metadata.tree
       stored = _flat_specs(stored_tree)
     except Exception as e:  # orbax raises many kinds of errors on damaged files
-      raise CheckpointError(f"Cannot read the parameter metadata of checkpoint {params_dir}: "
-                            f"{short_error(e)}") from None
+      raise CheckpointError(
+          f"Cannot read the parameter metadata of checkpoint {params_dir}: " f"{short_error(e)}"
+      ) from None
     _check_specs(params_dir, stored, wanted, "is stored as")
     try:
       params = checkpointer.restore(params_dir, abstract)
     except Exception as e:
-      raise CheckpointError(f"Cannot restore the parameters of checkpoint {params_dir}: "
-                            f"{short_error(e)}") from None
+      raise CheckpointError(
+          f"Cannot restore the parameters of checkpoint {params_dir}: " f"{short_error(e)}"
+      ) from None
   if jax.tree.structure(params) != jax.tree.structure(abstract):
     raise CheckpointError(
         f"Checkpoint {params_dir} restored with tree structure {jax.tree.structure(params)}, "
-        f"expected {jax.tree.structure(abstract)}.")
+        f"expected {jax.tree.structure(abstract)}."
+    )
   _check_specs(params_dir, _flat_specs(params), wanted, "was restored as")
   return params

@@ -26,8 +26,9 @@ class Index(NamedTuple):
   static: int
 
 
-def run_jaxpr(jaxpr, consts, args, plan: dict, run_op: Callable, base: Index, *,
-               unroll: bool) -> list[Any]:
+def run_jaxpr(
+    jaxpr, consts, args, plan: dict, run_op: Callable, base: Index, *, unroll: bool
+) -> list[Any]:
   """Evaluate a jaxpr, sending planned ops to ``run_op(i, static_i, eqn, lhs, rhs)``,
   inlining planned bodies and running planned scans as scans (or, with ``unroll``, layer
   by layer)."""
@@ -54,30 +55,49 @@ def run_jaxpr(jaxpr, consts, args, plan: dict, run_op: Callable, base: Index, *,
 def scan_loop(scan, loop: Loop, invals, run_op: Callable, base: Index) -> list[Any]:
   """The scan, rewritten: its body evaluated with op indices from the iteration counter."""
   n_fixed = scan.num_consts + scan.num_carry
-  consts, carry, xs = invals[:scan.num_consts], invals[scan.num_consts:n_fixed], invals[n_fixed:]
+  consts, carry, xs = invals[: scan.num_consts], invals[scan.num_consts : n_fixed], invals[n_fixed:]
 
   def body(carry, t_and_xs):
     t, xs_t = t_and_xs
     at = Index(base.value + loop.start + t * loop.ops_per_step, base.static + loop.start)
-    outs = run_jaxpr(scan.body.jaxpr, scan.body.consts, [*consts, *carry, *xs_t],
-                      loop.plan, run_op, at, unroll=False)
-    return outs[:scan.num_carry], outs[scan.num_carry:]
+    outs = run_jaxpr(
+        scan.body.jaxpr,
+        scan.body.consts,
+        [*consts, *carry, *xs_t],
+        loop.plan,
+        run_op,
+        at,
+        unroll=False,
+    )
+    return outs[: scan.num_carry], outs[scan.num_carry :]
 
   steps = jnp.arange(scan.length, dtype=jnp.int32)
-  carry, ys = lax.scan(body, list(carry), (steps, list(xs)), length=scan.length,
-                       reverse=scan.reverse, unroll=scan.unroll)
+  carry, ys = lax.scan(
+      body,
+      list(carry),
+      (steps, list(xs)),
+      length=scan.length,
+      reverse=scan.reverse,
+      unroll=scan.unroll,
+  )
   return [*carry, *ys]
 
 
 def unrolled_scan(scan, loop: Loop, invals, run_op: Callable, base: Index) -> list[Any]:
   """The scan as a Python loop over its iterations, each with its own static op indices."""
   n_fixed = scan.num_consts + scan.num_carry
-  consts, carry, xs = invals[:scan.num_consts], invals[scan.num_consts:n_fixed], invals[n_fixed:]
+  consts, carry, xs = invals[: scan.num_consts], invals[scan.num_consts : n_fixed], invals[n_fixed:]
   ys_by_step: list[Any] = [None] * scan.length
   for t in (reversed(range(scan.length)) if scan.reverse else range(scan.length)):
     first = loop.start + t * loop.ops_per_step
-    outs = run_jaxpr(scan.body.jaxpr, scan.body.consts,
-                      [*consts, *carry, *(x[t] for x in xs)], loop.plan, run_op,
-                      Index(base.value + first, base.static + first), unroll=True)
-    carry, ys_by_step[t] = outs[:scan.num_carry], outs[scan.num_carry:]
+    outs = run_jaxpr(
+        scan.body.jaxpr,
+        scan.body.consts,
+        [*consts, *carry, *(x[t] for x in xs)],
+        loop.plan,
+        run_op,
+        Index(base.value + first, base.static + first),
+        unroll=True,
+    )
+    carry, ys_by_step[t] = outs[: scan.num_carry], outs[scan.num_carry :]
   return [*carry, *(jnp.stack(ys) for ys in zip(*ys_by_step))]

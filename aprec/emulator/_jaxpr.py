@@ -25,10 +25,20 @@ Var = _core.Var
 # Primitives whose body can be evaluated in place of the call without changing the
 # forward value. Inlining a custom_jvp/custom_vjp call drops its custom derivative, so
 # callers inline only bodies that contain an op they must replace.
-INLINABLE = frozenset({
-    "jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
-    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
-})
+INLINABLE = frozenset(
+    {
+        "jit",
+        "pjit",
+        "closed_call",
+        "core_call",
+        "remat",
+        "remat2",
+        "checkpoint",
+        "custom_jvp_call",
+        "custom_vjp_call",
+        "custom_vjp_call_jaxpr",
+    }
+)
 _BODY_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 
@@ -71,9 +81,14 @@ def scan_parts(eqn: JaxprEqn) -> Scan | None:
   if eqn.primitive.name != "scan":
     return None
   p = eqn.params
-  return Scan(body=as_closed(p["jaxpr"]), num_consts=p["num_consts"],
-              num_carry=p["num_carry"], length=p["length"], reverse=p["reverse"],
-              unroll=p.get("unroll", 1))
+  return Scan(
+      body=as_closed(p["jaxpr"]),
+      num_consts=p["num_consts"],
+      num_carry=p["num_carry"],
+      length=p["length"],
+      reverse=p["reverse"],
+      unroll=p.get("unroll", 1),
+  )
 
 
 def sub_jaxprs(eqn: JaxprEqn) -> Iterator[Jaxpr]:

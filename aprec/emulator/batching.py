@@ -51,15 +51,16 @@ def split(x: PyTree, y: Any, batch_size: int, n_batches: int | None = None) -> B
   """
   n = len(y)
   if inputs_lib.batch_size(x) != n:
-    raise ValueError(f"the inputs hold {inputs_lib.batch_size(x)} examples but there are {n} "
-                     "targets; expected one target per example")
+    raise ValueError(
+        f"the inputs hold {inputs_lib.batch_size(x)} examples but there are {n} "
+        "targets; expected one target per example"
+    )
   if batch_size <= 0 or batch_size > n:
     raise ValueError(f"batch_size must be in 1..{n} (the number of examples), got {batch_size}")
   count = n // batch_size if n_batches is None else min(n_batches, n // batch_size)
   if count <= 0:
     raise ValueError(f"n_batches must be positive, got {n_batches}")
-  cut = lambda a: np.asarray(a)[:count * batch_size].reshape(count, batch_size,
-                                                             *np.shape(a)[1:])
+  cut = lambda a: np.asarray(a)[: count * batch_size].reshape(count, batch_size, *np.shape(a)[1:])
   return Batches(jax.tree.map(cut, x), cut(y))
 
 
@@ -80,8 +81,11 @@ def _compiled(fn: Callable, n_args: int, over_batches: bool, mesh: Mesh) -> Call
 
   n_in = n_args + over_batches
   specs = (PartitionSpec(AXIS),) + (PartitionSpec(),) * n_in
-  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS),
-                               check_vma=False))
+  return jax.jit(
+      jax.shard_map(
+          local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS), check_vma=False
+      )
+  )
 
 
 def _chunk_size(n: int, chunk_size: int | None) -> int:
@@ -94,9 +98,15 @@ def _chunk_size(n: int, chunk_size: int | None) -> int:
   return min(chunk_size, 1 << (n - 1).bit_length())
 
 
-def sweep(fn: Callable, assignments: Any, *args: Any, batches: PyTree | None = None,
-          chunk_size: int | None = None, devices: Sequence[Any] | None = None,
-          progress: Callable[[int], None] | None = None) -> Any:
+def sweep(
+    fn: Callable,
+    assignments: Any,
+    *args: Any,
+    batches: PyTree | None = None,
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Any:
   """``[fn(a, *args) for a in assignments]`` (or ``[[fn(a, *args, b) for b in batches] ...]``)
   in compiled calls, stacked.
 
@@ -132,7 +142,7 @@ def sweep(fn: Callable, assignments: Any, *args: Any, batches: PyTree | None = N
   compiled = _compiled(fn, len(args), batches is not None, mesh)
   outs = []
   for start in range(0, n, size):
-    chunk = assignments[start:start + size]
+    chunk = assignments[start : start + size]
     done = len(chunk)
     if done < size:  # one compiled shape: pad with the last row, drop its results below
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - done, 0)])

@@ -76,9 +76,16 @@ class Emulator:
     (5, 2)
   """
 
-  def __init__(self, apply_fn: Callable, params: Any, example_inputs: Any, *,
-               activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
-               ste: STE = STE.IDENTITY, padding_mask: str | None = "auto"):
+  def __init__(
+      self,
+      apply_fn: Callable,
+      params: Any,
+      example_inputs: Any,
+      *,
+      activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
+      ste: STE = STE.IDENTITY,
+      padding_mask: str | None = "auto",
+  ):
     self.apply_fn = apply_fn
     self.params = params
     self.activation_scaling = ActivationScaling(activation_scaling)
@@ -99,7 +106,8 @@ class Emulator:
       raise ValueError(
           "found no matmul (dot_general) or convolution (conv_general_dilated) with float "
           "operands in apply_fn, so there is nothing to emulate; pass a model with Dense, "
-          "Conv, einsum or attention layers")
+          "Conv, einsum or attention layers"
+      )
     self._programs[tuple(self._input_avals)] = program
     self.ops: tuple[Op, ...] = program.ops
     self.passthrough: tuple[Passthrough, ...] = program.passthrough
@@ -112,8 +120,13 @@ class Emulator:
     closed, out_shape = jax.make_jaxpr(self.apply_fn, return_shape=True)(params, inputs)
     infos = [_Info(param=n, scope=n) for n in self._param_names] + [_Info()] * len(input_avals)
     found = discover(closed, infos)
-    return _Program(closed, found.plan, tuple(found.ops), tuple(found.passthrough),
-                    jax.tree_util.tree_structure(out_shape))
+    return _Program(
+        closed,
+        found.plan,
+        tuple(found.ops),
+        tuple(found.passthrough),
+        jax.tree_util.tree_structure(out_shape),
+    )
 
   def _program(self, input_avals: tuple[jax.ShapeDtypeStruct, ...]) -> _Program:
     """The traced model for these input shapes (traced on first use, then cached)."""
@@ -125,15 +138,21 @@ class Emulator:
         raise ValueError(
             f"at input shape(s) {[a.shape for a in input_avals]} the model has ops "
             f"{list(names)}, but at the example shape(s) {[a.shape for a in self._input_avals]}"
-            f" it has {list(self.op_names)}; build an Emulator for this shape")
+            f" it has {list(self.op_names)}; build an Emulator for this shape"
+        )
       self._programs[input_avals] = program
     return program
 
   @classmethod
-  def from_nnx(cls, module, *args: Any,
-               activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
-               ste: STE = STE.IDENTITY, padding_mask: str | None = "auto",
-               **kwargs: Any) -> Emulator:
+  def from_nnx(
+      cls,
+      module,
+      *args: Any,
+      activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
+      ste: STE = STE.IDENTITY,
+      padding_mask: str | None = "auto",
+      **kwargs: Any,
+  ) -> Emulator:
     """An emulator for a ``flax.nnx`` module called as ``module(*args, **kwargs)``.
 
     The module's state is ``emulator.params``. The emulator's ``inputs`` are the one
@@ -155,6 +174,7 @@ class Emulator:
       (2, 4, 3)
     """
     from flax import nnx
+
     graphdef, state = nnx.split(module)
     if kwargs:
       example, call = (args, kwargs), lambda m, inputs: m(*inputs[0], **inputs[1])
@@ -165,8 +185,15 @@ class Emulator:
 
     def apply_fn(state, inputs):
       return call(nnx.merge(graphdef, state), inputs)
-    return cls(apply_fn, state, example, activation_scaling=activation_scaling, ste=ste,
-               padding_mask=padding_mask)
+
+    return cls(
+        apply_fn,
+        state,
+        example,
+        activation_scaling=activation_scaling,
+        ste=ste,
+        padding_mask=padding_mask,
+    )
 
   # ------------------------------------------------------------------------------------
 
@@ -196,11 +223,14 @@ class Emulator:
     return len(self.ops)
 
   def __repr__(self) -> str:
-    return (f"Emulator({len(self.ops)} ops, {sum(o.macs for o in self.ops):,} MACs, "
-            f"{sum(p.count for p in self.passthrough)} passed through)")
+    return (
+        f"Emulator({len(self.ops)} ops, {sum(o.macs for o in self.ops):,} MACs, "
+        f"{sum(p.count for p in self.passthrough)} passed through)"
+    )
 
-  def assignment(self, modes: str | Mapping[str, str] | None = None, *,
-                 default: str = "fp32") -> jax.Array:
+  def assignment(
+      self, modes: str | Mapping[str, str] | None = None, *, default: str = "fp32"
+  ) -> jax.Array:
     """An int32 assignment from mode names (``assignments.parse``): one mode for every op
     (``"int8"``), a comma list where a bare mode sets the default and ``name=mode`` sets
     one op (``"int8,Dense_1=fp32"``), or a mapping of op names to modes."""
@@ -216,8 +246,10 @@ class Emulator:
     """The program for these inputs' shapes, and the flat (params, inputs) leaves."""
     p_leaves, p_tree = jax.tree_util.tree_flatten(params)
     if p_tree != self._params_tree:
-      raise ValueError("params do not have the structure the emulator was built with:\n"
-                       f"  expected {self._params_tree}\n  got      {p_tree}")
+      raise ValueError(
+          "params do not have the structure the emulator was built with:\n"
+          f"  expected {self._params_tree}\n  got      {p_tree}"
+      )
     for leaf, ref, path in zip(p_leaves, self._param_avals, self._param_paths):
       if np.shape(leaf) != ref.shape:
         raise ValueError(f"params{path} has shape {np.shape(leaf)}, expected {ref.shape}")
@@ -226,9 +258,16 @@ class Emulator:
       raise ValueError(f"inputs have structure {x_tree}, expected {self._inputs_tree}")
     return self._program(_avals(x_leaves)), p_leaves + x_leaves
 
-  def __call__(self, params: Any, inputs: Any, modes: Any, *,
-               activation_amax: jax.Array | None = None, mask: jax.Array | None = None,
-               stored_weights: Sequence[Packed | None] | None = None) -> Any:
+  def __call__(
+      self,
+      params: Any,
+      inputs: Any,
+      modes: Any,
+      *,
+      activation_amax: jax.Array | None = None,
+      mask: jax.Array | None = None,
+      stored_weights: Sequence[Packed | None] | None = None,
+  ) -> Any:
     """Run the model with op ``i`` in mode ``modes[i]``.
 
     Compiles on the first call per input shape; with tracers or under ``disable_jit`` it
@@ -252,25 +291,36 @@ class Emulator:
     if mask is None and self._mask_leaf is not None:
       mask = jax.tree_util.tree_leaves(inputs)[self._mask_leaf]
     if activation_amax is not None and np.shape(activation_amax) != (len(self.ops), 2):
-      raise ValueError(f"activation_amax must have shape ({len(self.ops)}, 2), "
-                       f"got {np.shape(activation_amax)}; use emulator.calibrate(...)")
+      raise ValueError(
+          f"activation_amax must have shape ({len(self.ops)}, 2), "
+          f"got {np.shape(activation_amax)}; use emulator.calibrate(...)"
+      )
     if mask is not None and np.ndim(mask) != 2:
       raise ValueError(f"mask must have shape (batch, positions), got {np.shape(mask)}")
     if stored_weights is not None and len(stored_weights) != len(self.ops):
-      raise ValueError(f"stored_weights must have one entry per op ({len(self.ops)}), got "
-                       f"{len(stored_weights)}; use emulator.store_weights(params, modes)")
+      raise ValueError(
+          f"stored_weights must have one entry per op ({len(self.ops)}), got "
+          f"{len(stored_weights)}; use emulator.store_weights(params, modes)"
+      )
     args = (params, inputs, modes, activation_amax, stored_weights, mask)
     if jax.config.jax_disable_jit or assignments.is_traced(args):
       return self._emulate(*args)
     return self._compiled(*args)
 
-  def _emulate(self, params: Any, inputs: Any, modes: jax.Array,
-               activation_amax: jax.Array | None,
-               stored_weights: Sequence[Packed | None] | None,
-               mask: jax.Array | None = None) -> Any:
+  def _emulate(
+      self,
+      params: Any,
+      inputs: Any,
+      modes: jax.Array,
+      activation_amax: jax.Array | None,
+      stored_weights: Sequence[Packed | None] | None,
+      mask: jax.Array | None = None,
+  ) -> Any:
     """The emulated model as a traceable function of its arguments."""
-    def compute(i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
-                ) -> jax.Array:
+
+    def compute(
+        i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
+    ) -> jax.Array:
       if stored_weights is not None and stored_weights[i] is not None:
         operands = [lhs, rhs]
         weight = operands[op.weight_operand]
@@ -278,21 +328,27 @@ class Emulator:
         lhs, rhs = operands
       amax = [None, None]
       if activation_amax is not None:
-        amax = [None if side == op.weight_operand else activation_amax[i, side]
-                for side in (0, 1)]
+        amax = [None if side == op.weight_operand else activation_amax[i, side] for side in (0, 1)]
       elif mask is not None:
         reduce_axes = (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes)
-        amax = [None if side == op.weight_operand else
-                padding.masked_amax((lhs, rhs)[side], mask, reduce_axes[side])
-                for side in (0, 1)]
+        amax = [
+            None
+            if side == op.weight_operand
+            else padding.masked_amax((lhs, rhs)[side], mask, reduce_axes[side])
+            for side in (0, 1)
+        ]
       return pak.apply(contraction, lhs, rhs, modes[i], *amax)
 
     # Per-op weights in storage formats differ in structure from layer to layer, so with
     # them a scan runs layer by layer; otherwise each layer's mode is read inside the loop.
     return self._run_ops(params, inputs, compute, unroll=stored_weights is not None)
 
-  def run_with(self, params: Any, inputs: Any,
-               compute: Callable[[int, pak.ProductSpec, jax.Array, jax.Array], jax.Array]) -> Any:
+  def run_with(
+      self,
+      params: Any,
+      inputs: Any,
+      compute: Callable[[int, pak.ProductSpec, jax.Array, jax.Array], jax.Array],
+  ) -> Any:
     """Run the traced model with op ``i`` computed by ``compute(i, contraction, lhs, rhs)``.
 
     ``contraction`` is the op's ``pak.ProductSpec``; ``contraction.float_product(lhs, rhs)``
@@ -302,8 +358,9 @@ class Emulator:
     ``i`` is always a Python int: a ``scan`` whose body holds ops is run here layer by
     layer (under ``jit``, unrolled), each layer's ops with their own indices.
     """
-    return self._run_ops(params, inputs, lambda i, op, c, lhs, rhs: compute(i, c, lhs, rhs),
-                         unroll=True)
+    return self._run_ops(
+        params, inputs, lambda i, op, c, lhs, rhs: compute(i, c, lhs, rhs), unroll=True
+    )
 
   def _run_ops(self, params: Any, inputs: Any, compute: Callable, *, unroll: bool) -> Any:
     """``run_with`` with ``compute(i, op, contraction, lhs, rhs)``.
@@ -316,15 +373,28 @@ class Emulator:
 
     def run_op(i, static_i: int, eqn, lhs, rhs):
       op = program.ops[static_i]
-      contraction = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape,
-                                     eqn.outvars[0].aval.ndim, weight_operand=op.weight_operand,
-                                     activation_scaling=self.activation_scaling,
-                                     ste=self.ste)
+      contraction = pak.product_spec(
+          eqn.primitive,
+          eqn.params,
+          lhs.shape,
+          rhs.shape,
+          eqn.outvars[0].aval.ndim,
+          weight_operand=op.weight_operand,
+          activation_scaling=self.activation_scaling,
+          ste=self.ste,
+      )
       return compute(i, op, contraction, lhs, rhs)
 
     closed = program.closed
-    outs = _interpret.run_jaxpr(closed.jaxpr, closed.consts, flat, program.plan, run_op,
-                                _interpret.Index(0, 0), unroll=unroll)
+    outs = _interpret.run_jaxpr(
+        closed.jaxpr,
+        closed.consts,
+        flat,
+        program.plan,
+        run_op,
+        _interpret.Index(0, 0),
+        unroll=unroll,
+    )
     return jax.tree_util.tree_unflatten(program.out_tree, outs)
 
   def _observe(self, params: Any, inputs: Any, fn: Callable) -> list[Any]:
@@ -359,11 +429,15 @@ class Emulator:
       48
     """
     modes = np.asarray(self.check_modes(modes))
-    weights = self._observe(params, self._example_inputs(),
-                            lambda op, lhs, rhs: (lhs, rhs)[op.weight_operand]
-                            if op.has_weight else None)
-    return tuple(None if w is None else dma.pack(w, int(m), op.weight_channel_axes)
-                 for op, w, m in zip(self.ops, weights, modes))
+    weights = self._observe(
+        params,
+        self._example_inputs(),
+        lambda op, lhs, rhs: (lhs, rhs)[op.weight_operand] if op.has_weight else None,
+    )
+    return tuple(
+        None if w is None else dma.pack(w, int(m), op.weight_channel_axes)
+        for op, w, m in zip(self.ops, weights, modes)
+    )
 
   def _example_inputs(self) -> Any:
     zeros = [jnp.zeros(a.shape, a.dtype) for a in self._input_avals]
@@ -384,10 +458,12 @@ class Emulator:
     """Outputs for assignments ``(n, len(ops))`` in one compiled call, sharded over
     ``devices`` (default: all), each device running its share in turn (``batching.sweep``)."""
     from aprec.emulator import batching
+
     rows = np.asarray(assignments)
     if rows.ndim != 2 or len(rows) == 0:
-      raise ValueError(f"assignments must have shape (n, {len(self.ops)}) with n >= 1, got "
-                       f"{rows.shape}")
+      raise ValueError(
+          f"assignments must have shape (n, {len(self.ops)}) with n >= 1, got " f"{rows.shape}"
+      )
     self.check_modes(rows.max(0))  # range checks on the extremes cover every row
     self.check_modes(rows.min(0))
     # A bound method (equal across calls) so batching.sweep's compile cache hits.

@@ -57,7 +57,9 @@ class Packed:
   @property
   def nbytes(self) -> int:
     """Bytes the storage occupies: data plus scales."""
-    return int(self.data.size * self.data.dtype.itemsize + self.scale.size * self.scale.dtype.itemsize)
+    return int(
+        self.data.size * self.data.dtype.itemsize + self.scale.size * self.scale.dtype.itemsize
+    )
 
   @property
   def format(self) -> str:
@@ -96,8 +98,9 @@ def pack(x: jax.Array, mode: int | str, channel_axes: Sequence[int] = ()) -> Pac
   reduce_axes = tuple(a for a in range(x.ndim) if a not in channel_axes)
   values, scale = formats.quantize(x, m, reduce_axes)
   if not fmt.scaled:
-    return Packed(data=values.astype(fmt.dtype), scale=jnp.zeros((0,), jnp.float32),
-                  shape=x.shape, mode=m)
+    return Packed(
+        data=values.astype(fmt.dtype), scale=jnp.zeros((0,), jnp.float32), shape=x.shape, mode=m
+    )
   if fmt.is_int and fmt.bits == 4:
     data = pack_int4(values)
   elif fmt.is_int:

@@ -67,15 +67,31 @@ class Mode:
 
 def _float_mode(name: str, dtype, *, scaled: bool) -> Mode:
   info = ml_dtypes.finfo(dtype)
-  return Mode(name=name, bits=info.bits, kind=Kind.FLOAT, exponent_bits=info.nexp,
-              mantissa_bits=info.nmant, accumulator="fp32", max_value=float(info.max),
-              scaled=scaled, dtype=np.dtype(dtype))
+  return Mode(
+      name=name,
+      bits=info.bits,
+      kind=Kind.FLOAT,
+      exponent_bits=info.nexp,
+      mantissa_bits=info.nmant,
+      accumulator="fp32",
+      max_value=float(info.max),
+      scaled=scaled,
+      dtype=np.dtype(dtype),
+  )
 
 
 def _int_mode(name: str, bits: int) -> Mode:
-  return Mode(name=name, bits=bits, kind=Kind.INT, exponent_bits=0, mantissa_bits=bits - 1,
-              accumulator="int32", max_value=float(2 ** (bits - 1) - 1), scaled=True,
-              dtype=None)
+  return Mode(
+      name=name,
+      bits=bits,
+      kind=Kind.INT,
+      exponent_bits=0,
+      mantissa_bits=bits - 1,
+      accumulator="int32",
+      max_value=float(2 ** (bits - 1) - 1),
+      scaled=True,
+      dtype=None,
+  )
 
 
 MODE_TABLE: tuple[Mode, ...] = (
@@ -125,8 +141,10 @@ def lookup_index(mode: jax.Array | int) -> tuple[jax.Array, jax.Array]:
 def static_mode(mode: int) -> Mode:
   """The mode with a Python index; raises ``ValueError`` for an index out of range."""
   if not 0 <= int(mode) < N_MODES:
-    raise ValueError(f"mode index {int(mode)} is out of range; valid indices are "
-                     f"0..{N_MODES - 1} ({', '.join(MODES)})")
+    raise ValueError(
+        f"mode index {int(mode)} is out of range; valid indices are "
+        f"0..{N_MODES - 1} ({', '.join(MODES)})"
+    )
   return MODE_TABLE[int(mode)]
 
 
@@ -147,8 +165,8 @@ def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
   if mode.dtype == np.float16:
     xf = x.astype(jnp.float32)
     normal = lax.reduce_precision(xf, exponent_bits=5, mantissa_bits=10)
-    subnormal = jnp.round(xf * np.float32(2.0 ** 24)) * np.float32(2.0 ** -24)
-    return jnp.where(jnp.abs(xf) < np.float32(2.0 ** -14), subnormal, normal).astype(x.dtype)
+    subnormal = jnp.round(xf * np.float32(2.0**24)) * np.float32(2.0**-24)
+    return jnp.where(jnp.abs(xf) < np.float32(2.0**-14), subnormal, normal).astype(x.dtype)
   if mode.dtype == ml_dtypes.bfloat16:
     return lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
   return x.astype(mode.dtype).astype(x.dtype)
@@ -164,8 +182,9 @@ def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
   """
   amax = amax.astype(jnp.float32)
   tiny = np.finfo(np.float32).tiny
-  return jnp.where(amax < tiny, jnp.float32(1),
-                   jnp.maximum(amax * np.float32(1.0 / max_value), tiny))
+  return jnp.where(
+      amax < tiny, jnp.float32(1), jnp.maximum(amax * np.float32(1.0 / max_value), tiny)
+  )
 
 
 def amax_over(x: jax.Array, reduce_axes: Sequence[int]) -> jax.Array:
@@ -201,8 +220,12 @@ def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Arr
   return cast_round(scaled, mode).astype(x.dtype), scale
 
 
-def quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | None = None,
-             amax: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def quantize(
+    x: jax.Array,
+    mode: jax.Array | int,
+    reduce_axes: Sequence[int] | None = None,
+    amax: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Quantize ``x`` to the mode with (possibly traced) index ``mode``.
 
   Args:
@@ -229,6 +252,7 @@ def quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | N
         return _quantize_static(x, m, jnp.zeros(keep_shape, jnp.float32))
       a = amax_over(x, reduce_axes) if amax is None else jnp.broadcast_to(amax, keep_shape)
       return _quantize_static(x, m, a)
+
     return run
 
   if isinstance(mode, (int, np.integer)):
@@ -255,8 +279,13 @@ class STE(str, enum.Enum):
   CLIPPED = "clipped"
 
 
-def fake_quantize(x: jax.Array, mode: jax.Array | int, reduce_axes: Sequence[int] | None = None,
-                  amax: jax.Array | None = None, ste: STE = STE.IDENTITY) -> jax.Array:
+def fake_quantize(
+    x: jax.Array,
+    mode: jax.Array | int,
+    reduce_axes: Sequence[int] | None = None,
+    amax: jax.Array | None = None,
+    ste: STE = STE.IDENTITY,
+) -> jax.Array:
   """Quantize then dequantize (``values * scale``) with a straight-through gradient.
 
   Example:

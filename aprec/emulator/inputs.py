@@ -31,8 +31,10 @@ def batch_size(inputs: Any, what: str = "inputs") -> int:
   """
   paths = jax.tree_util.tree_flatten_with_path(inputs)[0]
   if not paths:
-    raise ValueError(f"{what} hold no arrays; expected an array or a pytree of arrays with a "
-                     "leading batch axis")
+    raise ValueError(
+        f"{what} hold no arrays; expected an array or a pytree of arrays with a "
+        "leading batch axis"
+    )
   sizes = {}
   for path, leaf in paths:
     name = jax.tree_util.keystr(path) or what
@@ -41,8 +43,10 @@ def batch_size(inputs: Any, what: str = "inputs") -> int:
     sizes[name] = np.shape(leaf)[0]
   if len(set(sizes.values())) > 1:
     listed = ", ".join(f"{k} has {v}" for k, v in sizes.items())
-    raise ValueError(f"{what} leaves disagree on the batch size ({listed}); every leaf needs "
-                     "the same leading (batch) axis")
+    raise ValueError(
+        f"{what} leaves disagree on the batch size ({listed}); every leaf needs "
+        "the same leading (batch) axis"
+    )
   return next(iter(sizes.values()))
 
 
@@ -63,7 +67,8 @@ def cut(inputs: Any, size: int) -> Any:
   if size <= 0 or n == 0:
     raise ValueError(f"batch size {size} must be in 1..{total} (the number of examples)")
   return jax.tree_util.tree_map(
-      lambda a: np.asarray(a[:n * size]).reshape(n, size, *np.shape(a)[1:]), inputs)
+      lambda a: np.asarray(a[: n * size]).reshape(n, size, *np.shape(a)[1:]), inputs
+  )
 
 
 def shape_of(inputs: Any) -> Any:

@@ -62,9 +62,12 @@ class Op:
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
-    d.update(has_weight=self.has_weight, weight_elements=self.weight_elements,
-             activation_elements=self.activation_elements,
-             output_elements=self.output_elements)
+    d.update(
+        has_weight=self.has_weight,
+        weight_elements=self.weight_elements,
+        activation_elements=self.activation_elements,
+        output_elements=self.output_elements,
+    )
     return d
 
 
@@ -73,12 +76,23 @@ class Op:
 
 # Equations that only move or retype a tensor: a parameter seen through them is still the
 # same weight (e.g. a kernel cast to the compute dtype, or reshaped for an einsum).
-_LAYOUT = frozenset({
-    "convert_element_type", "reshape", "transpose", "broadcast_in_dim", "squeeze",
-    "expand_dims", "copy", "copy_p", "reduce_precision", "rev",
-    # One layer's slice of stacked weights (``w[i]`` in a ``fori_loop`` body).
-    "slice", "dynamic_slice",
-})
+_LAYOUT = frozenset(
+    {
+        "convert_element_type",
+        "reshape",
+        "transpose",
+        "broadcast_in_dim",
+        "squeeze",
+        "expand_dims",
+        "copy",
+        "copy_p",
+        "reduce_precision",
+        "rev",
+        # One layer's slice of stacked weights (``w[i]`` in a ``fori_loop`` body).
+        "slice",
+        "dynamic_slice",
+    }
+)
 _KIND_SET = frozenset(KINDS)
 
 
@@ -102,7 +116,7 @@ class _Info:
   """What discovery knows about a value: the weight it is, and where it came from."""
 
   param: str | None = None  # parameter path when the value is (a view of) one weight
-  scope: str = ""           # readable provenance, used to name ops without a weight
+  scope: str = ""  # readable provenance, used to name ops without a weight
 
 
 _EMPTY = _Info()
@@ -186,8 +200,7 @@ class Discovery:
 def discover(closed_jaxpr, input_infos: list[_Info]) -> Discovery:
   """Find the ops of a traced model. ``input_infos`` describe its flat inputs."""
   found = Discovery()
-  _walk(closed_jaxpr.jaxpr, [_EMPTY] * len(closed_jaxpr.jaxpr.constvars) + list(input_infos),
-        found)
+  _walk(closed_jaxpr.jaxpr, [_EMPTY] * len(closed_jaxpr.jaxpr.constvars) + list(input_infos), found)
   return found
 
 
@@ -205,23 +218,32 @@ def _walk(jaxpr, infos, found: Discovery) -> list[_Info]:
         found.add(op)
         outs = [_Info(scope=op.name)]
       else:
-        found.passthrough.append(Passthrough(primitive=name, count=1,
-                                             reason="integer operands are left as they are"))
+        found.passthrough.append(
+            Passthrough(primitive=name, count=1, reason="integer operands are left as they are")
+        )
     else:
       n_inside = sum(_jaxpr.count_primitives(sub, _KIND_SET) for sub in _jaxpr.sub_jaxprs(eqn))
       body = _jaxpr.inline_body(eqn) if n_inside else None
       scan = _jaxpr.scan_parts(eqn) if n_inside else None
       if body is not None:
-        inner = Discovery(ops=found.ops, passthrough=found.passthrough,
-                          index_at=found.index_at, _taken=found._taken)
+        inner = Discovery(
+            ops=found.ops,
+            passthrough=found.passthrough,
+            index_at=found.index_at,
+            _taken=found._taken,
+        )
         outs = _walk(body.jaxpr, [_EMPTY] * len(body.jaxpr.constvars) + ins, inner)
         found.plan[id(eqn)] = Inline(inner.plan)
       elif scan is not None and scan.length > 0:
         outs = _walk_scan(eqn, scan, ins, found)
       elif n_inside:
-        found.passthrough.append(Passthrough(
-            primitive=name, count=n_inside,
-            reason=f"matmuls inside `{name}` run at full precision (not emulated yet)"))
+        found.passthrough.append(
+            Passthrough(
+                primitive=name,
+                count=n_inside,
+                reason=f"matmuls inside `{name}` run at full precision (not emulated yet)",
+            )
+        )
     if outs is None:
       scope = _common_scope(i.scope for i in ins)
       params = {i.param for i in ins if i.param is not None}
@@ -234,16 +256,18 @@ def _walk(jaxpr, infos, found: Discovery) -> list[_Info]:
 def _walk_scan(eqn, scan: _jaxpr.Scan, ins: list[_Info], found: Discovery) -> list[_Info]:
   """Discover a scan body's ops once, then record them once per iteration (layer)."""
   n_fixed = scan.num_consts + scan.num_carry
-  carry = [_Info(scope=i.scope) for i in ins[scan.num_consts:n_fixed]]  # changes per step
-  body_infos = ([_EMPTY] * len(scan.body.jaxpr.constvars) + ins[:scan.num_consts] + carry
-                + ins[n_fixed:])  # a slice of stacked weights is still that weight
+  carry = [_Info(scope=i.scope) for i in ins[scan.num_consts : n_fixed]]  # changes per step
+  body_infos = (
+      [_EMPTY] * len(scan.body.jaxpr.constvars) + ins[: scan.num_consts] + carry + ins[n_fixed:]
+  )  # a slice of stacked weights is still that weight
   body = Discovery()
   outs = _walk(scan.body.jaxpr, body_infos, body)
   found.passthrough.extend(body.passthrough)
   if not body.ops:
     return outs
-  found.plan[id(eqn)] = Loop(start=len(found.ops), length=scan.length,
-                             ops_per_step=len(body.ops), plan=body.plan)
+  found.plan[id(eqn)] = Loop(
+      start=len(found.ops), length=scan.length, ops_per_step=len(body.ops), plan=body.plan
+  )
   at = _layer_index_positions(body)
   for t in range(scan.length):
     for op, k in zip(body.ops, at):
@@ -271,8 +295,7 @@ def _layer_index_positions(body: Discovery) -> list[int]:
   prefix = prefix[:shared]
   positions = []
   for p, limit in zip(parts, limits):
-    common = next((n for n in range(len(prefix)) if n >= len(p) or p[n] != prefix[n]),
-                  len(prefix))
+    common = next((n for n in range(len(prefix)) if n >= len(p) or p[n] != prefix[n]), len(prefix))
     positions.append(max(0, min(common, limit)))
   return positions
 
@@ -290,9 +313,17 @@ def _record(eqn, ins: list[_Info], found: Discovery) -> Op:
   out = tuple(eqn.outvars[0].aval.shape)
   k = _contraction_size(eqn)
   channels = () if weight_operand is None else _channel_axes(eqn, weight_operand)
-  return Op(name=found.unique(base), kind=kind, lhs_shape=lhs, rhs_shape=rhs, out_shape=out,
-            weight_operand=weight_operand, macs=math.prod(out) * k, contraction_size=k,
-            weight_channel_axes=channels)
+  return Op(
+      name=found.unique(base),
+      kind=kind,
+      lhs_shape=lhs,
+      rhs_shape=rhs,
+      out_shape=out,
+      weight_operand=weight_operand,
+      macs=math.prod(out) * k,
+      contraction_size=k,
+      weight_channel_axes=channels,
+  )
 
 
 def _channel_axes(eqn, side: int) -> tuple[int, ...]:

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
 MASK_NAMES = ("mask", "attention_mask", "padding_mask")
 
 
@@ -31,11 +30,13 @@ def find_mask(paths_and_leaves) -> int | None:
     >>> find_mask(leaves)
     0
   """
+
   def is_mask(path, leaf):
     if np.ndim(leaf) != 2:
       return False
     named = bool(path) and getattr(path[-1], "key", None) in MASK_NAMES
     return named or jnp.result_type(leaf) == jnp.bool_
+
   found = [i for i, (path, leaf) in enumerate(paths_and_leaves) if is_mask(path, leaf)]
   return found[0] if len(found) == 1 else None
 

@@ -91,8 +91,12 @@ class ProductSpec:
 # Scale layouts: which axes share a scale, and how a scale lines up with the output.
 
 
-def _side_to_out(batch: Sequence[int], free: Sequence[int], n_axes: int,
-                 out_template: Callable[[tuple, tuple], tuple]):
+def _side_to_out(
+    batch: Sequence[int],
+    free: Sequence[int],
+    n_axes: int,
+    out_template: Callable[[tuple, tuple], tuple],
+):
   """Maps a keepdims scale of one dot_general operand onto the output's layout.
 
   The scale has the operand's rank with size 1 on every axis it is shared along; its
@@ -105,11 +109,13 @@ def _side_to_out(batch: Sequence[int], free: Sequence[int], n_axes: int,
     bshape = tuple(s.shape[a] for a in batch)
     fshape = tuple(s.shape[a] for a in free)
     return jnp.transpose(s, order).reshape(out_template(bshape, fshape))
+
   return to_out
 
 
-def _activation_reduce_axes(ndim: int, contracting: Sequence[int],
-                            scaling: ActivationScaling) -> tuple[int, ...]:
+def _activation_reduce_axes(
+    ndim: int, contracting: Sequence[int], scaling: ActivationScaling
+) -> tuple[int, ...]:
   """Axes of an activation operand that share one scale under ``scaling``."""
   if scaling is ActivationScaling.PER_TOKEN:
     return tuple(contracting)
@@ -155,31 +161,40 @@ def _conv_layout(params, lhs_shape, rhs_shape, weight_operand, out_ndim, scaling
   return l_red, r_red, l_out, (lambda s: s.reshape(out_shape))
 
 
-def product_spec(primitive, params: dict, lhs_shape, rhs_shape, out_ndim: int, *,
-                 weight_operand: int | None,
-                 activation_scaling=DEFAULT_ACTIVATION_SCALING,
-                 ste=STE.IDENTITY) -> ProductSpec:
+def product_spec(
+    primitive,
+    params: dict,
+    lhs_shape,
+    rhs_shape,
+    out_ndim: int,
+    *,
+    weight_operand: int | None,
+    activation_scaling=DEFAULT_ACTIVATION_SCALING,
+    ste=STE.IDENTITY,
+) -> ProductSpec:
   """The static part of a PAK call for a primitive with the given parameters and shapes."""
   scaling = ActivationScaling(activation_scaling)
   k = contraction_size(primitive.name, params, lhs_shape, rhs_shape)
   if primitive.name == "dot_general":
     layout = _dot_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, scaling)
   elif primitive.name == "conv_general_dilated":
-    layout = _conv_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim,
-                          scaling)
+    layout = _conv_layout(
+        params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim, scaling
+    )
   else:
     raise ValueError(f"the PAK handles dot_general and conv_general_dilated, not {primitive.name}")
   exact = k * _INT8_MAX_PRODUCT < _F32_EXACT_INTEGERS
   int_dot = not exact or (primitive.name == "dot_general" and k >= INT_DOT_MIN_CONTRACTION)
-  return ProductSpec(primitive, dict(params), *layout, ste=STE(ste), int_exact_in_float=exact,
-                     int_dot=int_dot)
+  return ProductSpec(
+      primitive, dict(params), *layout, ste=STE(ste), int_exact_in_float=exact, int_dot=int_dot
+  )
 
 
 # Every partial sum of K products of int8 grid values is an integer below K * 127**2; while
 # that stays below 2**24, float32 holds each partial sum exactly, so a float32-accumulated
 # product of the grid values *is* the int32 accumulation, in any summation order.
 _INT8_MAX_PRODUCT = 127 * 127
-_F32_EXACT_INTEGERS = 2 ** 24
+_F32_EXACT_INTEGERS = 2**24
 # Where both are exact, which is faster is a matter of size. Measured on XLA:CPU (uniform
 # int8 over the fp32 forward): MiniLM-L6's projections (K = 384, 1536) run 0.72x with
 # int8 x int8 -> int32 dots against 0.91x multiplying the grid values in float32; the
@@ -211,8 +226,11 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
     # then make the op's output NaN.
     is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
     acc = lax.cond(is_int, contraction.int_product, contraction.float_product, ql, qr)
-  out = _scale_back(acc, contraction.lhs_to_out(sl).astype(acc.dtype),
-                    contraction.rhs_to_out(sr).astype(acc.dtype))
+  out = _scale_back(
+      acc,
+      contraction.lhs_to_out(sl).astype(acc.dtype),
+      contraction.rhs_to_out(sr).astype(acc.dtype),
+  )
   return out, (ql, sl, qr, sr)
 
 
@@ -245,8 +263,14 @@ def _pak_jvp(contraction, primals, tangents):
   return out, t_out.astype(out.dtype)
 
 
-def apply(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
-          lhs_amax: jax.Array | None = None, rhs_amax: jax.Array | None = None) -> jax.Array:
+def apply(
+    contraction: ProductSpec,
+    lhs: jax.Array,
+    rhs: jax.Array,
+    mode: jax.Array | int,
+    lhs_amax: jax.Array | None = None,
+    rhs_amax: jax.Array | None = None,
+) -> jax.Array:
   """Run one product in precision ``mode`` (an int or traced int32 index into ``MODES``).
 
   ``lhs_amax``/``rhs_amax`` fix the operand ranges (static calibration); default is the
@@ -258,17 +282,27 @@ def apply(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: jax.Ar
 def _params_of(fn: Callable, lhs: jax.Array, rhs: jax.Array) -> tuple[Any, dict, int]:
   """Primitive and canonical parameters of a lax call, read from its jaxpr."""
   args = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (lhs, rhs)]
-  eqns = [e for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns
-          if e.primitive.name in ("dot_general", "conv_general_dilated")]
+  eqns = [
+      e
+      for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns
+      if e.primitive.name in ("dot_general", "conv_general_dilated")
+  ]
   (eqn,) = eqns
   return eqn.primitive, dict(eqn.params), eqn.outvars[0].aval.ndim
 
 
-def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
-                dimension_numbers, precision=None, preferred_element_type=None, *,
-                weight_operand: int | None = 1,
-                activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
-                ste: STE = STE.IDENTITY) -> jax.Array:
+def dot_general(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    mode: jax.Array | int,
+    dimension_numbers,
+    precision=None,
+    preferred_element_type=None,
+    *,
+    weight_operand: int | None = 1,
+    activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
+    ste: STE = STE.IDENTITY,
+) -> jax.Array:
   """``lax.dot_general`` run by the PAK in precision ``mode``.
 
   Example:
@@ -280,27 +314,64 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
     0.252
   """
   prim, params, out_ndim = _params_of(
-      functools.partial(lax.dot_general, dimension_numbers=dimension_numbers,
-                        precision=precision, preferred_element_type=preferred_element_type),
-      lhs, rhs)
-  contraction = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim,
-                             weight_operand=weight_operand,
-                             activation_scaling=activation_scaling, ste=ste)
+      functools.partial(
+          lax.dot_general,
+          dimension_numbers=dimension_numbers,
+          precision=precision,
+          preferred_element_type=preferred_element_type,
+      ),
+      lhs,
+      rhs,
+  )
+  contraction = product_spec(
+      prim,
+      params,
+      lhs.shape,
+      rhs.shape,
+      out_ndim,
+      weight_operand=weight_operand,
+      activation_scaling=activation_scaling,
+      ste=ste,
+  )
   return apply(contraction, lhs, rhs, mode)
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, mode: jax.Array | int,
-                         window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count: int = 1, *,
-                         activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
-                         ste: STE = STE.IDENTITY) -> jax.Array:
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    mode: jax.Array | int,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    *,
+    activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
+    ste: STE = STE.IDENTITY,
+) -> jax.Array:
   """``lax.conv_general_dilated`` run by the PAK in precision ``mode`` (rhs is the kernel)."""
   prim, params, out_ndim = _params_of(
-      functools.partial(lax.conv_general_dilated, window_strides=window_strides,
-                        padding=padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-                        dimension_numbers=dimension_numbers,
-                        feature_group_count=feature_group_count),
-      lhs, rhs)
-  contraction = product_spec(prim, params, lhs.shape, rhs.shape, out_ndim, weight_operand=1,
-                             activation_scaling=activation_scaling, ste=ste)
+      functools.partial(
+          lax.conv_general_dilated,
+          window_strides=window_strides,
+          padding=padding,
+          lhs_dilation=lhs_dilation,
+          rhs_dilation=rhs_dilation,
+          dimension_numbers=dimension_numbers,
+          feature_group_count=feature_group_count,
+      ),
+      lhs,
+      rhs,
+  )
+  contraction = product_spec(
+      prim,
+      params,
+      lhs.shape,
+      rhs.shape,
+      out_ndim,
+      weight_operand=1,
+      activation_scaling=activation_scaling,
+      ste=ste,
+  )
   return apply(contraction, lhs, rhs, mode)

@@ -56,9 +56,11 @@ def metrics_from_ranks(rank: np.ndarray) -> RetrievalMetrics:
   rank = np.asarray(rank)
   if rank.size == 0:
     raise ValueError("no queries to score")
-  return RetrievalMetrics(recall_at_1=float(np.mean(rank <= 1)),
-                          recall_at_10=float(np.mean(rank <= 10)),
-                          mrr=float(np.mean(1.0 / rank)))
+  return RetrievalMetrics(
+      recall_at_1=float(np.mean(rank <= 1)),
+      recall_at_10=float(np.mean(rank <= 10)),
+      mrr=float(np.mean(1.0 / rank)),
+  )
 
 
 def retrieval_metrics(embeddings: np.ndarray, num_pairs: int) -> RetrievalMetrics:
@@ -114,8 +116,15 @@ class RetrievalEvaluator:
     (True, True)
   """
 
-  def __init__(self, apply_fn: Callable, params: Any, split: Any, *, batch_rows: int = 128,
-               activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR):
+  def __init__(
+      self,
+      apply_fn: Callable,
+      params: Any,
+      split: Any,
+      *,
+      batch_rows: int = 128,
+      activation_scaling: ActivationScaling = ActivationScaling.PER_TENSOR,
+  ):
     if batch_rows <= 0:
       raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     if split.num_pairs == 0:
@@ -126,10 +135,13 @@ class RetrievalEvaluator:
     padded = -(-n_rows // batch_rows) * batch_rows
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], padded - n_rows, 0)])
     ids, mask = pad(ids), pad(mask)
-    self._batches = [(jnp.asarray(ids[i:i + batch_rows]), jnp.asarray(mask[i:i + batch_rows]))
-                     for i in range(0, padded, batch_rows)]
-    self.emulator = Emulator(apply_fn, params, self._batches[0],
-                             activation_scaling=activation_scaling)
+    self._batches = [
+        (jnp.asarray(ids[i : i + batch_rows]), jnp.asarray(mask[i : i + batch_rows]))
+        for i in range(0, padded, batch_rows)
+    ]
+    self.emulator = Emulator(
+        apply_fn, params, self._batches[0], activation_scaling=activation_scaling
+    )
     self._embed = jax.jit(self.emulator)
     self._reference: np.ndarray | None = None
 
@@ -137,7 +149,7 @@ class RetrievalEvaluator:
     """The split's embeddings ``(2 N, dim)`` float32 under one assignment."""
     modes = self.emulator.check_modes(modes)
     out = [np.asarray(self._embed(self.params, batch, modes)) for batch in self._batches]
-    return np.concatenate(out)[:2 * self.split.num_pairs]
+    return np.concatenate(out)[: 2 * self.split.num_pairs]
 
   def reference(self) -> np.ndarray:
     """The fp32 embeddings (computed once)."""

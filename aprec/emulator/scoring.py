@@ -43,8 +43,10 @@ class Evaluator:
     if len(split.y) == 0:
       raise ValueError("cannot evaluate on an empty split")
     if inputs.batch_size(split.x, "split.x") != len(split.y):
-      raise ValueError(f"split.x holds {inputs.batch_size(split.x)} examples but split.y "
-                       f"{len(split.y)} labels; expected one label per example")
+      raise ValueError(
+          f"split.x holds {inputs.batch_size(split.x)} examples but split.y "
+          f"{len(split.y)} labels; expected one label per example"
+      )
     if chunk_size <= 0:
       raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     self.emulator, self.params, self.split, self.chunk_size = emulator, params, split, chunk_size
@@ -67,13 +69,23 @@ class Evaluator:
 
     ``progress``, if given, is called with the number of assignments done after each chunk.
     """
-    assignments = np.asarray(jnp.asarray(list(assignments) if not hasattr(assignments, "shape")
-                                         else assignments), np.int32)
+    assignments = np.asarray(
+        jnp.asarray(list(assignments) if not hasattr(assignments, "shape") else assignments),
+        np.int32,
+    )
     if assignments.ndim != 2 or assignments.shape[1] != len(self.emulator.ops):
-      raise ValueError(f"assignments must have shape (n, {len(self.emulator.ops)}), "
-                       f"got {assignments.shape}")
+      raise ValueError(
+          f"assignments must have shape (n, {len(self.emulator.ops)}), " f"got {assignments.shape}"
+      )
     self.emulator.check_modes(assignments.max(0))
     self.emulator.check_modes(assignments.min(0))
-    loss, acc = batching.sweep(self._metrics, assignments, self.params, self.split.x,
-                               self.split.y, chunk_size=self.chunk_size, progress=progress)
+    loss, acc = batching.sweep(
+        self._metrics,
+        assignments,
+        self.params,
+        self.split.x,
+        self.split.y,
+        chunk_size=self.chunk_size,
+        progress=progress,
+    )
     return Measured(np.asarray(loss, np.float64), np.asarray(acc, np.float64))

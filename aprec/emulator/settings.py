@@ -31,8 +31,13 @@ def of(emulator: Any) -> dict[str, str]:
   return dict(emulator.numerics)
 
 
-def check(recorded: Mapping[str, Any] | None, expected: Any, *, what: str,
-          error: type[Exception] = ValueError) -> None:
+def check(
+    recorded: Mapping[str, Any] | None,
+    expected: Any,
+    *,
+    what: str,
+    error: type[Exception] = ValueError,
+) -> None:
   """Raises ``error`` naming the setting when ``recorded`` (None: ``LEGACY``) differs.
 
   Args:
@@ -43,6 +48,8 @@ def check(recorded: Mapping[str, Any] | None, expected: Any, *, what: str,
   have, want = of(recorded or LEGACY), of(expected)
   for key in KEYS:
     if have[key] != want[key]:
-      raise error(f"{what} was made with {key}={have[key]!r}, but the emulator uses "
-                  f"{want[key]!r}; recompute it with this setting or build the Emulator "
-                  f"with {key}={have[key]!r}")
+      raise error(
+          f"{what} was made with {key}={have[key]!r}, but the emulator uses "
+          f"{want[key]!r}; recompute it with this setting or build the Emulator "
+          f"with {key}={have[key]!r}"
+      )

@@ -135,8 +135,10 @@ def op_arrays(ops: Sequence[Op], dtype=None) -> OpArrays:
     if not isinstance(op, Op):
       raise TypeError(f"ops[{i}] is a {type(op).__name__}, expected aprec.emulator.ops.Op")
     if op.macs < 0 or op.contraction_size <= 0:
-      raise ValueError(f"op {op.name!r} has macs={op.macs}, contraction_size="
-                       f"{op.contraction_size}; expected macs >= 0 and contraction_size > 0")
+      raise ValueError(
+          f"op {op.name!r} has macs={op.macs}, contraction_size="
+          f"{op.contraction_size}; expected macs >= 0 and contraction_size > 0"
+      )
   dtype = dtype or jnp.zeros(()).dtype
 
   def col(values):
@@ -148,8 +150,9 @@ def op_arrays(ops: Sequence[Op], dtype=None) -> OpArrays:
       activation_elements=col([op.activation_elements for op in ops]),
       output_elements=col([op.output_elements for op in ops]),
       has_weight=col([float(op.has_weight) for op in ops]),
-      weight_channels=col([op.weight_elements / op.contraction_size if op.has_weight else 0
-                           for op in ops]),
+      weight_channels=col(
+          [op.weight_elements / op.contraction_size if op.has_weight else 0 for op in ops]
+      ),
   )
 
 
@@ -160,8 +163,7 @@ def one_hot(modes, dtype=None) -> jax.Array:
     >>> one_hot([0, 5]).shape
     (2, 7)
   """
-  return jax.nn.one_hot(jnp.asarray(modes, jnp.int32), N_MODES,
-                        dtype=dtype or jnp.zeros(()).dtype)
+  return jax.nn.one_hot(jnp.asarray(modes, jnp.int32), N_MODES, dtype=dtype or jnp.zeros(()).dtype)
 
 
 def nominal_state(spec: NNPSpec) -> HardwareState:
@@ -172,8 +174,9 @@ def nominal_state(spec: NNPSpec) -> HardwareState:
     >>> nominal_state(edge_npu()).pe_availability
     1.0
   """
-  return HardwareState(pe_availability=1.0, free_buffer_bytes=float(spec.buffer_bytes),
-                       clock_scale=1.0)
+  return HardwareState(
+      pe_availability=1.0, free_buffer_bytes=float(spec.buffer_bytes), clock_scale=1.0
+  )
 
 
 def smooth_max(a: jax.Array, b: jax.Array, sharpness: float) -> jax.Array:
@@ -188,8 +191,9 @@ def _tensor_bytes(ops: OpArrays, dtype) -> tuple[jax.Array, jax.Array, jax.Array
   scaled = jnp.asarray(MODE_SCALED, dtype)[None, :]
   col = lambda x: jnp.asarray(x, dtype)[..., None]
   weight = col(ops.weight_elements) * bpe + scaled * SCALE_BYTES * col(ops.weight_channels)
-  activation = (col(ops.activation_elements) * bpe
-                + scaled * SCALE_BYTES * (col(ops.activation_elements) > 0))
+  activation = col(ops.activation_elements) * bpe + scaled * SCALE_BYTES * (
+      col(ops.activation_elements) > 0
+  )
   output = col(ops.output_elements) * bpe + scaled * SCALE_BYTES
   return weight, activation, output
 
@@ -224,20 +228,28 @@ def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -
   dram_b = (1.0 - fits) * working
 
   availability = jnp.maximum(f(state.pe_availability), MIN_PE_AVAILABILITY)
-  rate = (f(spec.num_pes) * f(spec.clock_hz) * f(spec.macs_per_pe_cycle)
-          * f(state.clock_scale) * availability * f(spec.relative_throughput))[None, :]
+  rate = (
+      f(spec.num_pes)
+      * f(spec.clock_hz)
+      * f(spec.macs_per_pe_cycle)
+      * f(state.clock_scale)
+      * availability
+      * f(spec.relative_throughput)
+  )[None, :]
   compute_s = f(ops.macs)[:, None] / rate
-  memory_s = (dram_b / f(spec.dram_bandwidth_bytes_per_s)
-              + sram_b / f(spec.sram_bandwidth_bytes_per_s))
-  latency_s = (f(spec.op_overhead_s)
-               + smooth_max(compute_s, memory_s, spec.roofline_sharpness))
+  memory_s = dram_b / f(spec.dram_bandwidth_bytes_per_s) + sram_b / f(
+      spec.sram_bandwidth_bytes_per_s
+  )
+  latency_s = f(spec.op_overhead_s) + smooth_max(compute_s, memory_s, spec.roofline_sharpness)
 
   converted_b = jnp.asarray(MODE_CONVERTS, dtype)[None, :] * (act_b + out_b)
-  energy_j = (f(ops.macs)[:, None] * f(spec.energy_per_mac_j)[None, :]
-              + sram_b * f(spec.sram_energy_per_byte_j)
-              + dram_b * f(spec.dram_energy_per_byte_j)
-              + converted_b * f(spec.dma_conversion_energy_per_byte_j)
-              + f(spec.static_power_w) * latency_s)
+  energy_j = (
+      f(ops.macs)[:, None] * f(spec.energy_per_mac_j)[None, :]
+      + sram_b * f(spec.sram_energy_per_byte_j)
+      + dram_b * f(spec.dram_energy_per_byte_j)
+      + converted_b * f(spec.dma_conversion_energy_per_byte_j)
+      + f(spec.static_power_w) * latency_s
+  )
 
   expect = lambda table: jnp.sum(probs * table, axis=-1)
   op_latency_s = expect(latency_s)
@@ -266,19 +278,25 @@ def validate_probs(probs, n_ops: int, *, atol: float = 1e-5) -> np.ndarray:
   """Checks mode probabilities ``[n_ops, n_modes]`` (outside ``jit``); returns them as NumPy."""
   p = np.asarray(probs, np.float64)
   if p.shape != (n_ops, N_MODES):
-    raise ValueError(f"mode probabilities have shape {p.shape}; expected ({n_ops}, {N_MODES}) "
-                     f"= (ops, modes {MODES}); for a hard assignment pass int modes or "
-                     f"aprec.hardware.cost.one_hot(modes)")
+    raise ValueError(
+        f"mode probabilities have shape {p.shape}; expected ({n_ops}, {N_MODES}) "
+        f"= (ops, modes {MODES}); for a hard assignment pass int modes or "
+        f"aprec.hardware.cost.one_hot(modes)"
+    )
   if not np.all(np.isfinite(p)) or np.any(p < 0):
     bad = np.argwhere(~np.isfinite(p) | (p < 0))[0]
-    raise ValueError(f"probs[{bad[0]}, {bad[1]}] = {p[tuple(bad)]}; probabilities must be "
-                     f"finite and >= 0 (use jax.nn.softmax on logits)")
+    raise ValueError(
+        f"probs[{bad[0]}, {bad[1]}] = {p[tuple(bad)]}; probabilities must be "
+        f"finite and >= 0 (use jax.nn.softmax on logits)"
+    )
   sums = p.sum(axis=-1)
   off = np.abs(sums - 1.0) > atol
   if np.any(off):
     i = int(np.argmax(off))
-    raise ValueError(f"probabilities of op {i} sum to {sums[i]:.8g}, expected 1 within "
-                     f"{atol}; normalise each row (e.g. jax.nn.softmax)")
+    raise ValueError(
+        f"probabilities of op {i} sum to {sums[i]:.8g}, expected 1 within "
+        f"{atol}; normalise each row (e.g. jax.nn.softmax)"
+    )
   return p
 
 
@@ -299,8 +317,9 @@ def validate_state(state: HardwareState) -> HardwareState:
   return state
 
 
-def checked_cost(ops: Sequence[Op] | OpArrays, probs, spec: NNPSpec,
-                 state: HardwareState | None = None) -> Cost:
+def checked_cost(
+    ops: Sequence[Op] | OpArrays, probs, spec: NNPSpec, state: HardwareState | None = None
+) -> Cost:
   """Validated cost of an assignment: checks every input, then calls ``cost``.
 
   Args:
@@ -323,8 +342,10 @@ def checked_cost(ops: Sequence[Op] | OpArrays, probs, spec: NNPSpec,
   p = np.asarray(probs)
   if p.ndim == 1 and np.issubdtype(p.dtype, np.integer):
     if p.shape[0] != arrays.n_ops or np.any((p < 0) | (p >= N_MODES)):
-      raise ValueError(f"mode assignment {p.tolist()} must hold {arrays.n_ops} ints in "
-                       f"[0, {N_MODES}) (modes {MODES})")
+      raise ValueError(
+          f"mode assignment {p.tolist()} must hold {arrays.n_ops} ints in "
+          f"[0, {N_MODES}) (modes {MODES})"
+      )
     probs = one_hot(p, arrays.macs.dtype)
   else:
     validate_probs(p, arrays.n_ops)

@@ -36,13 +36,23 @@ PACKAGED_ANCHORS_PATH = pathlib.Path(__file__).resolve().parent / "data_files" /
 
 # Fitted by default: the MAC rate of every mode, both bandwidths and the per-op overhead.
 # Energies are not identifiable from latencies and stay as they are.
-DEFAULT_FIT_FIELDS = ("relative_throughput", "dram_bandwidth_bytes_per_s",
-                      "sram_bandwidth_bytes_per_s", "op_overhead_s")
+DEFAULT_FIT_FIELDS = (
+    "relative_throughput",
+    "dram_bandwidth_bytes_per_s",
+    "sram_bandwidth_bytes_per_s",
+    "op_overhead_s",
+)
 
 # Anchor format -> mode. "fp32_highest" is true FP32, the emulator's fp32 mode;
 # "fp32_default" (TF32 on this GPU) is no aprec mode and is left out.
-ANCHOR_FORMATS = {"fp32_highest": "fp32", "bf16": "bf16", "fp16": "fp16",
-                  "fp8_e4m3": "fp8_e4m3", "int8": "int8", "int4": "int4"}
+ANCHOR_FORMATS = {
+    "fp32_highest": "fp32",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "fp8_e4m3": "fp8_e4m3",
+    "int8": "int8",
+    "int4": "int4",
+}
 # XLA's FP8 dots with this few rows (or fewer) hit a slow kernel on the H200 anchors.
 SLOW_FP8_MAX_M = 2048
 
@@ -71,19 +81,39 @@ def dot_op(m: int, k: int, n: int, name: str = "dot") -> Op:
     >>> dot_op(2, 3, 4).macs
     24
   """
-  return Op(name=name, kind="dot_general", lhs_shape=(m, k), rhs_shape=(k, n),
-            out_shape=(m, n), weight_operand=1, macs=m * k * n, contraction_size=k)
+  return Op(
+      name=name,
+      kind="dot_general",
+      lhs_shape=(m, k),
+      rhs_shape=(k, n),
+      out_shape=(m, n),
+      weight_operand=1,
+      macs=m * k * n,
+      contraction_size=k,
+  )
 
 
 def copy_op(elements: int) -> Op:
   """An elementwise pass over ``elements`` values (one multiply each, no weight)."""
-  return Op(name="copy", kind="dot_general", lhs_shape=(elements,), rhs_shape=(1,),
-            out_shape=(elements,), weight_operand=None, macs=elements, contraction_size=1)
+  return Op(
+      name="copy",
+      kind="dot_general",
+      lhs_shape=(elements,),
+      rhs_shape=(1,),
+      out_shape=(elements,),
+      weight_operand=None,
+      macs=elements,
+      contraction_size=1,
+  )
 
 
-def load_anchor_measurements(path: str | pathlib.Path | None = None, *,
-                             include_slow_paths: bool = False, include_dots: bool = True,
-                             include_copy: bool = True) -> list[Measurement]:
+def load_anchor_measurements(
+    path: str | pathlib.Path | None = None,
+    *,
+    include_slow_paths: bool = False,
+    include_dots: bool = True,
+    include_copy: bool = True,
+) -> list[Measurement]:
   """Reads the H200 anchors into ``Measurement`` rows.
 
   Args:
@@ -104,8 +134,10 @@ def load_anchor_measurements(path: str | pathlib.Path | None = None, *,
     path = PACKAGED_ANCHORS_PATH
   path = pathlib.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f"no anchors file at {path}; pass path="
-                            f"aprec.hardware.fit.PACKAGED_ANCHORS_PATH for the packaged copy")
+    raise FileNotFoundError(
+        f"no anchors file at {path}; pass path="
+        f"aprec.hardware.fit.PACKAGED_ANCHORS_PATH for the packaged copy"
+    )
   data = json.loads(path.read_text())
   if "matmul" not in data:
     raise ValueError(f"{path} has no 'matmul' rows; expected the H200 anchors format")
@@ -115,19 +147,36 @@ def load_anchor_measurements(path: str | pathlib.Path | None = None, *,
     if mode is None or (mode == "int4" and not include_slow_paths):
       continue
     n = int(r["n"])
-    rows.append(Measurement(op=dot_op(n, n, n, f"matmul_{n}"), mode=mode_index(mode),
-                            latency_s=float(r["ms"]) * 1e-3, label=f"matmul n={n} {mode}"))
+    rows.append(
+        Measurement(
+            op=dot_op(n, n, n, f"matmul_{n}"),
+            mode=mode_index(mode),
+            latency_s=float(r["ms"]) * 1e-3,
+            label=f"matmul n={n} {mode}",
+        )
+    )
   if include_dots:
     for m, k, n, fmt, ms in _dot_rows(data):
       if fmt.startswith("fp8") and m <= SLOW_FP8_MAX_M and not include_slow_paths:
         continue
-      rows.append(Measurement(op=dot_op(m, k, n, f"dot_{m}x{k}x{n}"), mode=mode_index(fmt),
-                              latency_s=ms * 1e-3, label=f"dot {m}x{k}x{n} {fmt}"))
+      rows.append(
+          Measurement(
+              op=dot_op(m, k, n, f"dot_{m}x{k}x{n}"),
+              mode=mode_index(fmt),
+              latency_s=ms * 1e-3,
+              label=f"dot {m}x{k}x{n} {fmt}",
+          )
+      )
   if include_copy and "copy" in data:
     elements = int(data["copy"]["bytes"]) // 8  # fp32: 4 bytes read + 4 written each
-    rows.append(Measurement(op=copy_op(elements), mode=mode_index("fp32"),
-                            latency_s=float(data["copy"]["ms"]) * 1e-3,
-                            label=f"copy {data['copy']['bytes'] / 2**30:.0f} GiB"))
+    rows.append(
+        Measurement(
+            op=copy_op(elements),
+            mode=mode_index("fp32"),
+            latency_s=float(data["copy"]["ms"]) * 1e-3,
+            label=f"copy {data['copy']['bytes'] / 2**30:.0f} GiB",
+        )
+    )
   return rows
 
 
@@ -138,8 +187,9 @@ def _dot_rows(data: dict) -> list[tuple[int, int, int, str, float]]:
   return [(*map(int, r["mkn"]), "bf16", float(r["bf16_ms"])) for r in data.get("fakequant", [])]
 
 
-def measurement_arrays(measurements: Sequence[Measurement], dtype=None
-                       ) -> tuple[OpArrays, jax.Array, jax.Array]:
+def measurement_arrays(
+    measurements: Sequence[Measurement], dtype=None
+) -> tuple[OpArrays, jax.Array, jax.Array]:
   """``(ops, one-hot modes [n, n_modes], measured latency_s [n])`` for the fit."""
   if not measurements:
     raise ValueError("no measurements to fit; load some with load_anchor_measurements()")
@@ -151,8 +201,9 @@ def measurement_arrays(measurements: Sequence[Measurement], dtype=None
   return ops, probs, latency
 
 
-def predict_latency_s(spec: NNPSpec, ops: OpArrays, probs: jax.Array,
-                      state: HardwareState) -> jax.Array:
+def predict_latency_s(
+    spec: NNPSpec, ops: OpArrays, probs: jax.Array, state: HardwareState
+) -> jax.Array:
   """Per-op latency the cost model predicts, each op timed alone (a pure function)."""
   return cost(ops, probs, spec, state).op_latency_s
 
@@ -165,9 +216,15 @@ def _set(spec: NNPSpec, log_params: dict[str, jax.Array]) -> NNPSpec:
   return spec.replace(**{f: jnp.exp(v) for f, v in log_params.items()})
 
 
-def fit_spec(spec: NNPSpec, measurements: Sequence[Measurement], *, steps: int = 2000,
-             learning_rate: float = 0.05, fields: Sequence[str] = DEFAULT_FIT_FIELDS,
-             state: HardwareState | None = None) -> tuple[NNPSpec, np.ndarray]:
+def fit_spec(
+    spec: NNPSpec,
+    measurements: Sequence[Measurement],
+    *,
+    steps: int = 2000,
+    learning_rate: float = 0.05,
+    fields: Sequence[str] = DEFAULT_FIT_FIELDS,
+    state: HardwareState | None = None,
+) -> tuple[NNPSpec, np.ndarray]:
   """Fits ``fields`` of ``spec`` to measured latencies by Adam on the log parameters.
 
   The loss is the mean squared log error ``mean((log predicted - log measured)^2)``.
@@ -196,14 +253,17 @@ def fit_spec(spec: NNPSpec, measurements: Sequence[Measurement], *, steps: int =
   validate(spec)
   unknown = [f for f in fields if not hasattr(spec, f)]
   if unknown:
-    raise ValueError(f"unknown NNPSpec fields {unknown}; fit any of {DEFAULT_FIT_FIELDS} "
-                     f"or another numeric field")
+    raise ValueError(
+        f"unknown NNPSpec fields {unknown}; fit any of {DEFAULT_FIT_FIELDS} "
+        f"or another numeric field"
+    )
   if steps < 1 or not math.isfinite(learning_rate) or learning_rate <= 0:
     raise ValueError(f"need steps >= 1 and learning_rate > 0, got {steps}, {learning_rate}")
   ops, probs, measured = measurement_arrays(measurements)
   state = nominal_state(spec) if state is None else state
-  start = spec.replace(**{f: np.maximum(np.asarray(getattr(spec, f), np.float64), 1e-9)
-                          for f in fields})
+  start = spec.replace(
+      **{f: np.maximum(np.asarray(getattr(spec, f), np.float64), 1e-9) for f in fields}
+  )
   params = _get(start, fields)
   optimizer = optax.adam(learning_rate)
 
@@ -218,8 +278,8 @@ def fit_spec(spec: NNPSpec, measurements: Sequence[Measurement], *, steps: int =
       loss, grads = jax.value_and_grad(loss_fn)(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
-    (params, _), history = jax.lax.scan(body, (params, optimizer.init(params)), None,
-                                        length=steps)
+
+    (params, _), history = jax.lax.scan(body, (params, optimizer.init(params)), None, length=steps)
     return params, history
 
   params, history = run(params)
@@ -228,8 +288,9 @@ def fit_spec(spec: NNPSpec, measurements: Sequence[Measurement], *, steps: int =
   return validate(fitted), np.asarray(history)
 
 
-def percentage_errors(spec: NNPSpec, measurements: Sequence[Measurement],
-                      state: HardwareState | None = None) -> np.ndarray:
+def percentage_errors(
+    spec: NNPSpec, measurements: Sequence[Measurement], state: HardwareState | None = None
+) -> np.ndarray:
   """``100 * |predicted - measured| / measured`` per row.
 
   Example:
@@ -244,14 +305,16 @@ def percentage_errors(spec: NNPSpec, measurements: Sequence[Measurement],
   return np.asarray(100.0 * jnp.abs(predicted - measured) / measured)
 
 
-def mape(spec: NNPSpec, measurements: Sequence[Measurement],
-         state: HardwareState | None = None) -> float:
+def mape(
+    spec: NNPSpec, measurements: Sequence[Measurement], state: HardwareState | None = None
+) -> float:
   """Mean absolute percentage error of the predicted latencies."""
   return float(np.mean(percentage_errors(spec, measurements, state)))
 
 
-def split_holdout(measurements: Sequence[Measurement], every: int = 3
-                  ) -> tuple[list[Measurement], list[Measurement]]:
+def split_holdout(
+    measurements: Sequence[Measurement], every: int = 3
+) -> tuple[list[Measurement], list[Measurement]]:
   """``(train, held_out)``: every ``every``-th row (from index 1) is held out.
 
   Example:
@@ -266,8 +329,9 @@ def split_holdout(measurements: Sequence[Measurement], every: int = 3
   return train, held
 
 
-def split_by_size(measurements: Sequence[Measurement], n: int = 8192
-                  ) -> tuple[list[Measurement], list[Measurement]]:
+def split_by_size(
+    measurements: Sequence[Measurement], n: int = 8192
+) -> tuple[list[Measurement], list[Measurement]]:
   """``(train, held_out)``: the ``n x n x n`` products (every format) are held out.
 
   Example:
@@ -276,24 +340,40 @@ def split_by_size(measurements: Sequence[Measurement], n: int = 8192
     >>> sorted({m.op.macs for m in held}) == [8192 ** 3]
     True
   """
+
   def cube(m: Measurement) -> bool:
-    return (len(m.op.lhs_shape) == 2 and len(m.op.rhs_shape) == 2
-            and m.op.lhs_shape == (n, n) and m.op.rhs_shape == (n, n))
+    return (
+        len(m.op.lhs_shape) == 2
+        and len(m.op.rhs_shape) == 2
+        and m.op.lhs_shape == (n, n)
+        and m.op.rhs_shape == (n, n)
+    )
+
   held = [m for m in measurements if cube(m)]
   if not held:
-    raise ValueError(f"no {n}x{n}x{n} rows to hold out; sizes present: "
-                     f"{sorted({m.op.lhs_shape for m in measurements})}")
+    raise ValueError(
+        f"no {n}x{n}x{n} rows to hold out; sizes present: "
+        f"{sorted({m.op.lhs_shape for m in measurements})}"
+    )
   return [m for m in measurements if not cube(m)], held
 
 
-def error_table(spec: NNPSpec, measurements: Sequence[Measurement],
-                held_out: Sequence[Measurement] = ()) -> list[dict]:
+def error_table(
+    spec: NNPSpec, measurements: Sequence[Measurement], held_out: Sequence[Measurement] = ()
+) -> list[dict]:
   """One dict per row: label, mode, measured and predicted ms, error %, held-out flag."""
   rows = list(measurements) + list(held_out)
   ops, probs, measured = measurement_arrays(rows)
   predicted = np.asarray(predict_latency_s(spec, ops, probs, nominal_state(spec)))
   n_train = len(measurements)
-  return [{"label": m.label, "mode": MODES[m.mode], "measured_ms": m.latency_s * 1e3,
-           "predicted_ms": float(predicted[i]) * 1e3,
-           "error_pct": 100.0 * abs(float(predicted[i]) - m.latency_s) / m.latency_s,
-           "held_out": i >= n_train} for i, m in enumerate(rows)]
+  return [
+      {
+          "label": m.label,
+          "mode": MODES[m.mode],
+          "measured_ms": m.latency_s * 1e3,
+          "predicted_ms": float(predicted[i]) * 1e3,
+          "error_pct": 100.0 * abs(float(predicted[i]) - m.latency_s) / m.latency_s,
+          "held_out": i >= n_train,
+      }
+      for i, m in enumerate(rows)
+  ]

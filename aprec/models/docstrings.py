@@ -75,13 +75,17 @@ def load_pairs(path: pathlib.Path = DATA_FILE, sha256: str = SHA256) -> list[dic
     DataError: the file is missing or its SHA-256 is not ``sha256``.
   """
   if not path.is_file():
-    raise DataError(f"{path} is missing; it ships with aprec (recreate it with "
-                    "python scripts/extract_docstrings.py)")
+    raise DataError(
+        f"{path} is missing; it ships with aprec (recreate it with "
+        "python scripts/extract_docstrings.py)"
+    )
   raw = path.read_bytes()
   digest = hashlib.sha256(raw).hexdigest()
   if digest != sha256:
-    raise DataError(f"{path} has SHA-256 {digest}, expected {sha256}; the task texts were "
-                    "changed. Restore the shipped file (git checkout) rather than editing it")
+    raise DataError(
+        f"{path} has SHA-256 {digest}, expected {sha256}; the task texts were "
+        "changed. Restore the shipped file (git checkout) rather than editing it"
+    )
   return json.loads(raw)["pairs"]
 
 
@@ -96,8 +100,12 @@ def make_split(pairs: list[dict], max_tokens: int = MAX_TOKENS) -> TextSplit:
   texts = tuple(p["summary"] for p in pairs) + tuple(p["body"] for p in pairs)
   ids, mask = minilm_files.tokenize(texts, max_tokens)
   partner = np.concatenate([np.arange(n, 2 * n), np.arange(n)]).astype(np.int32)
-  return TextSplit(x=(_read_only(ids), _read_only(mask)), y=_read_only(partner), texts=texts,
-                   functions=tuple(f"{p['module']}.{p['function']}" for p in pairs))
+  return TextSplit(
+      x=(_read_only(ids), _read_only(mask)),
+      y=_read_only(partner),
+      texts=texts,
+      functions=tuple(f"{p['module']}.{p['function']}" for p in pairs),
+  )
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,11 +15,11 @@ from aprec.typing import ApplyFn
 EVAL_BATCH_SIZE = 512
 
 
-
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy of integer ``labels`` under ``logits`` (..., classes)."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels))
+  return jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  )
 
 
 def evaluate(
@@ -69,4 +69,5 @@ def predictions(
   """Arg-max class of each example of ``split``, as an int32 numpy array."""
   fn = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), axis=-1))
   return np.concatenate(
-      [np.asarray(fn(params, x), np.int32) for x, _ in data_lib.batches(split, batch_size)])
+      [np.asarray(fn(params, x), np.int32) for x, _ in data_lib.batches(split, batch_size)]
+  )

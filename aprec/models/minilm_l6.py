@@ -75,13 +75,16 @@ class MiniLM(nnx.Module):
     ids, mask = inputs
     length = ids.shape[-1]
     if length > MAX_POSITIONS:
-      raise ValueError(f"ids have {length} positions; MiniLM-L6 has {MAX_POSITIONS}: tokenize with "
-                       f"aprec.models.minilm_files.tokenize(texts, max_tokens<={MAX_POSITIONS})")
+      raise ValueError(
+          f"ids have {length} positions; MiniLM-L6 has {MAX_POSITIONS}: tokenize with "
+          f"aprec.models.minilm_files.tokenize(texts, max_tokens<={MAX_POSITIONS})"
+      )
     x = self.token_embed(ids)
     # Every text is a single segment (type 0), as sentence-transformers encodes it. Explicit
     # broadcasts keep the model valid under jax_numpy_rank_promotion="raise".
     position_and_type = self.position_embed(jnp.arange(length)) + self.type_embed(
-        jnp.zeros((1,), jnp.int32))
+        jnp.zeros((1,), jnp.int32)
+    )
     x = self.embed_norm(x + jnp.broadcast_to(position_and_type, x.shape))
     mask_f = mask.astype(x.dtype)
     # Padded keys get the most negative float, as BERT's extended attention mask does.
@@ -103,8 +106,9 @@ def _init_state(seed: int) -> nnx.State:
   return nnx.split(MiniLM(rngs=nnx.Rngs(params=seed)))[1]
 
 
-def build(seed: int = 0, *, abstract: bool = False
-          ) -> tuple[Callable[[nnx.State, Inputs], jax.Array], nnx.State]:
+def build(
+    seed: int = 0, *, abstract: bool = False
+) -> tuple[Callable[[nnx.State, Inputs], jax.Array], nnx.State]:
   """Returns ``(apply_fn, state)`` with random (untrained) weights, or only their shapes
   (``jax.ShapeDtypeStruct`` leaves) when ``abstract``; ``load_weights`` gives the real ones.
 
@@ -124,9 +128,12 @@ def build(seed: int = 0, *, abstract: bool = False
 
 # Hugging Face BertModel tensor names -> paths in MiniLM; Linear weights are (out, in) there.
 _BLOCK_LINEARS = {
-    "attention.self.query": "query", "attention.self.key": "key",
-    "attention.self.value": "value", "attention.output.dense": "attention_out",
-    "intermediate.dense": "mlp_in", "output.dense": "mlp_out",
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attention_out",
+    "intermediate.dense": "mlp_in",
+    "output.dense": "mlp_out",
 }
 _BLOCK_NORMS = {"attention.output.LayerNorm": "ln1", "output.LayerNorm": "ln2"}
 
@@ -137,10 +144,13 @@ def pure_dict_from_bert(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
   Raises:
     ValueError: a tensor the model needs is missing.
   """
+
   def get(name: str) -> np.ndarray:
     if name not in tensors:
-      raise ValueError(f"the weights have no tensor {name!r}; expected a BertModel checkpoint "
-                       "of all-MiniLM-L6-v2")
+      raise ValueError(
+          f"the weights have no tensor {name!r}; expected a BertModel checkpoint "
+          "of all-MiniLM-L6-v2"
+      )
     return np.asarray(tensors[name], np.float32)
 
   norm = lambda prefix: {"scale": get(f"{prefix}.weight"), "bias": get(f"{prefix}.bias")}
@@ -153,9 +163,10 @@ def pure_dict_from_bert(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
   }
   for i in range(NUM_LAYERS):
     prefix = f"encoder.layer.{i}"
-    block = {ours: {"kernel": get(f"{prefix}.{theirs}.weight").T,
-                    "bias": get(f"{prefix}.{theirs}.bias")}
-             for theirs, ours in _BLOCK_LINEARS.items()}
+    block = {
+        ours: {"kernel": get(f"{prefix}.{theirs}.weight").T, "bias": get(f"{prefix}.{theirs}.bias")}
+        for theirs, ours in _BLOCK_LINEARS.items()
+    }
     block.update({ours: norm(f"{prefix}.{theirs}") for theirs, ours in _BLOCK_NORMS.items()})
     pure["layers"][i] = block
   return pure
@@ -174,7 +185,9 @@ def state_from_bert(tensors: Mapping[str, np.ndarray]) -> nnx.State:
   for path, leaf in expected:
     if path not in got or got[path].shape != leaf.shape:
       shape = got[path].shape if path in got else None
-      raise ValueError(f"weight {jax.tree_util.keystr(path)} has shape {shape}; MiniLM-L6 "
-                       f"expects {leaf.shape}")
+      raise ValueError(
+          f"weight {jax.tree_util.keystr(path)} has shape {shape}; MiniLM-L6 "
+          f"expects {leaf.shape}"
+      )
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, pure))
   return state

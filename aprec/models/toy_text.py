@@ -26,21 +26,31 @@ class TokenEncoder(nnx.Module):
   """``(ids [B, T] int32, mask [B, T] bool) -> logits``: per token ``[B, T, classes]``, or
   with ``pooled=True`` per example ``[B, classes]`` (the mean over real positions)."""
 
-  def __init__(self, *, vocab: int = VOCAB, features: int = 16, heads: int = 2,
-               classes: int = 4, max_length: int = 32, pooled: bool = False, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      *,
+      vocab: int = VOCAB,
+      features: int = 16,
+      heads: int = 2,
+      classes: int = 4,
+      max_length: int = 32,
+      pooled: bool = False,
+      rngs: nnx.Rngs,
+  ):
     self.pooled = pooled
     self.embed = nnx.Embed(vocab, features, rngs=rngs)
     self.position = nnx.Param(0.1 * jax.random.normal(rngs.params(), (max_length, features)))
     self.norm_attn = nnx.LayerNorm(features, rngs=rngs)
-    self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=features, decode=False,
-                                       rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+        num_heads=heads, in_features=features, decode=False, rngs=rngs
+    )
     self.norm_mlp = nnx.LayerNorm(features, rngs=rngs)
     self.up = nnx.Linear(features, 2 * features, rngs=rngs)
     self.down = nnx.Linear(2 * features, features, rngs=rngs)
     self.head = nnx.Linear(features, classes, rngs=rngs)
 
   def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
-    x = self.embed(ids) + self.position[...][None, :ids.shape[1]]
+    x = self.embed(ids) + self.position[...][None, : ids.shape[1]]
     attend = nnx.make_attention_mask(mask, mask)  # a padded key gets weight exactly 0
     x = x + self.attn(self.norm_attn(x), mask=attend)
     x = x + self.down(jax.nn.gelu(self.up(self.norm_mlp(x))))
@@ -50,8 +60,9 @@ class TokenEncoder(nnx.Module):
     return self.head(x)
 
 
-def example_inputs(batch: int = 4, length: int = 12, *, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def example_inputs(
+    batch: int = 4, length: int = 12, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Random ids with each row's last ``0..length/2`` positions padded (id 0, mask False)."""
   rng = np.random.default_rng(seed)
   ids = rng.integers(1, VOCAB, (batch, length)).astype(np.int32)

@@ -50,10 +50,11 @@ class Budget:
 
   def __post_init__(self):
     if self.kind not in BUDGET_KINDS:
-      raise ValueError(f"unknown budget kind {self.kind!r}; use one of {', '.join(BUDGET_KINDS)}"
-                       " (e.g. bits=4.5, weight_bytes=20000, bops=1e9)")
-    if not (isinstance(self.value, (int, float)) and math.isfinite(self.value)
-            and self.value > 0):
+      raise ValueError(
+          f"unknown budget kind {self.kind!r}; use one of {', '.join(BUDGET_KINDS)}"
+          " (e.g. bits=4.5, weight_bytes=20000, bops=1e9)"
+      )
+    if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
       raise ValueError(f"budget {self.kind}={self.value!r} must be a positive finite number")
 
   def __str__(self) -> str:
@@ -77,10 +78,13 @@ def parse_budget(text: str) -> Budget:
   except ValueError:
     number = None
   if not sep or number is None:
-    raise ValueError(f"cannot read budget {text!r}; write KIND=NUMBER with KIND one of "
-                     f"{', '.join(BUDGET_KINDS)}, e.g. bits=4.5")
+    raise ValueError(
+        f"cannot read budget {text!r}; write KIND=NUMBER with KIND one of "
+        f"{', '.join(BUDGET_KINDS)}, e.g. bits=4.5"
+    )
   if spec_name:
     from aprec.hardware import specs as hardware
+
     hardware.get_spec(spec_name.strip())  # unknown presets fail here, naming the known ones
     return Budget(kind.strip(), number, spec_name.strip())
   return Budget(kind.strip(), number)
@@ -102,12 +106,19 @@ def cost_table(ops: Sequence[Op], kind: str, spec_name: str = "edge_npu") -> np.
 def _cost_model_table(ops: tuple[Op, ...], kind: str, spec_name: str) -> np.ndarray:
   from aprec.hardware import cost
   from aprec.hardware import specs as hardware
+
   spec = hardware.get_spec(spec_name)
   arrays, state = cost.op_arrays(ops), cost.nominal_state(spec)
   field = "op_energy_j" if kind == "energy_j" else "op_latency_s"
-  columns = [np.asarray(getattr(cost.cost(arrays, cost.one_hot(np.full(len(ops), m, np.int32)),
-                                          spec, state), field), np.float64)
-             for m in range(N_MODES)]
+  columns = [
+      np.asarray(
+          getattr(
+              cost.cost(arrays, cost.one_hot(np.full(len(ops), m, np.int32)), spec, state), field
+          ),
+          np.float64,
+      )
+      for m in range(N_MODES)
+  ]
   return np.ceil(np.stack(columns, 1) * _FEMTO).astype(np.int64)
 
 
@@ -120,13 +131,16 @@ def units_per_budget_unit(ops: Sequence[Op], kind: str, batch_size: int) -> floa
   return 8.0 if kind == "weight_bytes" else float(batch_size)
 
 
-def budget_used(ops: Sequence[Op], assignment: Sequence[int], kind: str,
-                batch_size: int = 1, spec_name: str = "edge_npu") -> float:
+def budget_used(
+    ops: Sequence[Op],
+    assignment: Sequence[int],
+    kind: str,
+    batch_size: int = 1,
+    spec_name: str = "edge_npu",
+) -> float:
   """What ``assignment`` uses, in the budget's units (average bits, bytes, per-example
   BOPs, joules or seconds)."""
   costs = cost_table(ops, kind, spec_name)
   total = costs[np.arange(len(ops)), np.asarray(assignment)].sum()
   per_unit = units_per_budget_unit(ops, kind, batch_size)
   return float(total / per_unit) if per_unit else 0.0
-
-

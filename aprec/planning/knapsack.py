@@ -28,8 +28,13 @@ from aprec.typing import Array, ArrayLike
 
 
 @functools.partial(jax.jit, static_argnames=("grid",))
-def solve(values: ArrayLike, costs: ArrayLike, capacity: ArrayLike, grid: tuple[int, ...],
-          allowed: ArrayLike | None = None) -> tuple[Array, Array]:
+def solve(
+    values: ArrayLike,
+    costs: ArrayLike,
+    capacity: ArrayLike,
+    grid: tuple[int, ...],
+    allowed: ArrayLike | None = None,
+) -> tuple[Array, Array]:
   """The optimum ``(modes, feasible)``.
 
   Args:
@@ -49,8 +54,10 @@ def solve(values: ArrayLike, costs: ArrayLike, capacity: ArrayLike, grid: tuple[
   costs = jnp.asarray(costs)
   n_budgets = costs.shape[0]
   if costs.ndim != 3 or n_budgets not in (1, 2) or costs.shape[1:] != values.shape:
-    raise ValueError(f"costs must have shape (1 or 2, {values.shape[0]}, {values.shape[1]}), "
-                     f"got {costs.shape}")
+    raise ValueError(
+        f"costs must have shape (1 or 2, {values.shape[0]}, {values.shape[1]}), "
+        f"got {costs.shape}"
+    )
   if len(grid) != n_budgets:
     raise ValueError(f"grid has {len(grid)} sizes for {n_budgets} budget(s)")
   allowed = jnp.ones(values.shape, bool) if allowed is None else jnp.asarray(allowed, bool)
@@ -82,6 +89,7 @@ def solve(values: ArrayLike, costs: ArrayLike, capacity: ArrayLike, grid: tuple[
     m = choice[a, b].astype(jnp.int32)
     return (jnp.maximum(a - ca[m], 0), jnp.maximum(b - cb[m], 0)), m
 
-  _, modes = jax.lax.scan(backward, (capacity[0], capacity[1]), (choices, cost_a, cost_b),
-                          reverse=True)
+  _, modes = jax.lax.scan(
+      backward, (capacity[0], capacity[1]), (choices, cost_a, cost_b), reverse=True
+  )
   return modes.astype(jnp.int32), jnp.isfinite(best[capacity[0], capacity[1]])

@@ -37,8 +37,14 @@ import numpy as np
 
 from aprec.emulator.formats import MODES, N_MODES, mode_index
 from aprec.planning import knapsack
-from aprec.planning.budgets import (Budget, InfeasibleBudget, budget_used, cost_table,
-                                    parse_budget, units_per_budget_unit)
+from aprec.planning.budgets import (
+    Budget,
+    InfeasibleBudget,
+    budget_used,
+    cost_table,
+    parse_budget,
+    units_per_budget_unit,
+)
 from aprec.sensitivity.profile import SensitivityProfile, check_matches
 
 MAX_UNITS = 200_000
@@ -53,8 +59,10 @@ def solve(values: np.ndarray, costs: np.ndarray, capacity: int) -> np.ndarray:
   values = np.asarray(values, np.float64)
   costs = np.asarray(costs, np.int64)
   if values.shape != costs.shape or values.ndim != 2:
-    raise ValueError(f"values and costs must be equal (n_ops, n_modes) arrays, got "
-                     f"{values.shape} and {costs.shape}")
+    raise ValueError(
+        f"values and costs must be equal (n_ops, n_modes) arrays, got "
+        f"{values.shape} and {costs.shape}"
+    )
   if np.isnan(values).any() or (costs < 0).any():
     raise ValueError("values must not be NaN and costs must be non-negative")
   capacity = int(capacity)
@@ -63,9 +71,13 @@ def solve(values: np.ndarray, costs: np.ndarray, capacity: int) -> np.ndarray:
   allowed = np.isfinite(values)
   grid = 1 << max(4, capacity.bit_length())  # few table sizes, so few compilations
   with jax.enable_x64(True):
-    modes, feasible = knapsack.solve(np.where(allowed, values, 0.0),
-                                     np.minimum(costs, grid + 1)[None], np.array([capacity]),
-                                     grid=(grid,), allowed=allowed)
+    modes, feasible = knapsack.solve(
+        np.where(allowed, values, 0.0),
+        np.minimum(costs, grid + 1)[None],
+        np.array([capacity]),
+        grid=(grid,),
+        allowed=allowed,
+    )
     modes, feasible = np.asarray(modes, np.int32), bool(feasible)
   if not feasible:
     raise InfeasibleBudget("no assignment of the allowed modes fits the budget")
@@ -93,13 +105,23 @@ class Plan:
   exact: bool
 
   def to_dict(self, op_names: Sequence[str]) -> dict[str, Any]:
-    return {"budget": str(self.budget), "used": self.used,
-            "predicted_delta_loss": self.predicted_delta_loss, "exact": self.exact,
-            "modes": dict(zip(op_names, self.modes))}
+    return {
+        "budget": str(self.budget),
+        "used": self.used,
+        "predicted_delta_loss": self.predicted_delta_loss,
+        "exact": self.exact,
+        "modes": dict(zip(op_names, self.modes)),
+    }
 
 
-def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | None = None,
-         allowed_modes: Sequence[str] | None = None, max_units: int = MAX_UNITS) -> Plan:
+def plan(
+    profile: SensitivityProfile,
+    budget: Budget | str,
+    *,
+    method: str | None = None,
+    allowed_modes: Sequence[str] | None = None,
+    max_units: int = MAX_UNITS,
+) -> Plan:
   """The assignment with the least predicted Δloss within ``budget``.
 
   Args:
@@ -114,8 +136,9 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
   """
   budget = parse_budget(budget) if isinstance(budget, str) else budget
   values = np.array(profile.table(method), np.float64)
-  allowed = (list(range(N_MODES)) if allowed_modes is None
-             else [mode_index(m) for m in allowed_modes])
+  allowed = (
+      list(range(N_MODES)) if allowed_modes is None else [mode_index(m) for m in allowed_modes]
+  )
   if not allowed:
     raise ValueError("allowed_modes is empty; allow at least one mode")
   values[:, [m for m in range(N_MODES) if m not in allowed]] = np.inf
@@ -128,7 +151,8 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
     raise InfeasibleBudget(
         f"budget {budget} is infeasible: the cheapest assignment of the allowed modes "
         f"({', '.join(MODES[m] for m in allowed)}) needs {budget.kind}={least:.6g}; "
-        "raise the budget or allow cheaper modes")
+        "raise the budget or allow cheaper modes"
+    )
   finite = costs[np.isfinite(values)]
   g = int(np.gcd.reduce(finite[finite > 0])) if (finite > 0).any() else 1
   units = np.ceil(costs / g).astype(np.int64)
@@ -140,11 +164,14 @@ def plan(profile: SensitivityProfile, budget: Budget | str, *, method: str | Non
     cap_units = max_units
   assignment = solve(values, units, cap_units)
   predicted = float(values[np.arange(len(assignment)), assignment].sum())
-  return Plan(assignment=assignment, modes=tuple(MODES[m] for m in assignment),
-              predicted_delta_loss=predicted, budget=budget,
-              used=budget_used(profile.ops, assignment, budget.kind, profile.batch_size,
-                               budget.spec_name),
-              exact=exact)
+  return Plan(
+      assignment=assignment,
+      modes=tuple(MODES[m] for m in assignment),
+      predicted_delta_loss=predicted,
+      budget=budget,
+      used=budget_used(profile.ops, assignment, budget.kind, profile.batch_size, budget.spec_name),
+      exact=exact,
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -176,21 +203,33 @@ class FrontPoint:
   modes: tuple[str, ...]
 
 
-def default_budgets(profile: SensitivityProfile, kind: str, n: int = 12,
-                    spec_name: Any = "edge_npu") -> list[float]:
+def default_budgets(
+    profile: SensitivityProfile, kind: str, n: int = 12, spec_name: Any = "edge_npu"
+) -> list[float]:
   """``n`` budgets from the cheapest to the dearest uniform assignment (energy and latency
   priced on ``spec_name``: a preset name, a JSON spec file or an ``NNPSpec``)."""
-  lo = budget_used(profile.ops, np.full(len(profile.ops), mode_index("int4")), kind,
-                   profile.batch_size, spec_name)
-  hi = budget_used(profile.ops, np.zeros(len(profile.ops), np.int32), kind, profile.batch_size,
-                   spec_name)
+  lo = budget_used(
+      profile.ops,
+      np.full(len(profile.ops), mode_index("int4")),
+      kind,
+      profile.batch_size,
+      spec_name,
+  )
+  hi = budget_used(
+      profile.ops, np.zeros(len(profile.ops), np.int32), kind, profile.batch_size, spec_name
+  )
   return [float(v) for v in np.geomspace(lo, hi, n)]
 
 
-def pareto_front(profile: SensitivityProfile, evaluator: Any, *, kind: str = "bits",
-                 budgets: Sequence[float] | None = None, method: str | None = None,
-                 delta_fn: Callable[[np.ndarray], np.ndarray] | None = None
-                 ) -> list[FrontPoint]:
+def pareto_front(
+    profile: SensitivityProfile,
+    evaluator: Any,
+    *,
+    kind: str = "bits",
+    budgets: Sequence[float] | None = None,
+    method: str | None = None,
+    delta_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[FrontPoint]:
   """Planned mixed assignments at each budget and every uniform one, measured together.
 
   Args:
@@ -218,13 +257,16 @@ def pareto_front(profile: SensitivityProfile, evaluator: Any, *, kind: str = "bi
   points = []
   for r, row in enumerate(rows):
     is_uniform = r < len(uniform)
-    points.append(FrontPoint(
-        label=MODES[r] if is_uniform else str(plans[r - len(uniform)].budget),
-        kind="uniform" if is_uniform else "mixed",
-        used=budget_used(profile.ops, row, kind, profile.batch_size),
-        predicted_delta_loss=float(table[np.arange(n_ops), row].sum()),
-        measured_delta_loss=float(deltas[r]),
-        measured_accuracy=float(measured.accuracy[r]),
-        measured_ce_delta=float(measured.loss[r] - base),
-        modes=tuple(MODES[m] for m in row)))
+    points.append(
+        FrontPoint(
+            label=MODES[r] if is_uniform else str(plans[r - len(uniform)].budget),
+            kind="uniform" if is_uniform else "mixed",
+            used=budget_used(profile.ops, row, kind, profile.batch_size),
+            predicted_delta_loss=float(table[np.arange(n_ops), row].sum()),
+            measured_delta_loss=float(deltas[r]),
+            measured_accuracy=float(measured.accuracy[r]),
+            measured_ce_delta=float(measured.loss[r] - base),
+            modes=tuple(MODES[m] for m in row),
+        )
+    )
   return points

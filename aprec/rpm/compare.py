@@ -35,8 +35,9 @@ SAFE_MODE = "int8"  # what runs after a faulty sensor reading
 
 def _learned(learned_params: Any, hidden: int) -> tuple[Policy, str]:
   if learned_params is None:
-    raise ValueError("the learned policy needs parameters: train one or load "
-                     "checkpoints/<model>/policy")
+    raise ValueError(
+        "the learned policy needs parameters: train one or load " "checkpoints/<model>/policy"
+    )
   net = PolicyNet(hidden=hidden)
   return guard(Learned(net=net, params=learned_params), SAFE_MODE), DEFAULT_MODE
 
@@ -46,15 +47,18 @@ POLICIES: dict[str, PolicyFactory] = {
     "static_fp16": lambda learned_params, hidden: (Static(), "fp16"),
     "static_int8": lambda learned_params, hidden: (Static(), "int8"),
     "greedy": lambda learned_params, hidden: (guard(Greedy(), SAFE_MODE), DEFAULT_MODE),
-    "greedy_restore": lambda learned_params, hidden: (guard(Greedy(restore=True), SAFE_MODE),
-                                                      DEFAULT_MODE),
+    "greedy_restore": lambda learned_params, hidden: (
+        guard(Greedy(restore=True), SAFE_MODE),
+        DEFAULT_MODE,
+    ),
     "oracle": lambda learned_params, hidden: (Oracle(), DEFAULT_MODE),
     "learned": _learned,
 }
 
 
-def make_policies(names: Sequence[str] = tuple(POLICIES), *, learned_params: Any = None,
-                  hidden: int = 64) -> dict[str, tuple[Policy, str]]:
+def make_policies(
+    names: Sequence[str] = tuple(POLICIES), *, learned_params: Any = None, hidden: int = 64
+) -> dict[str, tuple[Policy, str]]:
   """``{name: (policy, starting mode)}`` for the named policies of ``POLICIES``."""
   unknown = [n for n in names if n not in POLICIES]
   if unknown:
@@ -62,9 +66,15 @@ def make_policies(names: Sequence[str] = tuple(POLICIES), *, learned_params: Any
   return {name: POLICIES[name](learned_params, hidden) for name in names}
 
 
-def compare(d: Deployment, policies: Mapping[str, tuple[Policy, str]], n_steps: int, *,
-            seed: int = 0, progress: Callable[[str], None] | None = None,
-            time_decisions: bool = True) -> tuple[list[dict], dict[str, Trace], dict]:
+def compare(
+    d: Deployment,
+    policies: Mapping[str, tuple[Policy, str]],
+    n_steps: int,
+    *,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    time_decisions: bool = True,
+) -> tuple[list[dict], dict[str, Trace], dict]:
   """Runs every policy for ``n_steps`` on the same scenario draw; returns table rows, traces
   and reference numbers (fp32 and fp16 accuracy on the same batches)."""
   cache: dict = {}
@@ -74,10 +84,15 @@ def compare(d: Deployment, policies: Mapping[str, tuple[Policy, str]], n_steps: 
   for name, (policy, start_mode) in policies.items():
     start = np.full(n_ops, mode_index(start_mode), np.int32)
     trace = run_episode(d.params, d.ctx, policy, start, key, n_steps)
-    correct = measure_accuracy(d.emulator, d.model.params, d.batches, trace.assignments,
-                               cache=cache)
-    row = {"model": d.model.name, "scenario": d.scenario, "policy": name,
-           **summarize(trace, correct, d.batch_size, d.ctx)}
+    correct = measure_accuracy(
+        d.emulator, d.model.params, d.batches, trace.assignments, cache=cache
+    )
+    row = {
+        "model": d.model.name,
+        "scenario": d.scenario,
+        "policy": name,
+        **summarize(trace, correct, d.batch_size, d.ctx),
+    }
     row["decision_us"] = decision_time_us(policy, d.ctx, trace) if time_decisions else float("nan")
     rows.append(row)
     traces[name] = trace

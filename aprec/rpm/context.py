@@ -33,15 +33,28 @@ from aprec.emulator.formats import MODES, N_MODES, mode_index
 from aprec.hardware.specs import NNPSpec
 from aprec.emulator.ops import Op
 
-LADDER: tuple[int, ...] = tuple(mode_index(m) for m in
-                                ("fp32", "fp16", "bf16", "fp8_e4m3", "int8", "int4"))
+LADDER: tuple[int, ...] = tuple(
+    mode_index(m) for m in ("fp32", "fp16", "bf16", "fp8_e4m3", "int8", "int4")
+)
 # Position of every mode on the ladder (-1: off the ladder).
 LADDER_POS = np.full(N_MODES, -1, np.int32)
 LADDER_POS[list(LADDER)] = np.arange(len(LADDER))
-_LOWER = np.array([LADDER[min(LADDER_POS[m] + 1, len(LADDER) - 1)] if LADDER_POS[m] >= 0
-                   else mode_index("int8") for m in range(N_MODES)], np.int32)
-_HIGHER = np.array([LADDER[max(LADDER_POS[m] - 1, 0)] if LADDER_POS[m] >= 0
-                    else mode_index("fp8_e4m3") for m in range(N_MODES)], np.int32)
+_LOWER = np.array(
+    [
+        LADDER[min(LADDER_POS[m] + 1, len(LADDER) - 1)]
+        if LADDER_POS[m] >= 0
+        else mode_index("int8")
+        for m in range(N_MODES)
+    ],
+    np.int32,
+)
+_HIGHER = np.array(
+    [
+        LADDER[max(LADDER_POS[m] - 1, 0)] if LADDER_POS[m] >= 0 else mode_index("fp8_e4m3")
+        for m in range(N_MODES)
+    ],
+    np.int32,
+)
 ON_LADDER = LADDER_POS >= 0
 
 
@@ -91,8 +104,9 @@ class Context(NamedTuple):
     return self.delta_loss.shape[0]
 
 
-def make_context(ops: Sequence[Op] | OpArrays, spec: NNPSpec, delta_loss,
-                 step_period_s: float) -> Context:
+def make_context(
+    ops: Sequence[Op] | OpArrays, spec: NNPSpec, delta_loss, step_period_s: float
+) -> Context:
   """Builds a ``Context``, checking the profile's shape against the op table.
 
   Example:
@@ -104,21 +118,30 @@ def make_context(ops: Sequence[Op] | OpArrays, spec: NNPSpec, delta_loss,
   arrays = ops if isinstance(ops, OpArrays) else op_arrays(ops)
   table = np.asarray(delta_loss, np.float64)
   if table.shape != (arrays.n_ops, N_MODES):
-    raise ValueError(f"the sensitivity table has shape {table.shape}, expected "
-                     f"({arrays.n_ops}, {N_MODES}) = (ops, modes {MODES}); compute it for this "
-                     "model (aprec.rpm.sensitivity_table)")
+    raise ValueError(
+        f"the sensitivity table has shape {table.shape}, expected "
+        f"({arrays.n_ops}, {N_MODES}) = (ops, modes {MODES}); compute it for this "
+        "model (aprec.rpm.sensitivity_table)"
+    )
   if not np.all(np.isfinite(table)):
     raise ValueError("the sensitivity table holds NaN or inf; recompute the profile")
   if not (np.isfinite(step_period_s) and step_period_s > 0):
     raise ValueError(f"step_period_s = {step_period_s}; expected a positive time in seconds")
   macs = np.asarray(arrays.macs, np.float64)
-  fp32_bytes = 4.0 * (np.asarray(arrays.weight_elements, np.float64)
-                      + np.asarray(arrays.activation_elements, np.float64)
-                      + np.asarray(arrays.output_elements, np.float64))
+  fp32_bytes = 4.0 * (
+      np.asarray(arrays.weight_elements, np.float64)
+      + np.asarray(arrays.activation_elements, np.float64)
+      + np.asarray(arrays.output_elements, np.float64)
+  )
   f32 = lambda x: jnp.asarray(x, jnp.float32)
-  return Context(ops=arrays, spec=spec, delta_loss=f32(np.maximum(table, 0.0)),
-                 step_period_s=f32(step_period_s), macs_share=f32(macs / max(macs.sum(), 1.0)),
-                 bytes_share=f32(fp32_bytes / max(fp32_bytes.sum(), 1.0)))
+  return Context(
+      ops=arrays,
+      spec=spec,
+      delta_loss=f32(np.maximum(table, 0.0)),
+      step_period_s=f32(step_period_s),
+      macs_share=f32(macs / max(macs.sum(), 1.0)),
+      bytes_share=f32(fp32_bytes / max(fp32_bytes.sum(), 1.0)),
+  )
 
 
 class Tables(NamedTuple):
@@ -135,9 +158,11 @@ class Tables(NamedTuple):
 
 def tables(ctx: Context, state: HardwareState) -> Tables:
   """Prices every (op, mode) under ``state`` (one vmapped cost-model call)."""
+
   def per_mode(m):
     c = cost(ctx.ops, one_hot(jnp.full((ctx.n_ops,), m), jnp.float32), ctx.spec, state)
     return c.op_latency_s, c.op_energy_j, c.op_working_set_bytes
+
   lat, energy, working = jax.vmap(per_mode, out_axes=1)(jnp.arange(N_MODES))
   static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
   return Tables(latency_s=lat, dynamic_energy_j=energy - static * lat, working_set_bytes=working)
@@ -145,8 +170,9 @@ def tables(ctx: Context, state: HardwareState) -> Tables:
 
 def idle_state(ctx: Context) -> HardwareState:
   """Every PE, the whole buffer, full clock (traceable, unlike ``cost.nominal_state``)."""
-  return HardwareState(jnp.float32(1.0), jnp.asarray(ctx.spec.buffer_bytes, jnp.float32),
-                       jnp.float32(1.0))
+  return HardwareState(
+      jnp.float32(1.0), jnp.asarray(ctx.spec.buffer_bytes, jnp.float32), jnp.float32(1.0)
+  )
 
 
 class Predicted(NamedTuple):
@@ -167,5 +193,6 @@ def predict(ctx: Context, t: Tables, probs: jax.Array) -> Predicted:
   duration = jnp.maximum(ctx.step_period_s, latency)
   power = (dynamic + static * duration) / duration
   peak = jnp.max(jnp.sum(probs * t.working_set_bytes, axis=-1))
-  return Predicted(power_w=power, latency_s=latency, peak_bytes=peak,
-                   delta_loss=jnp.sum(probs * ctx.delta_loss))
+  return Predicted(
+      power_w=power, latency_s=latency, peak_bytes=peak, delta_loss=jnp.sum(probs * ctx.delta_loss)
+  )

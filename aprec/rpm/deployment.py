@@ -51,8 +51,9 @@ def scenario_params(name: str, spec, ops) -> simulator.ScenarioParams:
   return scenarios.scenario(name, spec, ops)
 
 
-def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None, *,
-                      method: str = "auto") -> tuple[np.ndarray, str]:
+def sensitivity_table(
+    model: Any, profile_dir: str | pathlib.Path | None = None, *, method: str = "auto"
+) -> tuple[np.ndarray, str]:
   """``(Δloss [n_ops, n_modes], where it came from)`` for a loaded model (see module doc).
 
   ``method="auto"`` reads the profile at ``profile_dir`` when there is one (it must match
@@ -60,6 +61,7 @@ def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None,
   """
   from aprec.sensitivity import methods
   from aprec.sensitivity import profile as profile_lib
+
   if method not in ("auto", "perturbation"):
     raise ValueError(f"profile method {method!r}; use auto or perturbation")
   directory = None if profile_dir is None else pathlib.Path(profile_dir)
@@ -69,8 +71,10 @@ def sensitivity_table(model: Any, profile_dir: str | pathlib.Path | None = None,
     profile = profile_lib.load(directory, expect=emulator, params=model.params)
     return np.asarray(profile.delta_loss, np.float64), f"profile {directory} ({profile.method})"
   measured = methods.analyze_model(model, methods="perturbation", split="val")
-  return (np.asarray(measured.delta_loss, np.float64),
-          f"perturbation ({measured.loss}) on the val split (no saved profile)")
+  return (
+      np.asarray(measured.delta_loss, np.float64),
+      f"perturbation ({measured.loss}) on the val split (no saved profile)",
+  )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -88,8 +92,15 @@ class Deployment:
   spec_name: str
 
 
-def deploy(model: Any, scenario: str, *, table: np.ndarray, spec_name: str = "edge_npu",
-           batch_size: int = 32, profile_source: str = "given") -> Deployment:
+def deploy(
+    model: Any,
+    scenario: str,
+    *,
+    table: np.ndarray,
+    spec_name: str = "edge_npu",
+    batch_size: int = 32,
+    profile_source: str = "given",
+) -> Deployment:
   """The deployment of a loaded ``model`` under ``scenario`` with Δloss ``table``."""
   if batch_size <= 0:
     raise ValueError(f"batch_size = {batch_size}; expected a positive number of images")
@@ -98,6 +109,14 @@ def deploy(model: Any, scenario: str, *, table: np.ndarray, spec_name: str = "ed
   spec = hardware.get_spec(spec_name)
   params = scenario_params(scenario, spec, emu.ops)
   ctx = make_context(emu.ops, spec, np.asarray(table, np.float64), float(params.step_period_s))
-  return Deployment(model=model, emulator=emu, ctx=ctx, params=params,
-                    batches=batching.split(test.x, test.y, batch_size), batch_size=batch_size,
-                    scenario=scenario, profile_source=profile_source, spec_name=spec_name)
+  return Deployment(
+      model=model,
+      emulator=emu,
+      ctx=ctx,
+      params=params,
+      batches=batching.split(test.x, test.y, batch_size),
+      batch_size=batch_size,
+      scenario=scenario,
+      profile_source=profile_source,
+      spec_name=spec_name,
+  )

@@ -81,19 +81,33 @@ class Guarded:
 
   def init(self, ctx: Context, assignment: Modes) -> GuardState:
     nan = jnp.float32(jnp.nan)
-    return GuardState(ctx, self.policy.init(ctx, assignment), jnp.asarray(assignment, jnp.int32),
-                      nan, nan, jnp.bool_(False), jnp.bool_(False))
+    return GuardState(
+        ctx,
+        self.policy.init(ctx, assignment),
+        jnp.asarray(assignment, jnp.int32),
+        nan,
+        nan,
+        jnp.bool_(False),
+        jnp.bool_(False),
+    )
 
   def __call__(self, state: GuardState, metrics: Any, key: Array) -> tuple[GuardState, Modes]:
     ctx = state.ctx
     inner, proposal = self.policy(state.inner, metrics, key)
     expected = expected_power_w(ctx, state.ran)
     power = jnp.asarray(metrics.power_w, jnp.float32)
-    ok = plausible(power, metrics.power_cap_w, metrics.buffer_occupancy,
-                   metrics.pe_availability, metrics.temperature_c, expected,
-                   min_power_w=MIN_POWER_OVER_STATIC * ctx.spec.static_power_w)
-    predicted_move = (jnp.abs(expected - state.last_expected_w)
-                      > MOVE_RTOL * jnp.maximum(expected, state.last_expected_w))
+    ok = plausible(
+        power,
+        metrics.power_cap_w,
+        metrics.buffer_occupancy,
+        metrics.pe_availability,
+        metrics.temperature_c,
+        expected,
+        min_power_w=MIN_POWER_OVER_STATIC * ctx.spec.static_power_w,
+    )
+    predicted_move = jnp.abs(expected - state.last_expected_w) > MOVE_RTOL * jnp.maximum(
+        expected, state.last_expected_w
+    )
     stuck = (power == state.last_power_w) & (state.stuck | predicted_move)
     fault = ~ok | stuck
     inner = jax.tree.map(lambda new, old: jnp.where(fault, old, new), inner, state.inner)

@@ -100,8 +100,9 @@ class Greedy:
   def init(self, ctx: Context, assignment: jax.Array) -> GreedyState:
     return GreedyState(ctx, jnp.asarray(assignment, jnp.int32), jnp.int32(0))
 
-  def __call__(self, state: GreedyState, metrics: Any, key: jax.Array
-               ) -> tuple[GreedyState, jax.Array]:
+  def __call__(
+      self, state: GreedyState, metrics: Any, key: jax.Array
+  ) -> tuple[GreedyState, jax.Array]:
     ctx, modes = state.ctx, state.assignment
     power, cap = metrics.power_w, metrics.power_cap_w
     occupancy = metrics.buffer_occupancy

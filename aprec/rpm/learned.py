@@ -70,23 +70,41 @@ def features(ctx: Context, metrics: Any, modes: jax.Array) -> tuple[Features, Ta
   deadline = _safe(metrics.deadline_s, ctx.step_period_s)
   static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
   energy_budget = jnp.maximum((cap - static) * ctx.step_period_s, 1e-12)
-  idle_fp16 = predict(ctx, tables(ctx, idle_state(ctx)),
-                      one_hot(jnp.full((ctx.n_ops,), 2), jnp.float32)).power_w
+  idle_fp16 = predict(
+      ctx, tables(ctx, idle_state(ctx)), one_hot(jnp.full((ctx.n_ops,), 2), jnp.float32)
+  ).power_w
   buffer_bytes = jnp.asarray(ctx.spec.buffer_bytes, jnp.float32)
-  g = jnp.stack([
-      _safe(metrics.power_w, 0.0) / cap, _safe(metrics.buffer_occupancy, 0.0),
-      _safe(metrics.pe_availability, 1.0), _safe(metrics.latency_s, 0.0) / deadline,
-      _safe(metrics.temperature_c, 25.0) / 100.0, state.clock_scale,
-      state.free_buffer_bytes / buffer_bytes, cap / idle_fp16, deadline / ctx.step_period_s])
+  g = jnp.stack(
+      [
+          _safe(metrics.power_w, 0.0) / cap,
+          _safe(metrics.buffer_occupancy, 0.0),
+          _safe(metrics.pe_availability, 1.0),
+          _safe(metrics.latency_s, 0.0) / deadline,
+          _safe(metrics.temperature_c, 25.0) / 100.0,
+          state.clock_scale,
+          state.free_buffer_bytes / buffer_bytes,
+          cap / idle_fp16,
+          deadline / ctx.step_period_s,
+      ]
+  )
   squash = lambda x: jnp.log1p(jnp.clip(x, 0.0, 1e3))
-  per_op = jnp.concatenate([
-      squash(ctx.delta_loss * DELTA_LOSS_SCALE),
-      squash(t.latency_s / deadline * ctx.n_ops),
-      squash(t.dynamic_energy_j / energy_budget * ctx.n_ops),
-      squash(t.working_set_bytes / jnp.maximum(state.free_buffer_bytes, 1.0)),
-      ctx.macs_share[:, None], ctx.bytes_share[:, None], probs], axis=1)
-  return (Features(jnp.clip(g, -10.0, 10.0), per_op), t,
-          Limits(cap, deadline, state.free_buffer_bytes))
+  per_op = jnp.concatenate(
+      [
+          squash(ctx.delta_loss * DELTA_LOSS_SCALE),
+          squash(t.latency_s / deadline * ctx.n_ops),
+          squash(t.dynamic_energy_j / energy_budget * ctx.n_ops),
+          squash(t.working_set_bytes / jnp.maximum(state.free_buffer_bytes, 1.0)),
+          ctx.macs_share[:, None],
+          ctx.bytes_share[:, None],
+          probs,
+      ],
+      axis=1,
+  )
+  return (
+      Features(jnp.clip(g, -10.0, 10.0), per_op),
+      t,
+      Limits(cap, deadline, state.free_buffer_bytes),
+  )
 
 
 class PolicyNet(nn.Module):
@@ -106,31 +124,36 @@ class PolicyNet(nn.Module):
     return jnp.where(jnp.asarray(ON_LADDER)[None, :], logits, -1e9)
 
 
-def violation(ctx: Context, t: Tables, limits: Limits, modes: jax.Array,
-              margin: float) -> jax.Array:
+def violation(
+    ctx: Context, t: Tables, limits: Limits, modes: jax.Array, margin: float
+) -> jax.Array:
   """Whether the cost model predicts ``modes`` breaks cap, deadline or buffer (with margin)."""
   p = predict(ctx, t, one_hot(modes, jnp.float32))
-  return ((p.power_w > limits.power_cap_w * (1.0 - margin))
-          | (p.latency_s > limits.deadline_s * (1.0 - margin))
-          | (p.peak_bytes > limits.free_buffer_bytes))
+  return (
+      (p.power_w > limits.power_cap_w * (1.0 - margin))
+      | (p.latency_s > limits.deadline_s * (1.0 - margin))
+      | (p.peak_bytes > limits.free_buffer_bytes)
+  )
 
 
-def repair(ctx: Context, t: Tables, limits: Limits, modes: jax.Array, margin: float
-           ) -> jax.Array:
+def repair(ctx: Context, t: Tables, limits: Limits, modes: jax.Array, margin: float) -> jax.Array:
   """Lowers ops one ladder step at a time until no violation is predicted (or all are int4)."""
   idx = jnp.arange(ctx.n_ops)
-  energy_budget = jnp.maximum((limits.power_cap_w - ctx.spec.static_power_w)
-                              * ctx.step_period_s, 1e-12)
+  energy_budget = jnp.maximum(
+      (limits.power_cap_w - ctx.spec.static_power_w) * ctx.step_period_s, 1e-12
+  )
 
   def cond(m):
     return violation(ctx, t, limits, m, margin) & jnp.any(next_lower(m) != m)
 
   def body(m):
     lower = next_lower(m)
-    saved = ((t.dynamic_energy_j[idx, m] - t.dynamic_energy_j[idx, lower]) / energy_budget
-             + (t.latency_s[idx, m] - t.latency_s[idx, lower]) / limits.deadline_s
-             + (t.working_set_bytes[idx, m] - t.working_set_bytes[idx, lower])
-             / jnp.maximum(limits.free_buffer_bytes, 1.0))
+    saved = (
+        (t.dynamic_energy_j[idx, m] - t.dynamic_energy_j[idx, lower]) / energy_budget
+        + (t.latency_s[idx, m] - t.latency_s[idx, lower]) / limits.deadline_s
+        + (t.working_set_bytes[idx, m] - t.working_set_bytes[idx, lower])
+        / jnp.maximum(limits.free_buffer_bytes, 1.0)
+    )
     added = jnp.maximum(ctx.delta_loss[idx, lower] - ctx.delta_loss[idx, m], 0.0)
     score = jnp.where(lower != m, saved / (added + 1e-6), -jnp.inf)
     op = jnp.argmax(score)
@@ -158,8 +181,10 @@ class Learned:
 
   def init(self, ctx: Context, assignment: jax.Array) -> LearnedState:
     if self.params is None:
-      raise ValueError("the learned policy has no parameters; train one (aprec.rpm.train) or "
-                       "load a checkpoint (aprec.rpm.policy_io.load)")
+      raise ValueError(
+          "the learned policy has no parameters; train one (aprec.rpm.train) or "
+          "load a checkpoint (aprec.rpm.policy_io.load)"
+      )
     return LearnedState(ctx, self.params, jnp.asarray(assignment, jnp.int32))
 
   def decide(self, ctx: Context, params: Any, metrics: Any, modes: jax.Array) -> jax.Array:
@@ -169,7 +194,8 @@ class Learned:
       new = repair(ctx, t, limits, new, self.margin)
     return new
 
-  def __call__(self, state: LearnedState, metrics: Any, key: jax.Array
-               ) -> tuple[LearnedState, jax.Array]:
+  def __call__(
+      self, state: LearnedState, metrics: Any, key: jax.Array
+  ) -> tuple[LearnedState, jax.Array]:
     new = self.decide(state.ctx, state.params, metrics, state.assignment)
     return LearnedState(state.ctx, state.params, new), new

@@ -79,8 +79,14 @@ def _episode(params, ctx, policy_state, assignment, key, policy, n_steps: int):
   return Trace(metrics, assignments, fallback, stuck)
 
 
-def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Policy,
-                assignment: jax.Array, key: jax.Array, n_steps: int) -> Trace:
+def run_episode(
+    params: simulator.ScenarioParams,
+    ctx: Context,
+    policy: Policy,
+    assignment: jax.Array,
+    key: jax.Array,
+    n_steps: int,
+) -> Trace:
   """Runs ``policy`` in the loop for ``n_steps`` (jitted; one compile per policy type).
 
   Args:
@@ -112,8 +118,9 @@ def run_episode(params: simulator.ScenarioParams, ctx: Context, policy: Policy,
   assignment = jnp.asarray(assignment, jnp.int32)
   if assignment.shape != (ctx.n_ops,):
     raise ValueError(f"assignment has shape {assignment.shape}; expected ({ctx.n_ops},)")
-  return _episode(params.replace(name=""), ctx, policy.init(ctx, assignment), assignment, key,
-                  policy, n_steps)
+  return _episode(
+      params.replace(name=""), ctx, policy.init(ctx, assignment), assignment, key, policy, n_steps
+  )
 
 
 def decision_time_us(policy: Policy, ctx: Context, trace: Trace, repeats: int = 3) -> float:
@@ -129,6 +136,7 @@ def decision_time_us(policy: Policy, ctx: Context, trace: Trace, repeats: int = 
       m, k = xs
       s, a = policy(s, m, k)
       return s, a
+
     return jax.lax.scan(body, state, (metrics, keys))[1]
 
   keys = jax.random.split(jax.random.key(0), n)
@@ -148,6 +156,7 @@ def _correct_fn(emulator) -> Callable:
     def correct(modes, params, batch):
       x, y = batch
       return jnp.sum(jnp.argmax(emulator(params, x, modes), -1) == y)
+
     _CORRECT_FNS[emulator] = correct
   return _CORRECT_FNS[emulator]
 
@@ -155,8 +164,9 @@ def _correct_fn(emulator) -> Callable:
 _CORRECT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def measure_accuracy(emulator, params: Any, batches: Batches, assignments, *,
-                     cache: dict | None = None) -> np.ndarray:
+def measure_accuracy(
+    emulator, params: Any, batches: Batches, assignments, *, cache: dict | None = None
+) -> np.ndarray:
   """Correct predictions of every step: step ``t`` runs batch ``t % n_batches`` in
   ``assignments[t]``.
 
@@ -169,21 +179,25 @@ def measure_accuracy(emulator, params: Any, batches: Batches, assignments, *,
   new = list(dict.fromkeys(k for k in keys if k not in cache))
   if new:
     rows = np.stack([np.frombuffer(k, np.int32) for k in new])
-    counts = batching.sweep(_correct_fn(emulator), rows, params, batches=tuple(batches),
-                            chunk_size=SWEEP_CHUNK)
+    counts = batching.sweep(
+        _correct_fn(emulator), rows, params, batches=tuple(batches), chunk_size=SWEEP_CHUNK
+    )
     cache.update(zip(new, np.asarray(counts, np.int64)))
   n_batches = len(batches.y)
   return np.array([cache[k][t % n_batches] for t, k in enumerate(keys)], np.int64)
 
 
-def summarize(trace: Trace, correct: np.ndarray, batch_size: int, ctx: Context | None = None
-              ) -> dict[str, float]:
+def summarize(
+    trace: Trace, correct: np.ndarray, batch_size: int, ctx: Context | None = None
+) -> dict[str, float]:
   """The evaluation row of one episode (ground truth, not sensor readings)."""
   m = jax.tree.map(np.asarray, trace.metrics)
-  expected = (0.0 if ctx is None else
-              jax.vmap(lambda a: expected_power_w(ctx, a))(jnp.asarray(trace.assignments)))
-  min_power_w = (0.0 if ctx is None
-                 else fault_guard.MIN_POWER_OVER_STATIC * ctx.spec.static_power_w)
+  expected = (
+      0.0
+      if ctx is None
+      else jax.vmap(lambda a: expected_power_w(ctx, a))(jnp.asarray(trace.assignments))
+  )
+  min_power_w = 0.0 if ctx is None else fault_guard.MIN_POWER_OVER_STATIC * ctx.spec.static_power_w
   a = np.asarray(trace.assignments)
   switches = np.sum(a[1:] != a[:-1], axis=1) if len(a) > 1 else np.zeros(1)
   return {
@@ -196,7 +210,8 @@ def summarize(trace: Trace, correct: np.ndarray, batch_size: int, ctx: Context |
       "fallback_frac": float(np.mean(np.asarray(trace.fallback))),
       "sensor_fault_frac": float(1.0 - np.mean(m.sensor_ok)),
       "stuck_sensor_frac": float(np.mean(np.asarray(trace.stuck_sensor))),
-      "implausible_reading_frac": float(1.0 - np.mean(np.asarray(
-          metrics_plausible(m, expected, min_power_w)))),
+      "implausible_reading_frac": float(
+          1.0 - np.mean(np.asarray(metrics_plausible(m, expected, min_power_w)))
+      ),
       "mean_power_w": float(np.mean(m.true_power_w)),
   }

@@ -37,31 +37,51 @@ MAX_OCCUPANCY = 2.5
 MAX_TEMPERATURE_C = 150.0
 
 
-def plausible(power_w, power_cap_w, buffer_occupancy, pe_availability,
-              temperature_c, expected_power_w=0.0, min_power_w=0.0) -> jax.Array:
+def plausible(
+    power_w,
+    power_cap_w,
+    buffer_occupancy,
+    pe_availability,
+    temperature_c,
+    expected_power_w=0.0,
+    min_power_w=0.0,
+) -> jax.Array:
   """True when every reading is finite and physically possible (see module doc).
 
   Example:
     >>> bool(plausible(1.0, 2.0, 0.5, 0.9, 40.0)), bool(plausible(9.0, 2.0, 0.5, 0.9, 40.0))
     (True, False)
   """
-  readings = jnp.stack([jnp.asarray(v, jnp.float32) for v in
-                        (power_w, power_cap_w, buffer_occupancy, pe_availability, temperature_c)])
+  readings = jnp.stack(
+      [
+          jnp.asarray(v, jnp.float32)
+          for v in (power_w, power_cap_w, buffer_occupancy, pe_availability, temperature_c)
+      ]
+  )
   finite = jnp.all(jnp.isfinite(readings))
   power_w, power_cap_w, occupancy, pe, temp = (readings[i] for i in range(5))
   bound = MAX_POWER_OVER_CAP * jnp.maximum(power_cap_w, jnp.asarray(expected_power_w, jnp.float32))
-  return (finite & (power_w >= jnp.asarray(min_power_w, jnp.float32)) & (power_w >= 0)
-          & (power_w <= bound)
-          & (occupancy >= 0) & (occupancy <= MAX_OCCUPANCY) & (pe >= 0) & (pe <= 1.0)
-          & (temp <= MAX_TEMPERATURE_C))
+  return (
+      finite
+      & (power_w >= jnp.asarray(min_power_w, jnp.float32))
+      & (power_w >= 0)
+      & (power_w <= bound)
+      & (occupancy >= 0)
+      & (occupancy <= MAX_OCCUPANCY)
+      & (pe >= 0)
+      & (pe <= 1.0)
+      & (temp <= MAX_TEMPERATURE_C)
+  )
 
 
 def metrics_plausible(metrics, expected_power_w=0.0, min_power_w=0.0) -> jax.Array:
   """``plausible`` of a ``simulator.Metrics`` (works on stacked metrics too)."""
   shape = jnp.shape(metrics.power_w)
   expected = jnp.broadcast_to(jnp.asarray(expected_power_w, jnp.float32), shape)
-  args = [jnp.atleast_1d(jnp.asarray(getattr(metrics, k))) for k in
-          ("power_w", "power_cap_w", "buffer_occupancy", "pe_availability", "temperature_c")]
+  args = [
+      jnp.atleast_1d(jnp.asarray(getattr(metrics, k)))
+      for k in ("power_w", "power_cap_w", "buffer_occupancy", "pe_availability", "temperature_c")
+  ]
   check = lambda *a: plausible(*a, min_power_w=min_power_w)
   return jax.vmap(check)(*args, jnp.atleast_1d(expected)).reshape(shape)
 
@@ -80,24 +100,28 @@ def estimate_state(ctx: Context, metrics, assignment_probs: jax.Array) -> Hardwa
   Unreadable values fall back to nominal.
   """
   buffer_bytes = jnp.asarray(ctx.spec.buffer_bytes, jnp.float32)
-  pe = jnp.clip(jnp.nan_to_num(jnp.asarray(metrics.pe_availability, jnp.float32), nan=1.0),
-                1e-3, 1.0)
+  pe = jnp.clip(
+      jnp.nan_to_num(jnp.asarray(metrics.pe_availability, jnp.float32), nan=1.0), 1e-3, 1.0
+  )
   nominal = HardwareState(pe, buffer_bytes, jnp.float32(1.0))
   t = tables(ctx, nominal)
   own_peak = predict(ctx, t, assignment_probs).peak_bytes
   occupancy = jnp.nan_to_num(jnp.asarray(metrics.buffer_occupancy, jnp.float32), nan=0.0)
   free = jnp.clip(buffer_bytes * (1.0 - occupancy) + own_peak, 0.0, buffer_bytes)
-  at_full_clock = predict(ctx, tables(ctx, HardwareState(pe, free, jnp.float32(1.0))),
-                          assignment_probs).latency_s
+  at_full_clock = predict(
+      ctx, tables(ctx, HardwareState(pe, free, jnp.float32(1.0))), assignment_probs
+  ).latency_s
   measured = jnp.asarray(metrics.latency_s, jnp.float32)
-  clock = jnp.where(jnp.isfinite(measured) & (measured > 0),
-                    jnp.clip(at_full_clock / measured, 0.05, 1.0), 1.0)
+  clock = jnp.where(
+      jnp.isfinite(measured) & (measured > 0), jnp.clip(at_full_clock / measured, 0.05, 1.0), 1.0
+  )
   return HardwareState(pe_availability=pe, free_buffer_bytes=free, clock_scale=clock)
 
 
 def true_state(metrics) -> HardwareState:
   """The ground-truth state of a step (for the oracle, which is not deployable)."""
-  return HardwareState(pe_availability=jnp.asarray(metrics.true_pe_availability, jnp.float32),
-                       free_buffer_bytes=jnp.asarray(metrics.free_buffer_bytes, jnp.float32),
-                       clock_scale=jnp.asarray(metrics.clock_scale, jnp.float32))
-
+  return HardwareState(
+      pe_availability=jnp.asarray(metrics.true_pe_availability, jnp.float32),
+      free_buffer_bytes=jnp.asarray(metrics.free_buffer_bytes, jnp.float32),
+      clock_scale=jnp.asarray(metrics.clock_scale, jnp.float32),
+  )

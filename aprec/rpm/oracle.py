@@ -38,7 +38,6 @@ from aprec.rpm.context import Context, Tables, tables
 from aprec.planning import knapsack
 from aprec.rpm.observe import true_state
 
-
 TIE_BREAK = 1e-7  # far below any profile entry that means something (~1e-4 and up)
 
 
@@ -47,24 +46,38 @@ class OracleState(NamedTuple):
   assignment: jax.Array
 
 
-def best_assignment(ctx: Context, t: Tables, power_cap_w: jax.Array, deadline_s: jax.Array,
-                    free_buffer_bytes: jax.Array, *, grid: int = 128, margin: float = 0.0
-                    ) -> tuple[jax.Array, jax.Array]:
+def best_assignment(
+    ctx: Context,
+    t: Tables,
+    power_cap_w: jax.Array,
+    deadline_s: jax.Array,
+    free_buffer_bytes: jax.Array,
+    *,
+    grid: int = 128,
+    margin: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
   """``(assignment, feasible)``: least Δloss within cap, deadline and buffer (module doc)."""
   period = ctx.step_period_s
   static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
   latency_budget = jnp.minimum(deadline_s, period) * (1.0 - margin)
   energy_budget = (power_cap_w * (1.0 - margin) - static) * period
+
   def units(x, budget):
     u = jnp.ceil(x / jnp.maximum(budget, 1e-30) * grid)
     return jnp.where(budget > 0, jnp.clip(u, 0, grid + 1), grid + 1).astype(jnp.int32)
+
   ca = units(t.latency_s, latency_budget)
   cb = units(jnp.maximum(t.dynamic_energy_j, 0.0), energy_budget)
   allowed = t.working_set_bytes <= free_buffer_bytes * (1.0 - margin)
   # Exact ties (a profile clipped at 0 for several modes) go to the mode with more bits.
   tie_break = TIE_BREAK * (1.0 - jnp.asarray(MODE_BITS, jnp.float32) / 32.0)[None, :]
-  modes, feasible = knapsack.solve(ctx.delta_loss + tie_break, jnp.stack([ca, cb]),
-                                   jnp.array([grid, grid]), grid=(grid, grid), allowed=allowed)
+  modes, feasible = knapsack.solve(
+      ctx.delta_loss + tie_break,
+      jnp.stack([ca, cb]),
+      jnp.array([grid, grid]),
+      grid=(grid, grid),
+      allowed=allowed,
+  )
   cheapest = jnp.argmin(t.dynamic_energy_j, axis=1).astype(jnp.int32)
   return jnp.where(feasible, modes, cheapest), feasible
 
@@ -81,12 +94,19 @@ class Oracle:
   def init(self, ctx: Context, assignment: jax.Array) -> OracleState:
     return OracleState(ctx, jnp.asarray(assignment, jnp.int32))
 
-  def __call__(self, state: OracleState, metrics: Any, key: jax.Array
-               ) -> tuple[OracleState, jax.Array]:
+  def __call__(
+      self, state: OracleState, metrics: Any, key: jax.Array
+  ) -> tuple[OracleState, jax.Array]:
     ctx = state.ctx
     hw: HardwareState = true_state(metrics)
     t = tables(ctx, hw)
-    modes, _ = best_assignment(ctx, t, jnp.asarray(metrics.power_cap_w, jnp.float32),
-                               jnp.asarray(metrics.deadline_s, jnp.float32),
-                               hw.free_buffer_bytes, grid=self.grid, margin=self.margin)
+    modes, _ = best_assignment(
+        ctx,
+        t,
+        jnp.asarray(metrics.power_cap_w, jnp.float32),
+        jnp.asarray(metrics.deadline_s, jnp.float32),
+        hw.free_buffer_bytes,
+        grid=self.grid,
+        margin=self.margin,
+    )
     return OracleState(ctx, modes), modes

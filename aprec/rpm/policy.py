@@ -51,6 +51,5 @@ class Policy(Protocol):
   def init(self, ctx: Any, assignment: Modes) -> PolicyState:
     """The state before step 0; ``assignment`` is what step 0 runs."""
 
-  def __call__(self, state: PolicyState, metrics: Any, key: Array
-               ) -> tuple[PolicyState, Modes]:
+  def __call__(self, state: PolicyState, metrics: Any, key: Array) -> tuple[PolicyState, Modes]:
     """The next state and the assignment the next step runs."""

@@ -49,11 +49,19 @@ class PolicyCheckpointError(ValueError):
   """A policy checkpoint cannot be read or does not fit the model it is used with."""
 
 
-def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Sequence[Op],
-         hidden: int, config: dict, history: list[dict] | None = None,
-         overwrite: bool = False,
-         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
-         numerics: Any = None) -> pathlib.Path:
+def save(
+    directory: str | os.PathLike[str],
+    params: Any,
+    *,
+    model: str,
+    ops: Sequence[Op],
+    hidden: int,
+    config: dict,
+    history: list[dict] | None = None,
+    overwrite: bool = False,
+    attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
+    numerics: Any = None,
+) -> pathlib.Path:
   """Writes a policy through ``write_directory``; returns the absolute directory.
 
   ``attachments`` maps file names to writers called with the staged path (e.g. a training
@@ -63,12 +71,20 @@ def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Seq
   on; ``load`` refuses the policy for an emulator with other settings.
   """
   import orbax.checkpoint as ocp
-  meta = {"model": model, "fingerprint": fingerprint(tuple(ops)), "n_ops": len(ops),
-          "op_names": [op.name for op in ops], "hidden": hidden, "config": config,
-          "numerics": settings.of(numerics if numerics is not None else settings.LEGACY),
-          "versions": library_versions()}
-  with checkpoint.write_directory(directory, overwrite=overwrite, marker=JSON_FILE,
-                                  what="policy") as staging:
+
+  meta = {
+      "model": model,
+      "fingerprint": fingerprint(tuple(ops)),
+      "n_ops": len(ops),
+      "op_names": [op.name for op in ops],
+      "hidden": hidden,
+      "config": config,
+      "numerics": settings.of(numerics if numerics is not None else settings.LEGACY),
+      "versions": library_versions(),
+  }
+  with checkpoint.write_directory(
+      directory, overwrite=overwrite, marker=JSON_FILE, what="policy"
+  ) as staging:
     with ocp.StandardCheckpointer() as ckpt:
       ckpt.save(staging / PARAMS_DIR, jax.tree.map(np.asarray, params))
       ckpt.wait_until_finished()
@@ -79,8 +95,7 @@ def save(directory: str | os.PathLike[str], params: Any, *, model: str, ops: Seq
   return pathlib.Path(directory).expanduser().resolve()
 
 
-def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any
-         ) -> tuple[Any, dict]:
+def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any) -> tuple[Any, dict]:
   """``(params, metadata)`` of the policy at ``directory``, checked against ``expect_ops``
   (the ops, or an ``Emulator``: then its activation scaling and STE are checked too).
 
@@ -91,6 +106,7 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any
   emulator = expect_ops if hasattr(expect_ops, "ops") else None
   expect_ops = tuple(getattr(expect_ops, "ops", expect_ops))
   import orbax.checkpoint as ocp
+
   directory = pathlib.Path(directory).expanduser().resolve()
   try:
     checkpoint.verify(directory)
@@ -99,23 +115,31 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any
   except checkpoint.CheckpointError as e:
     raise PolicyCheckpointError(f"policy: {e}") from None
   if not (directory / JSON_FILE).is_file():
-    raise FileNotFoundError(f"no policy at {directory} (no {JSON_FILE}); train one with "
-                            "`aprec train-policy experiments/<config>.json`")
+    raise FileNotFoundError(
+        f"no policy at {directory} (no {JSON_FILE}); train one with "
+        "`aprec train-policy experiments/<config>.json`"
+    )
   try:
     meta = json.loads((directory / JSON_FILE).read_text())
   except Exception as e:
-    raise PolicyCheckpointError(f"cannot read {directory / JSON_FILE}: "
-                                f"{checkpoint.short_error(e)}") from None
+    raise PolicyCheckpointError(
+        f"cannot read {directory / JSON_FILE}: " f"{checkpoint.short_error(e)}"
+    ) from None
   want = fingerprint(tuple(expect_ops))
   if meta.get("fingerprint") != want:
     raise PolicyCheckpointError(
         f"the policy at {directory} was trained for model {meta.get('model')!r} with "
         f"{meta.get('n_ops')} ops {meta.get('op_names')} (fingerprint "
         f"{str(meta.get('fingerprint'))[:12]}), but this model's op table has {len(expect_ops)} "
-        f"ops (fingerprint {want[:12]}); train a policy for this model")
+        f"ops (fingerprint {want[:12]}); train a policy for this model"
+    )
   if emulator is not None:
-    settings.check(meta.get("numerics"), emulator, what=f"the policy at {directory}",
-                   error=PolicyCheckpointError)
+    settings.check(
+        meta.get("numerics"),
+        emulator,
+        what=f"the policy at {directory}",
+        error=PolicyCheckpointError,
+    )
   n_ops = len(expect_ops)
   net = PolicyNet(hidden=int(meta["hidden"]))
   example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((n_ops, N_PER_OP), np.float32))
@@ -124,6 +148,7 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any
     with ocp.StandardCheckpointer() as ckpt:
       params = ckpt.restore(directory / PARAMS_DIR, abstract)
   except Exception as e:
-    raise PolicyCheckpointError(f"cannot restore the policy parameters at {directory}: "
-                                f"{checkpoint.short_error(e)}") from None
+    raise PolicyCheckpointError(
+        f"cannot restore the policy parameters at {directory}: " f"{checkpoint.short_error(e)}"
+    ) from None
   return params, meta

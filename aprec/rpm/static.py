@@ -32,6 +32,7 @@ class Static:
   def init(self, ctx: Any, assignment: jax.Array) -> StaticState:
     return StaticState(jnp.asarray(assignment, jnp.int32))
 
-  def __call__(self, state: StaticState, metrics: Any, key: jax.Array
-               ) -> tuple[StaticState, jax.Array]:
+  def __call__(
+      self, state: StaticState, metrics: Any, key: jax.Array
+  ) -> tuple[StaticState, jax.Array]:
     return state, state.assignment

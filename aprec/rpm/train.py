@@ -61,8 +61,15 @@ class TrainConfig:
   seed: int = 0
 
   def __post_init__(self):
-    positive = ("steps", "batch_size", "learning_rate", "hidden", "temperature",
-                "episodes_per_scenario", "episode_steps")
+    positive = (
+        "steps",
+        "batch_size",
+        "learning_rate",
+        "hidden",
+        "temperature",
+        "episodes_per_scenario",
+        "episode_steps",
+    )
     for name in positive:
       if not getattr(self, name) > 0:
         raise ValueError(f"train.{name} = {getattr(self, name)!r}; expected > 0")
@@ -75,8 +82,10 @@ class TrainConfig:
       raise ValueError(f"train.walk_prob = {self.walk_prob}; expected in [0, 1]")
     bad = [s for s in self.scenarios if s not in scenarios_lib.SCENARIOS]
     if bad or not self.scenarios:
-      raise ValueError(f"train.scenarios = {self.scenarios}; expected a non-empty subset of "
-                       f"{scenarios_lib.SCENARIOS}")
+      raise ValueError(
+          f"train.scenarios = {self.scenarios}; expected a non-empty subset of "
+          f"{scenarios_lib.SCENARIOS}"
+      )
 
 
 class Samples(NamedTuple):
@@ -102,8 +111,9 @@ def _random_walk(key, n_ops: int, n_steps: int, walk_prob: float) -> np.ndarray:
   return out
 
 
-def collect(ctx: Context, scenario_params: Sequence[simulator.ScenarioParams],
-            config: TrainConfig) -> Samples:
+def collect(
+    ctx: Context, scenario_params: Sequence[simulator.ScenarioParams], config: TrainConfig
+) -> Samples:
   """Transitions from every scenario under random-walk assignments (module doc)."""
   key = jax.random.key(config.seed)
   feats = jax.jit(jax.vmap(lambda m, a: features(ctx, m, a)[0]))
@@ -118,19 +128,27 @@ def collect(ctx: Context, scenario_params: Sequence[simulator.ScenarioParams],
     for _ in range(config.episodes_per_scenario):
       key, k_walk, k_sim = jax.random.split(key, 3)
       walk = _random_walk(k_walk, ctx.n_ops, config.episode_steps, config.walk_prob)
-      _, m = simulator.rollout(params, simulator.init_state(params), walk, k_sim,
-                               n_steps=config.episode_steps)
+      _, m = simulator.rollout(
+          params, simulator.init_state(params), walk, k_sim, n_steps=config.episode_steps
+      )
       now = jax.tree.map(lambda x: x[:-1], m)
       nxt = jax.tree.map(lambda x: x[1:], m)
-      parts.append(Samples(features=feats(now, jnp.asarray(walk[:-1])),
-                           current=jnp.asarray(walk[:-1]), next_tables=next_info(nxt),
-                           next_cap_w=nxt.power_cap_w, next_deadline_s=nxt.deadline_s,
-                           next_free_bytes=nxt.free_buffer_bytes))
+      parts.append(
+          Samples(
+              features=feats(now, jnp.asarray(walk[:-1])),
+              current=jnp.asarray(walk[:-1]),
+              next_tables=next_info(nxt),
+              next_cap_w=nxt.power_cap_w,
+              next_deadline_s=nxt.deadline_s,
+              next_free_bytes=nxt.free_buffer_bytes,
+          )
+      )
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
-def objective(ctx: Context, logits: jax.Array, key: jax.Array, s: Samples,
-              config: TrainConfig) -> tuple[jax.Array, dict]:
+def objective(
+    ctx: Context, logits: jax.Array, key: jax.Array, s: Samples, config: TrainConfig
+) -> tuple[jax.Array, dict]:
   """The relaxed objective of one sample (module doc)."""
   gumbel = jax.random.gumbel(key, logits.shape)
   soft = jax.nn.softmax((logits + gumbel) / config.temperature, axis=-1)
@@ -145,12 +163,19 @@ def objective(ctx: Context, logits: jax.Array, key: jax.Array, s: Samples,
   latency_excess = excess(pred.latency_s / s.next_deadline_s - 1.0 + config.margin)
   buffer_excess = excess(pred.peak_bytes / jnp.maximum(s.next_free_bytes, 1.0) - 1.0)
   switches = 1.0 - jnp.mean(jnp.sum(p * one_hot(s.current, p.dtype), axis=-1))
-  loss = (DELTA_LOSS_SCALE * pred.delta_loss + config.energy_weight * energy
-          + config.penalty * (power_excess + latency_excess + buffer_excess)
-          + config.switch_weight * switches)
-  return loss, {"delta_loss": pred.delta_loss, "energy_vs_fp16": energy,
-                "violation": ((power_excess > config.margin) | (latency_excess > config.margin)
-                              | (buffer_excess > 0)).astype(jnp.float32)}
+  loss = (
+      DELTA_LOSS_SCALE * pred.delta_loss
+      + config.energy_weight * energy
+      + config.penalty * (power_excess + latency_excess + buffer_excess)
+      + config.switch_weight * switches
+  )
+  return loss, {
+      "delta_loss": pred.delta_loss,
+      "energy_vs_fp16": energy,
+      "violation": (
+          (power_excess > config.margin) | (latency_excess > config.margin) | (buffer_excess > 0)
+      ).astype(jnp.float32),
+  }
 
 
 class TrainResult(NamedTuple):
@@ -159,8 +184,13 @@ class TrainResult(NamedTuple):
   seconds: float
 
 
-def train(ctx: Context, samples: Samples, config: TrainConfig, *,
-          progress: Callable[[int], None] | None = None) -> TrainResult:
+def train(
+    ctx: Context,
+    samples: Samples,
+    config: TrainConfig,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
   """Adam on the mean objective over random mini-batches; returns params and the curve.
 
   Example:
@@ -194,13 +224,14 @@ def train(ctx: Context, samples: Samples, config: TrainConfig, *,
 
   def batch_loss(params, keys, s):
     logits = jax.vmap(net.apply, in_axes=(None, 0))(params, s.features)
-    losses, aux = jax.vmap(lambda l, k, x: objective(ctx, l, k, x, config))(logits, keys, s)
+    losses, aux = jax.vmap(lambda lg, k, x: objective(ctx, lg, k, x, config))(logits, keys, s)
     return jnp.mean(losses), jax.tree.map(jnp.mean, aux)
 
   @jax.jit
   def update(params, opt_state, key, idx):
-    s = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x[idx], sharding)
-                     if x.ndim >= 1 else x, samples)
+    s = jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x[idx], sharding) if x.ndim >= 1 else x, samples
+    )
     keys = jax.random.split(key, idx.shape[0])
     (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, keys, s)
     updates, opt_state = opt.update(grads, opt_state, params)
@@ -213,9 +244,9 @@ def train(ctx: Context, samples: Samples, config: TrainConfig, *,
     idx = jnp.asarray(rng.integers(0, n, batch))
     params, opt_state, loss, aux = update(params, opt_state, k, idx)
     if i % 10 == 0 or i == config.steps - 1:
-      history.append({"step": i, "objective": float(loss),
-                      **{k2: float(v) for k2, v in aux.items()}})
+      history.append(
+          {"step": i, "objective": float(loss), **{k2: float(v) for k2, v in aux.items()}}
+      )
     if progress is not None:
       progress(i + 1)
   return TrainResult(params, history, time.perf_counter() - start)
-

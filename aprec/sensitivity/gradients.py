@@ -33,8 +33,9 @@ LABEL_SAMPLES = 4
 
 def draw_labels(key: jax.Array, probs: jax.Array, n: int) -> jax.Array:
   """``n`` integer label draws per example from ``probs`` (..., classes): ``(n, ...)``."""
-  return jax.random.categorical(key, jnp.log(jnp.maximum(probs, 1e-30)), axis=-1,
-                                shape=(n, *probs.shape[:-1]))
+  return jax.random.categorical(
+      key, jnp.log(jnp.maximum(probs, 1e-30)), axis=-1, shape=(n, *probs.shape[:-1])
+  )
 
 
 def _gradient_stats_fn(emulator: Emulator, obj: Objective, label_samples: int) -> Callable:
@@ -44,8 +45,12 @@ def _gradient_stats_fn(emulator: Emulator, obj: Objective, label_samples: int) -
     g = jax.grad(lambda s: loss_fn(probes.run(emulator, params, x, output_shifts=s), t))(zeros)
     sum_rest = lambda a: jnp.sum(a, axis=tuple(range(1, a.ndim)))
     taylor = jnp.stack([jnp.abs(sum_rest(gi[None] * di)) for gi, di in zip(g, deltas)])
-    fisher = jnp.stack([0.5 * inputs_lib.batch_size(x) * sum_rest(jnp.square(gi[None] * di))
-                        for gi, di in zip(g, deltas)])
+    fisher = jnp.stack(
+        [
+            0.5 * inputs_lib.batch_size(x) * sum_rest(jnp.square(gi[None] * di))
+            for gi, di in zip(g, deltas)
+        ]
+    )
     return taylor, fisher
 
   def stats(params, x, t, key):
@@ -57,15 +62,28 @@ def _gradient_stats_fn(emulator: Emulator, obj: Objective, label_samples: int) -
     else:
       taylor, fisher = one(params, x, t, d.output)
     sum_rest = lambda a: jnp.sum(a, axis=tuple(range(1, a.ndim)))
-    sq = jnp.stack([jnp.stack([sum_rest(jnp.square(dl)), sum_rest(jnp.square(dr))], -1)
-                    for dl, dr in zip(d.lhs, d.rhs)])
+    sq = jnp.stack(
+        [
+            jnp.stack([sum_rest(jnp.square(dl)), sum_rest(jnp.square(dr))], -1)
+            for dl, dr in zip(d.lhs, d.rhs)
+        ]
+    )
     return taylor, fisher, sq
+
   return jax.jit(stats)
 
 
-def gradient(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray, *,
-             obj: Objective | None = None, label_samples: int = LABEL_SAMPLES, seed: int = 0,
-             progress: Progress | None = None) -> tuple[dict[str, Estimate], np.ndarray]:
+def gradient(
+    emulator: Emulator,
+    params: Any,
+    xs: np.ndarray,
+    ts: np.ndarray,
+    *,
+    obj: Objective | None = None,
+    label_samples: int = LABEL_SAMPLES,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Estimate], np.ndarray]:
   """The ``taylor`` and ``fisher`` estimates, and ``‖Q(operand) - operand‖²`` per
   (op, mode, lhs/rhs) averaged over batches (used by ``hessian``).
 
@@ -80,21 +98,32 @@ def gradient(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray, *,
   count = inputs_lib.batch_size(xs)
   for b in range(count):
     x, t = inputs_lib.take(xs, b), inputs_lib.take(ts, b)
-    per_batch.append([np.asarray(a, np.float64) for a in fn(params, x, t,
-                                                            jax.random.fold_in(key, b))])
+    per_batch.append(
+        [np.asarray(a, np.float64) for a in fn(params, x, t, jax.random.fold_in(key, b))]
+    )
     if progress is not None:
       progress("gradients", b + 1, count)
   taylor, fisher, sq = (np.stack(a, -1) for a in zip(*per_batch))
-  out = {name: Estimate(delta_loss=m, stderr=e, n_samples=count)
-         for name, (m, e) in (("taylor", mean_and_stderr(taylor)),
-                              ("fisher", mean_and_stderr(fisher)))}
+  out = {
+      name: Estimate(delta_loss=m, stderr=e, n_samples=count)
+      for name, (m, e) in (("taylor", mean_and_stderr(taylor)), ("fisher", mean_and_stderr(fisher)))
+  }
   return out, sq.mean(-1)
 
 
-def hessian(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray,
-            operand_sq_error: np.ndarray, *, loss_fn: LossFn = cross_entropy,
-            rtol: float = HESSIAN_RTOL, seed: int = 0, max_probes: int = 256,
-            progress: Progress | None = None) -> tuple[Estimate, dict[str, Any]]:
+def hessian(
+    emulator: Emulator,
+    params: Any,
+    xs: np.ndarray,
+    ts: np.ndarray,
+    operand_sq_error: np.ndarray,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    rtol: float = HESSIAN_RTOL,
+    seed: int = 0,
+    max_probes: int = 256,
+    progress: Progress | None = None,
+) -> tuple[Estimate, dict[str, Any]]:
   """HAWQ-V2 with the activation-operand fallback: ``½ Σ_o Tr(H_o)/n_o ‖Δo‖²``.
 
   Args:
@@ -105,11 +134,22 @@ def hessian(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray,
     (of every op's prediction in every non-fp32 mode, to ``rtol``), the weights-only
     HAWQ-V2 table, the fallback ops.
   """
-  sizes = np.array([[np.prod(op.lhs_shape), np.prod(op.rhs_shape)] for op in emulator.ops],
-                   np.float64)
-  weights = 0.5 * operand_sq_error[:, 1:] / sizes[:, None, :]           # (ops, modes - 1, 2)
-  traces = probes.hutchinson_traces(emulator, params, xs, ts, loss_fn, rtol=rtol, seed=seed,
-                                    max_probes=max_probes, combine=weights, progress=progress)
+  sizes = np.array(
+      [[np.prod(op.lhs_shape), np.prod(op.rhs_shape)] for op in emulator.ops], np.float64
+  )
+  weights = 0.5 * operand_sq_error[:, 1:] / sizes[:, None, :]  # (ops, modes - 1, 2)
+  traces = probes.hutchinson_traces(
+      emulator,
+      params,
+      xs,
+      ts,
+      loss_fn,
+      rtol=rtol,
+      seed=seed,
+      max_probes=max_probes,
+      combine=weights,
+      progress=progress,
+  )
   samples = traces.pop("samples")
   terms = 0.5 * (traces["trace"] / sizes)[:, None, :] * operand_sq_error  # (ops, modes, 2)
   per_probe = np.einsum("pio,imo->pim", samples, 0.5 * operand_sq_error / sizes[:, None, :])
@@ -118,16 +158,27 @@ def hessian(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray,
   details["weights_only"] = np.where(weight[:, None, :], terms, 0.0).sum(-1)
   details["fallback"] = "activation operands' Hessian traces (ops without a weight)"
   details["fallback_ops"] = [op.name for op in emulator.ops if not op.has_weight]
-  est = Estimate(delta_loss=terms.sum(-1),
-                 stderr=per_probe.std(0, ddof=1) / np.sqrt(len(per_probe)),
-                 n_samples=int(traces["probes"]))
+  est = Estimate(
+      delta_loss=terms.sum(-1),
+      stderr=per_probe.std(0, ddof=1) / np.sqrt(len(per_probe)),
+      n_samples=int(traces["probes"]),
+  )
   return est, details
 
 
-def tracked(emulator: Emulator, apply_fn: Callable, params: Any, xs: np.ndarray,
-            ts: np.ndarray, fallback: Estimate, *, obj: Objective | None = None,
-            label_samples: int = LABEL_SAMPLES, seed: int = 0,
-            state: tracker_lib.TrackerState | None = None) -> tuple[Estimate, dict[str, Any]]:
+def tracked(
+    emulator: Emulator,
+    apply_fn: Callable,
+    params: Any,
+    xs: np.ndarray,
+    ts: np.ndarray,
+    fallback: Estimate,
+    *,
+    obj: Objective | None = None,
+    label_samples: int = LABEL_SAMPLES,
+    seed: int = 0,
+    state: tracker_lib.TrackerState | None = None,
+) -> tuple[Estimate, dict[str, Any]]:
   """The ``tracked`` estimate from ``state``; rows of ops without a tracked weight come
   from ``fallback``.
 
@@ -142,18 +193,23 @@ def tracked(emulator: Emulator, apply_fn: Callable, params: Any, xs: np.ndarray,
     def step(s, x, t):
       grads = jax.grad(lambda p: loss_fn(apply_fn(p, x), t))(params)
       return tracker_lib.update(s, grads, batch_size=inputs_lib.batch_size(x))
+
     state = tracker_lib.init(params)
     key = jax.random.key(seed)
     for b in range(inputs_lib.batch_size(xs)):
       x, t = inputs_lib.take(xs, b), inputs_lib.take(ts, b)
-      draws = (draw_labels(jax.random.fold_in(key, b), t, label_samples)
-               if obj.sample_labels else [t])
+      draws = (
+          draw_labels(jax.random.fold_in(key, b), t, label_samples) if obj.sample_labels else [t]
+      )
       for labels in draws:
         state = step(state, x, labels)
   mean, err, covered = tracker_lib.estimate(state, emulator, params, inputs_lib.take(xs, 0))
   rows = ~np.asarray(covered)
   mean[rows], err[rows] = fallback.delta_loss[rows], fallback.stderr[rows]
-  details = {"steps": int(state.steps), "examples": float(state.examples),
-             "fallback_method": "fisher",
-             "fallback_ops": [op.name for op, c in zip(emulator.ops, covered) if not c]}
+  details = {
+      "steps": int(state.steps),
+      "examples": float(state.examples),
+      "fallback_method": "fisher",
+      "fallback_ops": [op.name for op, c in zip(emulator.ops, covered) if not c],
+  }
   return Estimate(delta_loss=mean, stderr=err, n_samples=int(state.steps)), details

@@ -114,8 +114,16 @@ class Analysis:
   def gradients(self) -> tuple[dict[str, Estimate], np.ndarray]:
     """``gradients.gradient``'s estimates and squared operand errors, computed once."""
     start = time.perf_counter()
-    out = gradient(self.emulator, self.params, self.xs, self.ts, obj=self.obj,
-                   label_samples=self.label_samples, seed=self.seed, progress=self.progress)
+    out = gradient(
+        self.emulator,
+        self.params,
+        self.xs,
+        self.ts,
+        obj=self.obj,
+        label_samples=self.label_samples,
+        seed=self.seed,
+        progress=self.progress,
+    )
     self.gradient_seconds = time.perf_counter() - start
     return out
 
@@ -125,19 +133,48 @@ Method = Callable[[Analysis], tuple[Estimate, dict[str, Any] | None]]
 
 
 def _perturbation(c: Analysis) -> tuple[Estimate, None]:
-  return perturbation(c.emulator, c.params, c.xs, c.ts, loss_fn=c.obj.loss_fn,
-                      chunk_size=c.chunk_size, progress=c.progress), None
+  return (
+      perturbation(
+          c.emulator,
+          c.params,
+          c.xs,
+          c.ts,
+          loss_fn=c.obj.loss_fn,
+          chunk_size=c.chunk_size,
+          progress=c.progress,
+      ),
+      None,
+  )
 
 
 def _hessian(c: Analysis) -> tuple[Estimate, dict[str, Any]]:
-  return hessian(c.emulator, c.params, c.xs, c.ts, c.gradients[1], loss_fn=c.obj.loss_fn,
-                 rtol=c.hessian_rtol, seed=c.seed, max_probes=c.hessian_max_probes,
-                 progress=c.progress)
+  return hessian(
+      c.emulator,
+      c.params,
+      c.xs,
+      c.ts,
+      c.gradients[1],
+      loss_fn=c.obj.loss_fn,
+      rtol=c.hessian_rtol,
+      seed=c.seed,
+      max_probes=c.hessian_max_probes,
+      progress=c.progress,
+  )
 
 
 def _tracked(c: Analysis) -> tuple[Estimate, dict[str, Any]]:
-  return tracked(c.emulator, c.apply_fn, c.params, c.xs, c.ts, c.gradients[0]["fisher"],
-                 obj=c.obj, label_samples=c.label_samples, seed=c.seed, state=c.tracker_state)
+  return tracked(
+      c.emulator,
+      c.apply_fn,
+      c.params,
+      c.xs,
+      c.ts,
+      c.gradients[0]["fisher"],
+      obj=c.obj,
+      label_samples=c.label_samples,
+      seed=c.seed,
+      state=c.tracker_state,
+  )
 
 
 METHODS: dict[str, Method] = {
@@ -162,19 +199,32 @@ def parse_methods(names: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(METHODS)
   unknown = [n for n in names if n not in METHODS]
   if unknown or not names:
-    raise ValueError(f"unknown sensitivity method(s) {unknown or names}; choose from "
-                     f"{', '.join(METHODS)} (comma-separated to combine, or 'all')")
+    raise ValueError(
+        f"unknown sensitivity method(s) {unknown or names}; choose from "
+        f"{', '.join(METHODS)} (comma-separated to combine, or 'all')"
+    )
   return tuple(dict.fromkeys(names))
 
 
-def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] | batching.Batches,
-            *,
-            methods: str | Sequence[str] = DEFAULT_METHOD, loss: str = DEFAULT_LOSS,
-            loss_fn: LossFn | None = None, model_name: str = "model",
-            dataset: str = "unknown", chunk_size: int = 32, hessian_rtol: float = HESSIAN_RTOL,
-            hessian_max_probes: int = 256, label_samples: int = LABEL_SAMPLES,
-            tracker_state: tracker_lib.TrackerState | None = None, seed: int = 0,
-            progress: Progress | None = None, **emulator_options: Any) -> SensitivityProfile:
+def analyze(
+    apply_fn: ApplyFn,
+    params: Any,
+    batches: Sequence[tuple[Any, Any]] | batching.Batches,
+    *,
+    methods: str | Sequence[str] = DEFAULT_METHOD,
+    loss: str = DEFAULT_LOSS,
+    loss_fn: LossFn | None = None,
+    model_name: str = "model",
+    dataset: str = "unknown",
+    chunk_size: int = 32,
+    hessian_rtol: float = HESSIAN_RTOL,
+    hessian_max_probes: int = 256,
+    label_samples: int = LABEL_SAMPLES,
+    tracker_state: tracker_lib.TrackerState | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    **emulator_options: Any,
+) -> SensitivityProfile:
   """A ``SensitivityProfile`` of ``apply_fn`` on calibration ``batches``.
 
   Args:
@@ -207,13 +257,27 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
   emulator = Emulator(apply_fn, params, inputs_lib.take(xs, 0), **emulator_options)
   ts = obj.targets(apply_fn, params, xs, ys)
   baseline = baseline_losses(emulator, params, xs, ts, obj.loss_fn)
-  analysis = Analysis(emulator=emulator, apply_fn=apply_fn, params=params, xs=xs, ts=ts,
-                      obj=obj, chunk_size=chunk_size, hessian_rtol=hessian_rtol,
-                      hessian_max_probes=hessian_max_probes, label_samples=label_samples,
-                      tracker_state=tracker_state, seed=seed, progress=progress)
+  analysis = Analysis(
+      emulator=emulator,
+      apply_fn=apply_fn,
+      params=params,
+      xs=xs,
+      ts=ts,
+      obj=obj,
+      chunk_size=chunk_size,
+      hessian_rtol=hessian_rtol,
+      hessian_max_probes=hessian_max_probes,
+      label_samples=label_samples,
+      tracker_state=tracker_state,
+      seed=seed,
+      progress=progress,
+  )
   estimates: dict[str, Estimate] = {}
-  details: dict[str, Any] = {"seconds": {}, "numerics": settings.of(emulator),
-                             "passthrough": [vars(p) for p in emulator.passthrough]}
+  details: dict[str, Any] = {
+      "seconds": {},
+      "numerics": settings.of(emulator),
+      "passthrough": [vars(p) for p in emulator.passthrough],
+  }
   if set(names) - {"perturbation"}:  # one gradient pass serves taylor, fisher and the rest
     analysis.gradients  # noqa: B018 (computed here so its time is its own)
     details["seconds"]["gradient_pass"] = analysis.gradient_seconds
@@ -223,28 +287,64 @@ def analyze(apply_fn: ApplyFn, params: Any, batches: Sequence[tuple[Any, Any]] |
     if method_details is not None:
       details[name] = method_details
     # Wall time each method costs alone; all but perturbation include the gradient pass.
-    details["seconds"][name] = (time.perf_counter() - start
-                                + analysis.gradient_seconds * (name != "perturbation"))
-  return make_profile(model=model_name, ops=emulator.ops, estimates=estimates,
-                      dataset=dataset, n_batches=measured_lib.count_batches(xs),
-                      batch_size=inputs_lib.batch_size(inputs_lib.take(xs, 0)),
-                      baseline_loss=float(baseline.mean()), loss=obj.name, details=details,
-                      params=params)
+    details["seconds"][name] = (
+        time.perf_counter() - start + analysis.gradient_seconds * (name != "perturbation")
+    )
+  return make_profile(
+      model=model_name,
+      ops=emulator.ops,
+      estimates=estimates,
+      dataset=dataset,
+      n_batches=measured_lib.count_batches(xs),
+      batch_size=inputs_lib.batch_size(inputs_lib.take(xs, 0)),
+      baseline_loss=float(baseline.mean()),
+      loss=obj.name,
+      details=details,
+      params=params,
+  )
 
 
-def analyze_model(model: Any, *, methods: str | Sequence[str] = DEFAULT_METHOD,
-                  split: str = "val", batch_size: int = 60, n_batches: int | None = None,
-                  **kwargs: Any) -> SensitivityProfile:
+def analyze_model(
+    model: Any,
+    *,
+    methods: str | Sequence[str] = DEFAULT_METHOD,
+    split: str = "val",
+    batch_size: int = 60,
+    n_batches: int | None = None,
+    **kwargs: Any,
+) -> SensitivityProfile:
   """``analyze`` for a loaded reference model (``aprec.models.load``) on one of its splits."""
   data = getattr(model.data, split, None)
   if data is None:
     raise ValueError(f"unknown split {split!r}; use one of {', '.join(model.data._fields)}")
-  return analyze(model.apply_fn, model.params,
-                 batching.split(data.x, data.y, batch_size, n_batches),
-                 methods=methods, model_name=model.name, dataset=f"digits/{split}", **kwargs)
+  return analyze(
+      model.apply_fn,
+      model.params,
+      batching.split(data.x, data.y, batch_size, n_batches),
+      methods=methods,
+      model_name=model.name,
+      dataset=f"digits/{split}",
+      **kwargs,
+  )
 
 
-__all__ = ["LOSSES", "METHODS", "MODES", "Analysis", "Objective", "analyze",
-           "analyze_model", "batch_losses", "cross_entropy", "gradient", "hessian",
-           "objective", "parse_methods", "perturbation", "single_op_assignments",
-           "soft_cross_entropy", "stack_batches", "tracked"]
+__all__ = [
+    "LOSSES",
+    "METHODS",
+    "MODES",
+    "Analysis",
+    "Objective",
+    "analyze",
+    "analyze_model",
+    "batch_losses",
+    "cross_entropy",
+    "gradient",
+    "hessian",
+    "objective",
+    "parse_methods",
+    "perturbation",
+    "single_op_assignments",
+    "soft_cross_entropy",
+    "stack_batches",
+    "tracked",
+]

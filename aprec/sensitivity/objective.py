@@ -22,8 +22,15 @@ from aprec.typing import LossFn
 
 DEFAULT_LOSS = "kl"
 
-__all__ = ["DEFAULT_LOSS", "LOSSES", "LossFn", "Objective", "cross_entropy", "objective",
-           "soft_cross_entropy"]
+__all__ = [
+    "DEFAULT_LOSS",
+    "LOSSES",
+    "LossFn",
+    "Objective",
+    "cross_entropy",
+    "objective",
+    "soft_cross_entropy",
+]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -34,8 +41,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     >>> round(float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))), 6)  # log 4
     1.386294
   """
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels))
+  return jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  )
 
 
 def soft_cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
@@ -61,8 +69,7 @@ class Objective:
   loss_fn: LossFn
   sample_labels: bool
 
-  def targets(self, apply_fn: Callable, params: Any, xs: np.ndarray, ys: np.ndarray
-              ) -> np.ndarray:
+  def targets(self, apply_fn: Callable, params: Any, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """The loss targets of every batch: the fp32 model's probabilities for ``kl``.
 
     Raises:
@@ -78,7 +85,8 @@ class Objective:
           f"loss='kl' compares predicted class distributions, but the model's outputs have "
           f"shape {shape} (not (..., n_classes >= 2): a regression model?), so every Δloss "
           "would be 0; pass a loss: loss_fn=your_loss(outputs, targets) (e.g. mean squared "
-          "error), or loss='ce' for class logits with integer labels")
+          "error), or loss='ce' for class logits with integer labels"
+      )
     probs = jax.jit(lambda x: jax.nn.softmax(apply_fn(params, x).astype(jnp.float32)))
     count = inputs_lib.batch_size(xs)
     return np.stack([np.asarray(probs(inputs_lib.take(xs, b))) for b in range(count)])

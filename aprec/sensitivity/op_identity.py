@@ -16,9 +16,13 @@ def _identity(op: Op) -> dict[str, Any]:
   """The batch-independent part of an op's record: what makes it the same op."""
   side = op.weight_operand
   weight_shape = None if side is None else (op.lhs_shape, op.rhs_shape)[side]
-  return {"name": op.name, "kind": op.kind, "weight_operand": op.weight_operand,
-          "weight_shape": None if weight_shape is None else list(weight_shape),
-          "contraction_size": op.contraction_size}
+  return {
+      "name": op.name,
+      "kind": op.kind,
+      "weight_operand": op.weight_operand,
+      "weight_shape": None if weight_shape is None else list(weight_shape),
+      "contraction_size": op.contraction_size,
+  }
 
 
 def fingerprint(ops: Sequence[Op]) -> str:

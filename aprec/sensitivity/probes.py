@@ -40,7 +40,6 @@ from aprec.emulator.ops import param_name
 from aprec.typing import OperandShifts, Shifts
 
 
-
 class ModeDeltas(NamedTuple):
   """What one op changes when it alone runs in each mode (its inputs at fp32).
 
@@ -64,22 +63,34 @@ def zero_output_shifts(emulator: Emulator) -> tuple[jax.Array, ...]:
 
 def zero_operand_shifts(emulator: Emulator) -> tuple[tuple[jax.Array, jax.Array], ...]:
   """One ``(lhs, rhs)`` pair of float32 zero arrays per op, shaped like its operands."""
-  return tuple((jnp.zeros(op.lhs_shape, jnp.float32), jnp.zeros(op.rhs_shape, jnp.float32))
-               for op in emulator.ops)
+  return tuple(
+      (jnp.zeros(op.lhs_shape, jnp.float32), jnp.zeros(op.rhs_shape, jnp.float32))
+      for op in emulator.ops
+  )
 
 
 def _check_shifts(emulator: Emulator, output_shifts, operand_shifts) -> None:
   n = len(emulator.ops)
   if output_shifts is not None and len(output_shifts) != n:
-    raise ValueError(f"output_shifts needs one entry per op ({n}), got {len(output_shifts)}; "
-                     "start from probes.zero_output_shifts(emulator)")
+    raise ValueError(
+        f"output_shifts needs one entry per op ({n}), got {len(output_shifts)}; "
+        "start from probes.zero_output_shifts(emulator)"
+    )
   if operand_shifts is not None and len(operand_shifts) != n:
-    raise ValueError(f"operand_shifts needs one (lhs, rhs) pair per op ({n}), got "
-                     f"{len(operand_shifts)}; start from probes.zero_operand_shifts(emulator)")
+    raise ValueError(
+        f"operand_shifts needs one (lhs, rhs) pair per op ({n}), got "
+        f"{len(operand_shifts)}; start from probes.zero_operand_shifts(emulator)"
+    )
 
 
-def run(emulator: Emulator, params: Any, inputs: Any, *, output_shifts: Shifts | None = None,
-        operand_shifts: OperandShifts | None = None) -> Any:
+def run(
+    emulator: Emulator,
+    params: Any,
+    inputs: Any,
+    *,
+    output_shifts: Shifts | None = None,
+    operand_shifts: OperandShifts | None = None,
+) -> Any:
   """The model at fp32 with ``operand_shifts[i]`` added to op i's operands and
   ``output_shifts[i]`` added to its result (``None`` entries add nothing).
 
@@ -100,8 +111,9 @@ def run(emulator: Emulator, params: Any, inputs: Any, *, output_shifts: Shifts |
   return emulator.run_with(params, inputs, compute)
 
 
-def _static_pak(contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _static_pak(
+    contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mode: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """``pak.apply`` for a Python-int mode, with both operands' rounding errors.
 
   The same arithmetic as the PAK's forward pass (``tests/test_sensitivity.py`` checks it
@@ -113,8 +125,11 @@ def _static_pak(contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array, mo
   # The PAK's own choice: the int32 product, or the float one where it is provably equal.
   use_int = formats.MODE_TABLE[mode].is_int and contraction.int_dot
   acc = (contraction.int_product if use_int else contraction.float_product)(ql, qr)
-  out = (acc * contraction.lhs_to_out(sl).astype(acc.dtype)
-         * contraction.rhs_to_out(sr).astype(acc.dtype))
+  out = (
+      acc
+      * contraction.lhs_to_out(sl).astype(acc.dtype)
+      * contraction.rhs_to_out(sr).astype(acc.dtype)
+  )
   return out, (ql * sl).astype(lhs.dtype) - lhs, (qr * sr).astype(rhs.dtype) - rhs
 
 
@@ -123,8 +138,9 @@ def _rounding_error(x: jax.Array, mode: int, reduce_axes: Sequence[int]) -> jax.
   return (values * scale).astype(x.dtype) - x
 
 
-def mode_deltas(emulator: Emulator, params: Any, inputs: Any,
-                modes: Sequence[int] | None = None) -> tuple[Any, ModeDeltas]:
+def mode_deltas(
+    emulator: Emulator, params: Any, inputs: Any, modes: Sequence[int] | None = None
+) -> tuple[Any, ModeDeltas]:
   """The fp32 outputs, and for every op and mode the change of its result and operands.
 
   Each op sees its fp32 inputs, so ``output[i][m]`` is the perturbation that running op
@@ -156,8 +172,9 @@ def mode_deltas(emulator: Emulator, params: Any, inputs: Any,
   return outputs, deltas
 
 
-def weight_errors(emulator: Emulator, params: Any, inputs: Any
-                  ) -> tuple[tuple[jax.Array, jax.Array] | None, ...]:
+def weight_errors(
+    emulator: Emulator, params: Any, inputs: Any
+) -> tuple[tuple[jax.Array, jax.Array] | None, ...]:
   """Per op: ``(weight operand, Q_mode(weight) - weight for every mode)``, or None
   without a weight. The errors have a leading mode axis."""
   found: dict[int, tuple[jax.Array, jax.Array]] = {}
@@ -173,8 +190,9 @@ def weight_errors(emulator: Emulator, params: Any, inputs: Any
   return tuple(found.get(i) for i in range(len(emulator.ops)))
 
 
-def match_weight_leaves(emulator: Emulator, params: Any,
-                        weights: Sequence[jax.Array | None]) -> tuple[tuple | None, ...]:
+def match_weight_leaves(
+    emulator: Emulator, params: Any, weights: Sequence[jax.Array | None]
+) -> tuple[tuple | None, ...]:
   """For each op, the pytree path of the parameter leaf its weight operand is, else None.
 
   A leaf matches when it holds the operand's values in the same element order (a reshape
@@ -189,8 +207,17 @@ def match_weight_leaves(emulator: Emulator, params: Any,
       continue
     w = np.asarray(weight, np.float32).ravel()
     ranked = sorted(leaves, key=lambda pl: param_name(pl[0]) != op.name)
-    result.append(next((path for path, leaf in ranked if np.size(leaf) == w.size
-                        and np.array_equal(np.asarray(leaf, np.float32).ravel(), w)), None))
+    result.append(
+        next(
+            (
+                path
+                for path, leaf in ranked
+                if np.size(leaf) == w.size
+                and np.array_equal(np.asarray(leaf, np.float32).ravel(), w)
+            ),
+            None,
+        )
+    )
   return tuple(result)
 
 
@@ -206,8 +233,10 @@ def _hutchinson_fn(emulator: Emulator, loss_fn: Callable, n_probes: int) -> Call
     return loss_fn(run(emulator, params, x, operand_shifts=shifts), t)
 
   def own_quadratic_form(v, block, params, x, t):  # v_o · (H v)_o, v zero outside block o
-    v = tuple(tuple(vs * (block == 2 * i + s).astype(vs.dtype) for s, vs in enumerate(pair))
-              for i, pair in enumerate(v))
+    v = tuple(
+        tuple(vs * (block == 2 * i + s).astype(vs.dtype) for s, vs in enumerate(pair))
+        for i, pair in enumerate(v)
+    )
     zeros = jax.tree.map(jnp.zeros_like, v)
     _, hv = jax.jvp(lambda s: jax.grad(loss_of)(s, params, x, t), (zeros,), (v,))
     forms = jnp.stack([jnp.vdot(a, b) for vi, hvi in zip(v, hv) for a, b in zip(vi, hvi)])
@@ -215,26 +244,42 @@ def _hutchinson_fn(emulator: Emulator, loss_fn: Callable, n_probes: int) -> Call
 
   def block_forms(key, block, params, x, t):  # n_probes estimates of Tr(H_block)
     keys = jax.random.split(key, n_blocks)
-    v = tuple(tuple(jax.random.rademacher(keys[2 * i + s], (n_probes, *shape), jnp.float32)
-                    for s, shape in enumerate(pair)) for i, pair in enumerate(shapes))
-    return jax.vmap(own_quadratic_form, in_axes=(0, None, None, None, None))(
-        v, block, params, x, t)
+    v = tuple(
+        tuple(
+            jax.random.rademacher(keys[2 * i + s], (n_probes, *shape), jnp.float32)
+            for s, shape in enumerate(pair)
+        )
+        for i, pair in enumerate(shapes)
+    )
+    return jax.vmap(own_quadratic_form, in_axes=(0, None, None, None, None))(v, block, params, x, t)
+
   compiled = jax.jit(block_forms)
 
   def many(key, params, x, t):
     # One call per operand, the block a traced index: a single compilation. (A lax.map
     # over the blocks runs the convolutions inside an XLA loop, ~40x slower on CPU.)
-    forms = [compiled(jax.random.fold_in(key, b), jnp.int32(b), params, x, t)
-             for b in range(n_blocks)]
+    forms = [
+        compiled(jax.random.fold_in(key, b), jnp.int32(b), params, x, t) for b in range(n_blocks)
+    ]
     return jnp.stack(forms, -1).reshape(n_probes, len(shapes), 2)
+
   return many
 
 
-def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.ndarray,
-                      loss_fn: Callable, *, rtol: float = 0.05, probes_per_round: int = 8,
-                      max_probes: int = 256, seed: int = 0, combine: np.ndarray | None = None,
-                      progress: Callable[[str, int, int], None] | None = None
-                      ) -> dict[str, Any]:
+def hutchinson_traces(
+    emulator: Emulator,
+    params: Any,
+    xs: np.ndarray,
+    ts: np.ndarray,
+    loss_fn: Callable,
+    *,
+    rtol: float = 0.05,
+    probes_per_round: int = 8,
+    max_probes: int = 256,
+    seed: int = 0,
+    combine: np.ndarray | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
   """Hutchinson estimates of ``Tr(∂²L/∂o²)`` for both operands ``o`` of every op.
 
   Block by block, as HAWQ-V2: a probe of operand ``o`` is a Rademacher vector ``v``
@@ -244,7 +289,8 @@ def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.nd
   of ``run``; one compiled function runs a round of probes for any operand. Rounds of
   ``probes_per_round`` probes cycle over the batches; after each full cycle it stops once
   every checked quantity's standard error is at most ``rtol`` times its magnitude
-  (magnitudes below 1e-6 of the largest count as that floor), else at ``max_probes``. The checked quantities are the traces, or with
+  (magnitudes below 1e-6 of the largest count as that floor), else at ``max_probes``.
+  The checked quantities are the traces, or with
   ``combine`` the combinations ``Σ_o combine[i, k, o] · Tr_o`` of each op ``i``.
 
   Args:
@@ -262,8 +308,10 @@ def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.nd
   if not 0 < rtol < 1:
     raise ValueError(f"hessian rtol must be in (0, 1), got {rtol}")
   if probes_per_round < 2 or max_probes < probes_per_round:
-    raise ValueError(f"need probes_per_round >= 2 and max_probes >= probes_per_round, got "
-                     f"{probes_per_round} and {max_probes}")
+    raise ValueError(
+        f"need probes_per_round >= 2 and max_probes >= probes_per_round, got "
+        f"{probes_per_round} and {max_probes}"
+    )
   fn = _hutchinson_fn(emulator, loss_fn, probes_per_round)
   key = jax.random.key(seed)
   samples: list[np.ndarray] = []
@@ -276,10 +324,15 @@ def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.nd
     if weights is not None:
       s = np.einsum("pio,iko->pik", s, weights)
     return s.mean(0), s.std(0, ddof=1) / np.sqrt(len(s))
+
   for r in range(rounds):
     b = r % n_batches
-    samples.append(np.asarray(fn(jax.random.fold_in(key, r), params, inputs_lib.take(xs, b),
-                                 inputs_lib.take(ts, b)), np.float64))
+    samples.append(
+        np.asarray(
+            fn(jax.random.fold_in(key, r), params, inputs_lib.take(xs, b), inputs_lib.take(ts, b)),
+            np.float64,
+        )
+    )
     if progress is not None:
       progress("hessian", (r + 1) * probes_per_round, max_probes)
     if (r + 1) % n_batches == 0:
@@ -291,5 +344,11 @@ def hutchinson_traces(emulator: Emulator, params: Any, xs: np.ndarray, ts: np.nd
   mean, err = stats()
   if progress is not None:
     progress("hessian", max_probes, max_probes)
-  return {"trace": mean, "stderr": err, "samples": np.concatenate(samples),
-          "probes": len(samples) * probes_per_round, "converged": converged, "rtol": rtol}
+  return {
+      "trace": mean,
+      "stderr": err,
+      "samples": np.concatenate(samples),
+      "probes": len(samples) * probes_per_round,
+      "converged": converged,
+      "rtol": rtol,
+  }

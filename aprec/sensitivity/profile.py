@@ -48,8 +48,16 @@ from aprec.versions import library_versions
 ARRAYS_DIR = "arrays"
 JSON_FILE = "profile.json"
 FORMAT_VERSION = 1
-_OP_KEYS = ("name", "kind", "lhs_shape", "rhs_shape", "out_shape", "weight_operand", "macs",
-            "contraction_size")
+_OP_KEYS = (
+    "name",
+    "kind",
+    "lhs_shape",
+    "rhs_shape",
+    "out_shape",
+    "weight_operand",
+    "macs",
+    "contraction_size",
+)
 
 
 class ProfileError(ValueError):
@@ -74,16 +82,21 @@ class Estimate:
     d = np.array(self.delta_loss, np.float64)
     s = np.array(self.stderr, np.float64)
     if d.ndim != 2 or d.shape != s.shape:
-      raise ValueError(f"delta_loss and stderr must be equal (n_ops, n_modes) arrays, got "
-                       f"{d.shape} and {s.shape}")
+      raise ValueError(
+          f"delta_loss and stderr must be equal (n_ops, n_modes) arrays, got "
+          f"{d.shape} and {s.shape}"
+      )
     d.flags.writeable = s.flags.writeable = False
     object.__setattr__(self, "delta_loss", d)
     object.__setattr__(self, "stderr", s)
 
   def __eq__(self, other: object) -> bool:
-    return (isinstance(other, Estimate) and self.n_samples == other.n_samples
-            and np.array_equal(self.delta_loss, other.delta_loss, equal_nan=True)
-            and np.array_equal(self.stderr, other.stderr, equal_nan=True))
+    return (
+        isinstance(other, Estimate)
+        and self.n_samples == other.n_samples
+        and np.array_equal(self.delta_loss, other.delta_loss, equal_nan=True)
+        and np.array_equal(self.stderr, other.stderr, equal_nan=True)
+    )
 
 
 def op_from_dict(d: Mapping[str, Any]) -> Op:
@@ -132,16 +145,21 @@ class SensitivityProfile:
 
   def __post_init__(self):
     if self.method not in self.estimates:
-      raise ValueError(f"primary method {self.method!r} has no estimate; computed: "
-                       f"{', '.join(self.estimates)}")
+      raise ValueError(
+          f"primary method {self.method!r} has no estimate; computed: "
+          f"{', '.join(self.estimates)}"
+      )
     shape = (len(self.ops), len(self.modes))
     for name, est in self.estimates.items():
       if est.delta_loss.shape != shape:
-        raise ValueError(f"estimate {name!r} has shape {est.delta_loss.shape}, expected {shape} "
-                         "(ops x modes)")
+        raise ValueError(
+            f"estimate {name!r} has shape {est.delta_loss.shape}, expected {shape} " "(ops x modes)"
+        )
     if fingerprint(self.ops) != self.fingerprint:
-      raise ProfileError(f"the profile's fingerprint {self.fingerprint[:12]} does not match its "
-                         f"op table ({fingerprint(self.ops)[:12]}); it is damaged")
+      raise ProfileError(
+          f"the profile's fingerprint {self.fingerprint[:12]} does not match its "
+          f"op table ({fingerprint(self.ops)[:12]}); it is damaged"
+      )
 
   @property
   def op_names(self) -> tuple[str, ...]:
@@ -186,44 +204,80 @@ class SensitivityProfile:
 
   def to_json(self) -> dict:
     """The readable form: metadata, op table and every table keyed by op and mode."""
+
     def by_op(a: np.ndarray) -> dict:
-      return {op.name: {m: _num(a[i, j]) for j, m in enumerate(self.modes)}
-              for i, op in enumerate(self.ops)}
+      return {
+          op.name: {m: _num(a[i, j]) for j, m in enumerate(self.modes)}
+          for i, op in enumerate(self.ops)
+      }
+
     return {
-        "format_version": FORMAT_VERSION, "model": self.model, "method": self.method,
-        "dataset": self.dataset, "n_batches": self.n_batches, "batch_size": self.batch_size,
-        "baseline_loss": _num(self.baseline_loss), "loss": self.loss,
+        "format_version": FORMAT_VERSION,
+        "model": self.model,
+        "method": self.method,
+        "dataset": self.dataset,
+        "n_batches": self.n_batches,
+        "batch_size": self.batch_size,
+        "baseline_loss": _num(self.baseline_loss),
+        "loss": self.loss,
         "versions": dict(self.versions),
-        "fingerprint": self.fingerprint, "params_hash": self.params_hash,
+        "fingerprint": self.fingerprint,
+        "params_hash": self.params_hash,
         "modes": list(self.modes),
         "ops": _jsonable([op.to_dict() for op in self.ops]),
-        "estimates": {k: {"n_samples": e.n_samples, "delta_loss": by_op(e.delta_loss),
-                          "stderr": by_op(e.stderr)} for k, e in self.estimates.items()},
+        "estimates": {
+            k: {
+                "n_samples": e.n_samples,
+                "delta_loss": by_op(e.delta_loss),
+                "stderr": by_op(e.stderr),
+            }
+            for k, e in self.estimates.items()
+        },
         "details": _jsonable(dict(self.details)),
     }
 
   def __eq__(self, other: object) -> bool:
     if not isinstance(other, SensitivityProfile):
       return NotImplemented
-    same_json = (json.dumps(self.to_json(), sort_keys=True)
-                 == json.dumps(other.to_json(), sort_keys=True))
+    same_json = json.dumps(self.to_json(), sort_keys=True) == json.dumps(
+        other.to_json(), sort_keys=True
+    )
     return same_json and dict(self.estimates) == dict(other.estimates)
 
 
-def make_profile(*, model: str, ops: Sequence[Op], estimates: Mapping[str, Estimate],
-                 dataset: str, n_batches: int, batch_size: int, baseline_loss: float,
-                 loss: str = "kl", method: str | None = None,
-                 details: Mapping[str, Any] | None = None,
-                 params: Any = None) -> SensitivityProfile:
+def make_profile(
+    *,
+    model: str,
+    ops: Sequence[Op],
+    estimates: Mapping[str, Estimate],
+    dataset: str,
+    n_batches: int,
+    batch_size: int,
+    baseline_loss: float,
+    loss: str = "kl",
+    method: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    params: Any = None,
+) -> SensitivityProfile:
   """A profile stamped with the op-table fingerprint, the library versions and (given
   ``params``) the hash of the weights it was computed with."""
   ops = tuple(ops)
   return SensitivityProfile(
-      model=model, ops=ops, modes=tuple(MODES), method=method or next(iter(estimates)),
-      estimates=dict(estimates), dataset=dataset, n_batches=int(n_batches),
-      batch_size=int(batch_size), baseline_loss=float(baseline_loss), loss=str(loss),
-      versions=library_versions(), fingerprint=fingerprint(ops), details=dict(details or {}),
-      params_hash=None if params is None else checkpoint.params_hash(params))
+      model=model,
+      ops=ops,
+      modes=tuple(MODES),
+      method=method or next(iter(estimates)),
+      estimates=dict(estimates),
+      dataset=dataset,
+      n_batches=int(n_batches),
+      batch_size=int(batch_size),
+      baseline_loss=float(baseline_loss),
+      loss=str(loss),
+      versions=library_versions(),
+      fingerprint=fingerprint(ops),
+      details=dict(details or {}),
+      params_hash=None if params is None else checkpoint.params_hash(params),
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -239,7 +293,8 @@ def check_matches(profile: SensitivityProfile, ops: Sequence[Op], where: str = "
   raise ProfileError(
       f"the sensitivity profile{' at ' + where if where else ''} was computed for model "
       f"{profile.model!r} with a different op table:\n  {shown}\n"
-      "recompute it for this model with `aprec analyze MODEL` (or sensitivity.analyze)")
+      "recompute it for this model with `aprec analyze MODEL` (or sensitivity.analyze)"
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -265,9 +320,13 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def save(profile: SensitivityProfile, directory: str | os.PathLike[str], *,
-         attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
-         overwrite: bool = False) -> pathlib.Path:
+def save(
+    profile: SensitivityProfile,
+    directory: str | os.PathLike[str],
+    *,
+    attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
   """Writes ``profile`` to ``directory`` through ``aprec.checkpoint.write_directory``.
 
   ``attachments`` maps file names to writers called with the staged path (e.g. a heatmap
@@ -276,11 +335,15 @@ def save(profile: SensitivityProfile, directory: str | os.PathLike[str], *,
   anything else there) and ``DirectoryLockedError`` while another process writes it.
   """
   import orbax.checkpoint as ocp
+
   text = json.dumps(profile.to_json(), indent=2, sort_keys=True) + "\n"
-  arrays = {k: {"delta_loss": np.asarray(e.delta_loss), "stderr": np.asarray(e.stderr)}
-            for k, e in profile.estimates.items()}
-  with checkpoint.write_directory(directory, overwrite=overwrite, marker=JSON_FILE,
-                                  what="sensitivity profile") as staging:
+  arrays = {
+      k: {"delta_loss": np.asarray(e.delta_loss), "stderr": np.asarray(e.stderr)}
+      for k, e in profile.estimates.items()
+  }
+  with checkpoint.write_directory(
+      directory, overwrite=overwrite, marker=JSON_FILE, what="sensitivity profile"
+  ) as staging:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(staging / ARRAYS_DIR, arrays)
       checkpointer.wait_until_finished()
@@ -290,25 +353,35 @@ def save(profile: SensitivityProfile, directory: str | os.PathLike[str], *,
   return pathlib.Path(directory).expanduser().resolve()
 
 
-def check_params(profile: SensitivityProfile, params: Any, where: str = "", *,
-                 allow_other_params: bool = False) -> None:
+def check_params(
+    profile: SensitivityProfile, params: Any, where: str = "", *, allow_other_params: bool = False
+) -> None:
   """Raises ``ProfileError`` if ``profile`` was computed with weights other than ``params``
   (warns instead with ``allow_other_params``). Profiles without a hash are not checked."""
   if profile.params_hash is None or params is None:
     return
   if (got := checkpoint.params_hash(params)) == profile.params_hash:
     return
-  message = (f"the sensitivity profile{' at ' + where if where else ''} was computed with "
-             f"other weights (parameter hash {profile.params_hash[:12]}, these weights "
-             f"{got[:12]}): its Δloss describes that model, not this one")
+  message = (
+      f"the sensitivity profile{' at ' + where if where else ''} was computed with "
+      f"other weights (parameter hash {profile.params_hash[:12]}, these weights "
+      f"{got[:12]}): its Δloss describes that model, not this one"
+  )
   if not allow_other_params:
-    raise ProfileError(message + "; recompute it with `aprec analyze MODEL`, or pass "
-                       "allow_other_params=True (--allow-other-weights) to use it anyway")
+    raise ProfileError(
+        message + "; recompute it with `aprec analyze MODEL`, or pass "
+        "allow_other_params=True (--allow-other-weights) to use it anyway"
+    )
   warnings.warn(message, stacklevel=3)
 
 
-def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = None, *,
-         params: Any = None, allow_other_params: bool = False) -> SensitivityProfile:
+def load(
+    directory: str | os.PathLike[str],
+    expect: Sequence[Op] | Any | None = None,
+    *,
+    params: Any = None,
+    allow_other_params: bool = False,
+) -> SensitivityProfile:
   """Reads a profile written by ``save``, verifying its checksums.
 
   Args:
@@ -325,6 +398,7 @@ def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = 
     ProfileError: unreadable, damaged (a file fails its checksum), or for another model.
   """
   import orbax.checkpoint as ocp
+
   directory = pathlib.Path(directory).expanduser().resolve()
   path = directory / JSON_FILE
   try:
@@ -334,38 +408,60 @@ def load(directory: str | os.PathLike[str], expect: Sequence[Op] | Any | None = 
   except checkpoint.CheckpointError as e:
     raise ProfileError(f"sensitivity profile: {e}") from None
   if not path.is_file():
-    raise FileNotFoundError(f"no sensitivity profile at {directory} (no {JSON_FILE}); create "
-                            "one with `aprec analyze MODEL`")
+    raise FileNotFoundError(
+        f"no sensitivity profile at {directory} (no {JSON_FILE}); create "
+        "one with `aprec analyze MODEL`"
+    )
   try:
     meta = json.loads(path.read_text())
     ops = tuple(op_from_dict(d) for d in meta["ops"])
     with ocp.StandardCheckpointer() as checkpointer:
       arrays = checkpointer.restore(directory / ARRAYS_DIR)
-    estimates = {k: Estimate(delta_loss=np.asarray(arrays[k]["delta_loss"]),
-                             stderr=np.asarray(arrays[k]["stderr"]),
-                             n_samples=int(v["n_samples"]))
-                 for k, v in meta["estimates"].items()}
+    estimates = {
+        k: Estimate(
+            delta_loss=np.asarray(arrays[k]["delta_loss"]),
+            stderr=np.asarray(arrays[k]["stderr"]),
+            n_samples=int(v["n_samples"]),
+        )
+        for k, v in meta["estimates"].items()
+    }
     profile = SensitivityProfile(
-        model=meta["model"], ops=ops, modes=tuple(meta["modes"]), method=meta["method"],
-        estimates=estimates, dataset=meta["dataset"], n_batches=int(meta["n_batches"]),
+        model=meta["model"],
+        ops=ops,
+        modes=tuple(meta["modes"]),
+        method=meta["method"],
+        estimates=estimates,
+        dataset=meta["dataset"],
+        n_batches=int(meta["n_batches"]),
         batch_size=int(meta["batch_size"]),
         baseline_loss=float("nan") if meta["baseline_loss"] is None else meta["baseline_loss"],
-        loss=meta["loss"], versions=meta["versions"], fingerprint=meta["fingerprint"],
-        details=meta["details"], params_hash=meta.get("params_hash"))
+        loss=meta["loss"],
+        versions=meta["versions"],
+        fingerprint=meta["fingerprint"],
+        details=meta["details"],
+        params_hash=meta.get("params_hash"),
+    )
   except ProfileError as e:  # names the file: the fingerprint error does not know it
     raise ProfileError(f"{path}: {e}") from None
   except KeyError as e:
     raise ProfileError(f"{path} lacks the key {e}; it is incomplete") from None
   except Exception as e:  # orbax and json raise many kinds of errors on damaged files
-    raise ProfileError(f"cannot read the sensitivity profile at {directory}: "
-                       f"{checkpoint.short_error(e)}") from None
+    raise ProfileError(
+        f"cannot read the sensitivity profile at {directory}: " f"{checkpoint.short_error(e)}"
+    ) from None
   if tuple(profile.modes) != tuple(MODES):
-    raise ProfileError(f"profile at {directory} has modes {profile.modes}, this aprec has "
-                       f"{MODES}; recompute it with `aprec analyze MODEL`")
+    raise ProfileError(
+        f"profile at {directory} has modes {profile.modes}, this aprec has "
+        f"{MODES}; recompute it with `aprec analyze MODEL`"
+    )
   if expect is not None:
     check_matches(profile, getattr(expect, "ops", expect), where=str(directory))
     if hasattr(expect, "activation_scaling"):
-      settings.check(profile.numerics, expect, what=f"the sensitivity profile at {directory}",
-                     error=ProfileError)
+      settings.check(
+          profile.numerics,
+          expect,
+          what=f"the sensitivity profile at {directory}",
+          error=ProfileError,
+      )
   check_params(profile, params, str(directory), allow_other_params=allow_other_params)
   return profile

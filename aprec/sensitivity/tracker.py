@@ -40,7 +40,6 @@ from aprec.emulator.formats import N_MODES
 from aprec.typing import PyTree
 
 
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrackerState:
@@ -70,30 +69,42 @@ class GradientStatistics(NamedTuple):
 def init(params: PyTree) -> TrackerState:
   """An empty tracker for gradients shaped like ``params`` (float32 statistics)."""
   zeros = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
-  return TrackerState(steps=jnp.zeros((), jnp.int32), examples=jnp.zeros((), jnp.float32),
-                      mean=zeros(), mean_sq=zeros(), mean_fourth=zeros())
+  return TrackerState(
+      steps=jnp.zeros((), jnp.int32),
+      examples=jnp.zeros((), jnp.float32),
+      mean=zeros(),
+      mean_sq=zeros(),
+      mean_fourth=zeros(),
+  )
 
 
 def update(state: TrackerState, grads: PyTree, batch_size: int | jax.Array = 1) -> TrackerState:
   """Adds one step's gradients (a pytree like the params). Pure and jit-friendly."""
   want, got = jax.tree.structure(state.mean), jax.tree.structure(grads)
   if want != got:
-    raise ValueError(f"grads do not have the structure of the tracked params:\n  tracked "
-                     f"{want}\n  got     {got}\ninitialise the tracker with tracker.init(params)")
+    raise ValueError(
+        f"grads do not have the structure of the tracked params:\n  tracked "
+        f"{want}\n  got     {got}\ninitialise the tracker with tracker.init(params)"
+    )
   for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(state.mean)):
     if jnp.shape(g) != m.shape:
-      raise ValueError(f"a gradient has shape {jnp.shape(g)} where the tracked parameter has "
-                       f"{m.shape}; pass the gradients of the params given to tracker.init")
+      raise ValueError(
+          f"a gradient has shape {jnp.shape(g)} where the tracked parameter has "
+          f"{m.shape}; pass the gradients of the params given to tracker.init"
+      )
   steps = state.steps + 1
   rate = 1.0 / steps.astype(jnp.float32)
 
   def running(avg, g, power):
     return avg + (jnp.asarray(g, jnp.float32) ** power - avg) * rate
+
   return TrackerState(
-      steps=steps, examples=state.examples + jnp.asarray(batch_size, jnp.float32),
+      steps=steps,
+      examples=state.examples + jnp.asarray(batch_size, jnp.float32),
       mean=jax.tree.map(lambda a, g: running(a, g, 1), state.mean, grads),
       mean_sq=jax.tree.map(lambda a, g: running(a, g, 2), state.mean_sq, grads),
-      mean_fourth=jax.tree.map(lambda a, g: running(a, g, 4), state.mean_fourth, grads))
+      mean_fourth=jax.tree.map(lambda a, g: running(a, g, 4), state.mean_fourth, grads),
+  )
 
 
 def statistics(state: TrackerState) -> GradientStatistics:
@@ -109,8 +120,9 @@ def _leaf(tree: PyTree, path: tuple) -> jax.Array:
   raise KeyError(path)
 
 
-def estimate(state: TrackerState, emulator: Emulator, params: PyTree, inputs: Any
-             ) -> tuple[np.ndarray, np.ndarray, tuple[bool, ...]]:
+def estimate(
+    state: TrackerState, emulator: Emulator, params: PyTree, inputs: Any
+) -> tuple[np.ndarray, np.ndarray, tuple[bool, ...]]:
   """Δloss and standard error per (op, mode) from the tracked statistics.
 
   Args:
@@ -126,10 +138,13 @@ def estimate(state: TrackerState, emulator: Emulator, params: PyTree, inputs: An
     ``½ B sqrt(Σ_j c_j² Var(g_j²) / steps)`` with ``c = (Q(W)-W)²``.
   """
   from aprec.sensitivity import probes
+
   steps = int(state.steps)
   if steps < 2:
-    raise ValueError(f"the tracker has {steps} update(s); call tracker.update in at least two "
-                     "steps before turning it into a profile")
+    raise ValueError(
+        f"the tracker has {steps} update(s); call tracker.update in at least two "
+        "steps before turning it into a profile"
+    )
   batch = float(state.examples) / steps
   found = jax.jit(lambda p, x: probes.weight_errors(emulator, p, x))(params, inputs)
   paths = probes.match_weight_leaves(emulator, params, [f and f[0] for f in found])

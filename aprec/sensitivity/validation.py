@@ -153,38 +153,62 @@ class Validation:
 
   def summary(self) -> dict[str, Any]:
     """Scores by method plus what they were measured on (JSON-serialisable)."""
-    return {"dataset": self.dataset, "loss": self.loss, "n_batches": self.n_batches,
-            "batch_size": self.batch_size, "pair_modes": list(self.pair_modes),
-            "scores": {k: dataclasses.asdict(v) for k, v in self.scores.items()}}
+    return {
+        "dataset": self.dataset,
+        "loss": self.loss,
+        "n_batches": self.n_batches,
+        "batch_size": self.batch_size,
+        "pair_modes": list(self.pair_modes),
+        "scores": {k: dataclasses.asdict(v) for k, v in self.scores.items()},
+    }
 
   def to_json(self) -> dict[str, Any]:
     """Everything, arrays as lists."""
-    return {**self.summary(), "measured_single": self.measured_single.tolist(),
-            "measured_single_stderr": self.measured_single_stderr.tolist(),
-            "assignments": self.assignments.tolist(),
-            "measured_additive": self.measured_additive.tolist(),
-            "measured_additive_stderr": self.measured_additive_stderr.tolist(),
-            "predicted_additive": {k: v.tolist() for k, v in self.predicted_additive.items()}}
+    return {
+        **self.summary(),
+        "measured_single": self.measured_single.tolist(),
+        "measured_single_stderr": self.measured_single_stderr.tolist(),
+        "assignments": self.assignments.tolist(),
+        "measured_additive": self.measured_additive.tolist(),
+        "measured_additive_stderr": self.measured_additive_stderr.tolist(),
+        "predicted_additive": {k: v.tolist() for k, v in self.predicted_additive.items()},
+    }
 
 
-def score(method: str, table: np.ndarray, measured_single: np.ndarray, mask: np.ndarray,
-          assignments: np.ndarray, measured_additive: np.ndarray) -> MethodScores:
+def score(
+    method: str,
+    table: np.ndarray,
+    measured_single: np.ndarray,
+    mask: np.ndarray,
+    assignments: np.ndarray,
+    measured_additive: np.ndarray,
+) -> MethodScores:
   """Scores of one Δloss table against measurements."""
   pred = additive_prediction(table, assignments)
   return MethodScores(
-      method=method, spearman_single_op=spearman(table[mask], measured_single[mask]),
-      n_pairs=int(mask.sum()), spearman_additive=spearman(pred, measured_additive),
+      method=method,
+      spearman_single_op=spearman(table[mask], measured_single[mask]),
+      n_pairs=int(mask.sum()),
+      spearman_additive=spearman(pred, measured_additive),
       r2_additive=r2(pred, measured_additive),
       pearson_r2_additive=pearson(pred, measured_additive) ** 2,
-      n_assignments=len(assignments))
+      n_assignments=len(assignments),
+  )
 
 
-def measure_assignments(apply_fn: Callable, params: Any, batches: Sequence[tuple[Any, Any]],
-                        assignments: np.ndarray, *, loss: str = DEFAULT_LOSS,
-                        loss_fn: LossFn | None = None, chunk_size: int = 32,
-                        progress: Progress | None = None,
-                        expect: SensitivityProfile | None = None, **emulator_options: Any
-                        ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def measure_assignments(
+    apply_fn: Callable,
+    params: Any,
+    batches: Sequence[tuple[Any, Any]],
+    assignments: np.ndarray,
+    *,
+    loss: str = DEFAULT_LOSS,
+    loss_fn: LossFn | None = None,
+    chunk_size: int = 32,
+    progress: Progress | None = None,
+    expect: SensitivityProfile | None = None,
+    **emulator_options: Any,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
   """Measured Δloss (against all-fp32) of every assignment on ``batches``.
 
   Args:
@@ -202,28 +226,49 @@ def measure_assignments(apply_fn: Callable, params: Any, batches: Sequence[tuple
   emulator = Emulator(apply_fn, params, inputs_lib.take(xs, 0), **emulator_options)
   if expect is not None:
     check_matches(expect, emulator.ops)
-    settings.check(expect.numerics, emulator, what=f"the {expect.model} profile",
-                   error=ProfileError)
+    settings.check(
+        expect.numerics, emulator, what=f"the {expect.model} profile", error=ProfileError
+    )
   ts = obj.targets(apply_fn, params, xs, ys)
   measured_lib.baseline_losses(emulator, params, xs, ts, obj.loss_fn)
-  rows = np.concatenate([np.zeros((1, len(emulator.ops)), np.int32),
-                         np.asarray(assignments, np.int32).reshape(-1, len(emulator.ops))])
-  losses = measured_lib.batch_losses(emulator, params, xs, ts, rows, loss_fn=obj.loss_fn,
-                                    chunk_size=chunk_size, progress=progress,
-                                    task="measure")
+  rows = np.concatenate(
+      [
+          np.zeros((1, len(emulator.ops)), np.int32),
+          np.asarray(assignments, np.int32).reshape(-1, len(emulator.ops)),
+      ]
+  )
+  losses = measured_lib.batch_losses(
+      emulator,
+      params,
+      xs,
+      ts,
+      rows,
+      loss_fn=obj.loss_fn,
+      chunk_size=chunk_size,
+      progress=progress,
+      task="measure",
+  )
   mean, err = measured_lib.mean_and_stderr(losses[1:] - losses[:1])
-  return mean, err, (measured_lib.count_batches(xs),
-                     inputs_lib.batch_size(inputs_lib.take(xs, 0)))
+  return mean, err, (measured_lib.count_batches(xs), inputs_lib.batch_size(inputs_lib.take(xs, 0)))
 
 
-def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,
-             batches: Sequence[tuple[Any, Any]], *, dataset: str = "held-out",
-             n_assignments: int = N_ASSIGNMENTS, seed: int = 0,
-             pair_modes: Sequence[str] = PAIR_MODES,
-             extra_tables: Mapping[str, np.ndarray] | None = None, loss: str | None = None,
-             loss_fn: LossFn | None = None, chunk_size: int = 32,
-             progress: Progress | None = None,
-             **emulator_options: Any) -> Validation:
+def validate(
+    profile: SensitivityProfile,
+    apply_fn: Callable,
+    params: Any,
+    batches: Sequence[tuple[Any, Any]],
+    *,
+    dataset: str = "held-out",
+    n_assignments: int = N_ASSIGNMENTS,
+    seed: int = 0,
+    pair_modes: Sequence[str] = PAIR_MODES,
+    extra_tables: Mapping[str, np.ndarray] | None = None,
+    loss: str | None = None,
+    loss_fn: LossFn | None = None,
+    chunk_size: int = 32,
+    progress: Progress | None = None,
+    **emulator_options: Any,
+) -> Validation:
   """Measures single-op and mixed assignments on ``batches`` and scores every method.
 
   Args:
@@ -254,22 +299,39 @@ def validate(profile: SensitivityProfile, apply_fn: Callable, params: Any,
   single = measured_lib.single_op_assignments(n_ops)[1:]
   mixed = random_mixed_assignments(n_ops, n_assignments, seed=seed)
   mean, err, (n_batches, batch_size) = measure_assignments(
-      apply_fn, params, batches, np.concatenate([single, mixed]), loss=loss, loss_fn=loss_fn,
-      chunk_size=chunk_size, progress=progress, expect=profile, **emulator_options)
+      apply_fn,
+      params,
+      batches,
+      np.concatenate([single, mixed]),
+      loss=loss,
+      loss_fn=loss_fn,
+      chunk_size=chunk_size,
+      progress=progress,
+      expect=profile,
+      **emulator_options,
+  )
   zeros = np.zeros((n_ops, 1))
   k = len(single)
   measured = np.concatenate([zeros, mean[:k].reshape(n_ops, -1)], 1)
   measured_err = np.concatenate([zeros, err[:k].reshape(n_ops, -1)], 1)
   tables = {name: est.delta_loss for name, est in profile.estimates.items()}
   tables.update(extra_tables or {})
-  mask = np.broadcast_to(np.isin(np.arange(N_MODES), [mode_index(m) for m in pair_modes]),
-                         measured.shape)
+  mask = np.broadcast_to(
+      np.isin(np.arange(N_MODES), [mode_index(m) for m in pair_modes]), measured.shape
+  )
   scores = {name: score(name, t, measured, mask, mixed, mean[k:]) for name, t in tables.items()}
   return Validation(
-      dataset=dataset, loss=loss, n_batches=n_batches, batch_size=batch_size,
+      dataset=dataset,
+      loss=loss,
+      n_batches=n_batches,
+      batch_size=batch_size,
       pair_modes=tuple(pair_modes),
-      measured_single=measured, measured_single_stderr=measured_err, assignments=mixed,
-      measured_additive=mean[k:], measured_additive_stderr=err[k:],
+      measured_single=measured,
+      measured_single_stderr=measured_err,
+      assignments=mixed,
+      measured_additive=mean[k:],
+      measured_additive_stderr=err[k:],
       predicted_single=tables,
       predicted_additive={n: additive_prediction(t, mixed) for n, t in tables.items()},
-      scores=scores)
+      scores=scores,
+  )

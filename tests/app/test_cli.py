@@ -15,24 +15,32 @@ def test_ops_json(capsys):
 def test_eval_json_mixed(capsys):
   cli.main(["eval", "digits_cnn", "--modes", "int8,Dense_1=fp32", "--json"])
   result = json.loads(capsys.readouterr().out)
-  assert result["modes"] == {"Conv_0": "int8", "Conv_1": "int8", "Dense_0": "int8",
-                             "Dense_1": "fp32"}
+  assert result["modes"] == {
+      "Conv_0": "int8",
+      "Conv_1": "int8",
+      "Dense_0": "int8",
+      "Dense_1": "fp32",
+  }
   assert 0.9 <= result["accuracy"] <= 1.0 and result["loss"] > 0
 
 
 def test_eval_fp32_matches_checkpoint_metadata(capsys):
   from aprec import models
+
   cli.main(["eval", "digits_cnn", "--json"])
   result = json.loads(capsys.readouterr().out)
   recorded = models.load("digits_cnn").metadata["test_accuracy_fp32"]
   assert result["accuracy"] == pytest.approx(recorded, abs=1e-6)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["eval", "digits_cnn", "--modes", "int3"], "unknown precision mode 'int3'"),
-    (["eval", "digits_cnn", "--modes", "Dense_7=int8"], "unknown op name"),
-    (["ops", "resnet50"], "Unknown model 'resnet50'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "digits_cnn", "--modes", "int3"], "unknown precision mode 'int3'"),
+        (["eval", "digits_cnn", "--modes", "Dense_7=int8"], "unknown op name"),
+        (["ops", "resnet50"], "Unknown model 'resnet50'"),
+    ],
+)
 def test_bad_input_exits_with_message(argv, message, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(argv)
@@ -50,6 +58,7 @@ def test_missing_checkpoint_message(tmp_path, monkeypatch, capsys):
 
 def test_demo_modes_part_writes_chart_and_summary(tmp_path, capsys):
   from aprec.app import demo
+
   demo.run(tmp_path, ["digits_cnn"])
   summary = json.loads((tmp_path / "summary.json").read_text())
   rows = {r["assignment"]: r for r in summary["digits_cnn"]["rows"]}
@@ -62,16 +71,29 @@ def test_demo_modes_part_writes_chart_and_summary(tmp_path, capsys):
 def test_python_dash_m_aprec():
   import subprocess
   import sys
-  out = subprocess.run([sys.executable, "-m", "aprec", "--help"], capture_output=True,
-                       text=True, timeout=120)
+
+  out = subprocess.run(
+      [sys.executable, "-m", "aprec", "--help"], capture_output=True, text=True, timeout=120
+  )
   assert out.returncode == 0 and "ops" in out.stdout and "demo" in out.stdout
 
 
 def test_simulate_writes_trace_and_lower_precision_meets_the_cap(tmp_path, capsys):
   summaries = {}
   for modes in ("fp16", "int8"):
-    cli.main(["simulate", "thermal", "--modes", modes, "--steps", "200", "--out",
-              str(tmp_path / modes), "--json"])
+    cli.main(
+        [
+            "simulate",
+            "thermal",
+            "--modes",
+            modes,
+            "--steps",
+            "200",
+            "--out",
+            str(tmp_path / modes),
+            "--json",
+        ]
+    )
     summaries[modes] = json.loads(capsys.readouterr().out)
   assert summaries["int8"]["over_cap_frac"] < summaries["fp16"]["over_cap_frac"]
   assert summaries["int8"]["mean_power_w"] < summaries["fp16"]["mean_power_w"]

@@ -10,8 +10,12 @@ import pytest
 from aprec import checkpoint
 from aprec.app import cli, config
 
-TINY_RUN = {"model": "digits_cnn", "scenarios": ["contention"], "steps": 5,
-            "policies": ["static_fp16"]}
+TINY_RUN = {
+    "model": "digits_cnn",
+    "scenarios": ["contention"],
+    "steps": 5,
+    "policies": ["static_fp16"],
+}
 
 
 def _error(argv, capsys) -> str:
@@ -55,25 +59,31 @@ def test_incomplete_summary_names_the_file_and_key(tmp_path, capsys):
   assert f"{out / 'summary.json'} is incomplete" in err and "'reference'" in err
 
 
-@pytest.mark.parametrize("modes, message", [
-    ("", "modes '' has an empty entry"),
-    (",,,", "modes ',,,' has an empty entry"),
-    ("int8,fp16", "sets the default mode 2 times (int8, fp16)"),
-    ("int8,Dense_1=fp32,Dense_1=fp16", "sets op 'Dense_1' twice"),
-])
+@pytest.mark.parametrize(
+    "modes, message",
+    [
+        ("", "modes '' has an empty entry"),
+        (",,,", "modes ',,,' has an empty entry"),
+        ("int8,fp16", "sets the default mode 2 times (int8, fp16)"),
+        ("int8,Dense_1=fp32,Dense_1=fp16", "sets op 'Dense_1' twice"),
+    ],
+)
 def test_ambiguous_modes_are_refused(modes, message, capsys):
   assert message in _error(["eval", "digits_cnn", "--modes", modes], capsys)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"steps": True}, "steps = True; expected a whole number"),
-    ({"scenarios": ["thermal", "thermal"]}, "names ['thermal'] more than once"),
-    ({"policies": ["greedy", "oracle", "greedy"]}, "names ['greedy'] more than once"),
-    ({"train": {"penalty": "inf"}}, "train.penalty = 'inf'; expected a finite number"),
-    ({"train": {"margin": float("nan")}}, "train.margin = nan; expected a finite number"),
-    ({"seed": [1]}, "seed = [1]; expected a whole number"),
-    ({"model": 3}, "expected a string"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"steps": True}, "steps = True; expected a whole number"),
+        ({"scenarios": ["thermal", "thermal"]}, "names ['thermal'] more than once"),
+        ({"policies": ["greedy", "oracle", "greedy"]}, "names ['greedy'] more than once"),
+        ({"train": {"penalty": "inf"}}, "train.penalty = 'inf'; expected a finite number"),
+        ({"train": {"margin": float("nan")}}, "train.margin = nan; expected a finite number"),
+        ({"seed": [1]}, "seed = [1]; expected a whole number"),
+        ({"model": 3}, "expected a string"),
+    ],
+)
 def test_config_values_of_the_wrong_kind(data, message):
   with pytest.raises(ValueError, match=None) as info:
     config.resolve(data)
@@ -81,16 +91,22 @@ def test_config_values_of_the_wrong_kind(data, message):
 
 
 def test_simulate_steps_are_capped_before_any_work(tmp_path, capsys):
-  err = _error(["simulate", "steady", "--steps", "1000000", "--out", str(tmp_path / "o")],
-               capsys)
+  err = _error(["simulate", "steady", "--steps", "1000000", "--out", str(tmp_path / "o")], capsys)
   assert "--steps 1000000; expected 1..100,000" in err
   assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["simulate", "steady"], ["analyze", "digits_cnn"], ["spec", "edge_npu"],
-    ["demo"], ["run", "CONFIG"], ["train-policy", "CONFIG"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["simulate", "steady"],
+        ["analyze", "digits_cnn"],
+        ["spec", "edge_npu"],
+        ["demo"],
+        ["run", "CONFIG"],
+        ["train-policy", "CONFIG"],
+    ],
+)
 def test_out_naming_a_file_fails_before_any_work(tmp_path, command, capsys):
   config_path = tmp_path / "tiny.json"
   config_path.write_text(json.dumps(TINY_RUN))
@@ -108,9 +124,12 @@ def test_out_naming_a_file_fails_before_any_work(tmp_path, command, capsys):
 
 def test_float_labels_with_ce_loss(tmp_path, monkeypatch, capsys):
   (tmp_path / "float_model.py").write_text(
-      "from test_user_models import FACTORY_MODULE\nexec(FACTORY_MODULE)\n")
+      "from test_user_models import FACTORY_MODULE\nexec(FACTORY_MODULE)\n"
+  )
   monkeypatch.syspath_prepend(str(tmp_path))
-  err = _error(["analyze", "float_model:tiny_float_labels", "--loss", "ce", "--out",
-                str(tmp_path / "p")], capsys)
+  err = _error(
+      ["analyze", "float_model:tiny_float_labels", "--loss", "ce", "--out", str(tmp_path / "p")],
+      capsys,
+  )
   assert "--loss ce needs integer class labels" in err and "float32" in err
   assert not (tmp_path / "p").exists()

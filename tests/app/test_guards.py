@@ -14,8 +14,12 @@ from aprec import checkpoint
 from aprec.app import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY_RUN = {"model": "digits_cnn", "scenarios": ["contention"], "steps": 5,
-            "policies": ["static_fp16"]}
+TINY_RUN = {
+    "model": "digits_cnn",
+    "scenarios": ["contention"],
+    "steps": 5,
+    "policies": ["static_fp16"],
+}
 
 
 def _error(argv, capsys) -> str:
@@ -27,6 +31,7 @@ def _error(argv, capsys) -> str:
 
 def test_analyze_without_out_keeps_the_shipped_profile(capsys):
   from aprec.app.inputs import default_profile_dir
+
   shipped = default_profile_dir("digits_cnn")
   before = (shipped / checkpoint.MANIFEST).read_text()
   err = _error(["analyze", "digits_cnn"], capsys)
@@ -46,13 +51,16 @@ def test_second_run_into_the_same_new_out_fails_clearly(tmp_path, capsys):
   assert json.loads((out / "config.json").read_text()) == {}  # the first one's, not replaced
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--scenario", "meteor"], "unknown scenario 'meteor'"),
-    (["--steps", "0"], "--steps 0; expected 1..100,000"),
-    (["--models", "resnet"], "Unknown model 'resnet'"),
-    (["--rpm-models", "nope:f"], "cannot import module 'nope'"),
-    ([], "already holds a demo output; pass --overwrite"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--scenario", "meteor"], "unknown scenario 'meteor'"),
+        (["--steps", "0"], "--steps 0; expected 1..100,000"),
+        (["--models", "resnet"], "Unknown model 'resnet'"),
+        (["--rpm-models", "nope:f"], "cannot import module 'nope'"),
+        ([], "already holds a demo output; pass --overwrite"),
+    ],
+)
 def test_demo_checks_every_argument_before_any_work(tmp_path, argv, message, capsys):
   out = tmp_path / "demo"
   with checkpoint.write_directory(out, marker="summary.json") as stage:  # an earlier demo
@@ -65,6 +73,7 @@ def test_demo_checks_every_argument_before_any_work(tmp_path, argv, message, cap
 
 def test_failed_demo_rerun_leaves_the_earlier_demo_whole(tmp_path, monkeypatch, capsys):
   from aprec.app import demo, rpm_demo
+
   out = tmp_path / "demo"
   with checkpoint.write_directory(out, marker="summary.json") as stage:
     (stage / "summary.json").write_text('{"old": true}')
@@ -74,6 +83,7 @@ def test_failed_demo_rerun_leaves_the_earlier_demo_whole(tmp_path, monkeypatch, 
   def fail(directory, *args, **kwargs):
     (directory / "metrics.jsonl").write_text("")  # what the old demo did before failing
     raise ValueError("the closed loop failed")
+
   monkeypatch.setattr(rpm_demo, "write", fail)
   assert "closed loop failed" in _error(["demo", "--out", str(out), "--overwrite"], capsys)
   assert (out / "metrics.jsonl").read_text() == '{"step": 0}\n'
@@ -101,8 +111,14 @@ def test_ctrl_c_in_train_policy_exits_130_and_keeps_the_policy(tmp_path):
       cmd_rpm.train_policy = train_policy
       cli.main(["train-policy", "x.json", "--out", {str(policy)!r}, "--overwrite"])
   """)
-  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        timeout=120, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""})
+  done = subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      cwd=REPO,
+      env={"PYTHONPATH": str(REPO), "PATH": ""},
+  )
   assert done.returncode == 130, done.stderr
   assert "interrupted" in done.stderr and "Traceback" not in done.stderr
   assert json.loads((policy / "policy.json").read_text()) == {"old": True}

@@ -14,10 +14,20 @@ from aprec.app import config
 from aprec.app.experiment import run_experiment
 from aprec.checkpoint import ArtifactExistsError
 
-TINY = {"model": "digits_cnn", "scenarios": ["contention"], "steps": 12,
-        "policies": ["static_fp16", "greedy", "learned"],
-        "train": {"steps": 4, "batch_size": 32, "episodes_per_scenario": 1,
-                  "episode_steps": 20, "scenarios": ["contention"], "hidden": 16}}
+TINY = {
+    "model": "digits_cnn",
+    "scenarios": ["contention"],
+    "steps": 12,
+    "policies": ["static_fp16", "greedy", "learned"],
+    "train": {
+        "steps": 4,
+        "batch_size": 32,
+        "episodes_per_scenario": 1,
+        "episode_steps": 20,
+        "scenarios": ["contention"],
+        "hidden": 16,
+    },
+}
 
 
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
@@ -52,16 +62,23 @@ def test_same_seed_same_numbers_short(cnn_ops, spec):
   from aprec.rpm.loop import run_episode
   from aprec.rpm.train import TrainConfig, collect, train
   from rpm_helpers import deployment
-  cfg = TrainConfig(steps=5, batch_size=32, episodes_per_scenario=1, episode_steps=20,
-                    scenarios=("contention",), hidden=16, seed=3)
+
+  cfg = TrainConfig(
+      steps=5,
+      batch_size=32,
+      episodes_per_scenario=1,
+      episode_steps=20,
+      scenarios=("contention",),
+      hidden=16,
+      seed=3,
+  )
   params, ctx = deployment("contention", cnn_ops, spec)
   results = []
   for _ in range(2):
     r = train(ctx, collect(ctx, [params], cfg), cfg)
     policy = Learned(net=PolicyNet(hidden=16), params=r.params)
     trace = run_episode(params, ctx, policy, np.full(4, 2), jax.random.key(9), 30)
-    results.append((r.history, np.asarray(trace.assignments),
-                    np.asarray(trace.metrics.energy_j)))
+    results.append((r.history, np.asarray(trace.assignments), np.asarray(trace.metrics.energy_j)))
   assert results[0][0] == results[1][0]
   np.testing.assert_array_equal(results[0][1], results[1][1])
   np.testing.assert_array_equal(results[0][2], results[1][2])
@@ -84,14 +101,19 @@ def test_run_reproduces_and_never_overwrites(tmp_path):
   assert (tmp_path / "a" / "summary.json").read_text() == before  # nothing lost
   # a policy checkpoint for another op table is refused, naming the fingerprints
   from aprec.hardware.fit import dot_op
+
   with pytest.raises(policy_io.PolicyCheckpointError, match="op table"):
     policy_io.load(tmp_path / "a" / "policy", [dot_op(2, 3, 4)])
   with pytest.raises(FileNotFoundError):
     policy_io.load(tmp_path / "nowhere", [dot_op(2, 3, 4)])
   # and a run that fails midway leaves the old one in place
   with pytest.raises(FileNotFoundError):
-    run_experiment(config.resolve({**TINY, "policy_checkpoint": str(tmp_path / "nowhere2")}),
-                   tmp_path / "a", overwrite=True, time_decisions=False)
+    run_experiment(
+        config.resolve({**TINY, "policy_checkpoint": str(tmp_path / "nowhere2")}),
+        tmp_path / "a",
+        overwrite=True,
+        time_decisions=False,
+    )
   assert (tmp_path / "a" / "summary.json").read_text() == before
 
 
@@ -100,9 +122,18 @@ def test_profile_for_another_model_is_refused(tmp_path):
   from aprec.hardware.fit import dot_op
   from aprec.sensitivity.profile import Estimate, ProfileError, make_profile, save
   from aprec.rpm.deployment import sensitivity_table
+
   est = Estimate(delta_loss=np.zeros((1, 7)), stderr=np.zeros((1, 7)), n_samples=1)
-  p = make_profile(model="toy", ops=[dot_op(2, 3, 4)], estimates={"perturbation": est},
-                   dataset="toy", n_batches=1, batch_size=1, baseline_loss=0.0, loss="ce")
+  p = make_profile(
+      model="toy",
+      ops=[dot_op(2, 3, 4)],
+      estimates={"perturbation": est},
+      dataset="toy",
+      n_batches=1,
+      batch_size=1,
+      baseline_loss=0.0,
+      loss="ce",
+  )
   save(p, tmp_path / "profile")
   with pytest.raises(ProfileError, match="different op table"):
     sensitivity_table(models.load("digits_cnn"), profile_dir=tmp_path / "profile")

@@ -11,7 +11,7 @@ import pytest
 
 from aprec.app import cli
 
-FACTORY_MODULE = textwrap.dedent('''
+FACTORY_MODULE = textwrap.dedent("""
     import jax
     import numpy as np
     from flax import linen as nn
@@ -47,7 +47,7 @@ FACTORY_MODULE = textwrap.dedent('''
 
 
     NOT_CALLABLE = 3
-''')
+""")
 
 
 @pytest.fixture
@@ -71,24 +71,29 @@ def test_user_factory_through_ops_and_eval(user_module, capsys):
   cli.main(["eval", f"{user_module}:tiny", "--modes", "fp32", "--json"])
   result = json.loads(capsys.readouterr().out)
   from my_models import tiny  # an independent reference: the model's own fp32 logits
+
   m = tiny()
   logits = np.asarray(m.apply_fn(m.params, m.data.test.x))
   assert result["accuracy"] == pytest.approx(float((logits.argmax(1) == m.data.test.y).mean()))
 
 
-@pytest.mark.parametrize("ref, message", [
-    ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
-    ("my_models:missing", "has no callable 'missing'"),
-    ("my_models:NOT_CALLABLE", "has no callable 'NOT_CALLABLE'"),
-    ("my_models:not_a_model", "returned dict; expected aprec.models.LoadedModel"),
-    ("my_models:", "package.module:factory"),
-])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
+        ("my_models:missing", "has no callable 'missing'"),
+        ("my_models:NOT_CALLABLE", "has no callable 'NOT_CALLABLE'"),
+        ("my_models:not_a_model", "returned dict; expected aprec.models.LoadedModel"),
+        ("my_models:", "package.module:factory"),
+    ],
+)
 def test_bad_factories_say_what_is_wrong(user_module, ref, message, capsys):
   assert message in _error(["ops", ref], capsys)
 
 
 def test_config_accepts_a_user_factory_and_rejects_a_bad_one(user_module):
   from aprec.app import config
+
   assert config.resolve({"model": f"{user_module}:tiny"}).model == "my_models:tiny"
   with pytest.raises(ValueError, match="cannot import module 'nope_mod'"):
     config.resolve({"model": "nope_mod:f"})
@@ -102,33 +107,65 @@ def test_spec_written_out_and_read_back_drives_the_simulator(user_module, tmp_pa
   assert data["name"] == "edge_npu" and data["relative_throughput"]["int4"] == 4.0
   runs = {}
   for label, spec in (("preset", "edge_npu"), ("file", str(path))):
-    cli.main(["simulate", "steady", "--model", f"{user_module}:tiny", "--spec", spec,
-              "--steps", "5", "--out", str(tmp_path / label), "--json"])
+    cli.main(
+        [
+            "simulate",
+            "steady",
+            "--model",
+            f"{user_module}:tiny",
+            "--spec",
+            spec,
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path / label),
+            "--json",
+        ]
+    )
     runs[label] = json.loads(capsys.readouterr().out)
   assert runs["preset"]["mean_power_w"] == runs["file"]["mean_power_w"]
   data["static_power_w"] = 0.5  # a hotter chip: 0.45 W more at every step
   path.write_text(json.dumps(data))
-  cli.main(["simulate", "steady", "--model", f"{user_module}:tiny", "--spec", str(path),
-            "--steps", "5", "--out", str(tmp_path / "hot"), "--json"])
+  cli.main(
+      [
+          "simulate",
+          "steady",
+          "--model",
+          f"{user_module}:tiny",
+          "--spec",
+          str(path),
+          "--steps",
+          "5",
+          "--out",
+          str(tmp_path / "hot"),
+          "--json",
+      ]
+  )
   hot = json.loads(capsys.readouterr().out)
   assert hot["mean_power_w"] - runs["preset"]["mean_power_w"] == pytest.approx(0.45, rel=1e-3)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(warp_drive=1.0), "unknown NNPSpec field(s) ['warp_drive']"),
-    (lambda d: d.pop("tdp_w"), "missing NNPSpec field(s) ['tdp_w']"),
-    (lambda d: d.update(clock_hz=-1.0), "clock_hz = -1.0; expected a finite value >= 0"),
-    (lambda d: d["energy_per_mac_j"].pop("int4"), "energy_per_mac_j = "),
-    (lambda d: d.update(num_pes="many"), "num_pes = 'many'; expected a number"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(warp_drive=1.0), "unknown NNPSpec field(s) ['warp_drive']"),
+        (lambda d: d.pop("tdp_w"), "missing NNPSpec field(s) ['tdp_w']"),
+        (lambda d: d.update(clock_hz=-1.0), "clock_hz = -1.0; expected a finite value >= 0"),
+        (lambda d: d["energy_per_mac_j"].pop("int4"), "energy_per_mac_j = "),
+        (lambda d: d.update(num_pes="many"), "num_pes = 'many'; expected a number"),
+    ],
+)
 def test_bad_spec_files_name_the_file_and_field(tmp_path, edit, message, capsys):
   from aprec.hardware import edge_npu, save_spec
+
   path = save_spec(edge_npu(), tmp_path / "npu.json")
   data = json.loads(path.read_text())
   edit(data)
   path.write_text(json.dumps(data))
-  err = _error(["simulate", "steady", "--spec", str(path), "--steps", "5",
-                "--out", str(tmp_path / "o")], capsys)
+  err = _error(
+      ["simulate", "steady", "--spec", str(path), "--steps", "5", "--out", str(tmp_path / "o")],
+      capsys,
+  )
   assert str(path) in err and message in err
   assert not (tmp_path / "o").exists()  # refused before any work
 
@@ -137,6 +174,7 @@ def test_nnpspec_objects_wherever_a_preset_name_is():
   from aprec.app import config
   from aprec.hardware import datacenter_gpu, edge_npu, get_spec
   from aprec.planning import Budget
+
   spec = edge_npu()
   assert spec == get_spec("edge_npu") and hash(spec) == hash(get_spec("edge_npu"))
   assert spec != datacenter_gpu()
@@ -152,10 +190,19 @@ def test_default_budgets_and_deploy_take_an_nnpspec(cnn_ops):
   from aprec.planning import default_budgets
   from aprec.planning import budget_used
   from aprec.sensitivity.profile import Estimate, make_profile
-  est = Estimate(delta_loss=np.zeros((len(cnn_ops), 7)), stderr=np.zeros((len(cnn_ops), 7)),
-                 n_samples=1)
-  prof = make_profile(model="cnn", ops=cnn_ops, estimates={"perturbation": est},
-                      dataset="toy", n_batches=1, batch_size=1, baseline_loss=0.0)
+
+  est = Estimate(
+      delta_loss=np.zeros((len(cnn_ops), 7)), stderr=np.zeros((len(cnn_ops), 7)), n_samples=1
+  )
+  prof = make_profile(
+      model="cnn",
+      ops=cnn_ops,
+      estimates={"perturbation": est},
+      dataset="toy",
+      n_batches=1,
+      batch_size=1,
+      baseline_loss=0.0,
+  )
   by_object = default_budgets(prof, "energy_j", 3, spec_name=edge_npu())
   by_name = default_budgets(prof, "energy_j", 3, spec_name="edge_npu")
   assert by_object == by_name

@@ -42,8 +42,9 @@ def test_scan_parts_split_operands_into_consts_carry_and_xs():
   assert len(eqn.invars) == scan.num_consts + scan.num_carry + 1
   assert [v.aval.shape for v in scan.body.jaxpr.invars] == [(3, 3), (2, 3), (3, 3)]
   assert len(scan.body.jaxpr.outvars) == 2  # carry, y
-  while_eqn = _eqns(lambda x: jax.lax.while_loop(lambda c: c.sum() < 9, lambda c: c @ w, x),
-                    jnp.ones((2, 3)))[0]
+  while_eqn = _eqns(
+      lambda x: jax.lax.while_loop(lambda c: c.sum() < 9, lambda c: c @ w, x), jnp.ones((2, 3))
+  )[0]
   assert _jaxpr.scan_parts(while_eqn) is None
 
 
@@ -75,5 +76,6 @@ def test_live_inputs_follows_dead_chains():
     dead = jnp.sin(b) * 2.0  # computed, never returned
     del dead
     return a + 1.0, jnp.cos(c)
+
   closed = jax.make_jaxpr(f)(1.0, 2.0, 3.0)
   assert _jaxpr.live_inputs(closed) == [True, False, True]

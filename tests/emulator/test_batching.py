@@ -19,11 +19,13 @@ def test_sweep_equals_a_python_loop(n, chunk_size):
   rng = np.random.default_rng(n)
   assignments = rng.integers(0, 7, (n, 3)).astype(np.int32)
   w = rng.integers(-5, 5, (3, 2)).astype(np.float32)  # integers: sums exact in any order
-  b = batching.split(rng.integers(-5, 5, (11, 3, 2)).astype(np.float32),
-                     rng.integers(0, 5, 11), batch_size=3)
+  b = batching.split(
+      rng.integers(-5, 5, (11, 3, 2)).astype(np.float32), rng.integers(0, 5, 11), batch_size=3
+  )
   seen = []
-  got = batching.sweep(_fn, assignments, w, batches=tuple(b), chunk_size=chunk_size,
-                       progress=seen.append)
+  got = batching.sweep(
+      _fn, assignments, w, batches=tuple(b), chunk_size=chunk_size, progress=seen.append
+  )
   want = [[_fn(a, w, (x, y)) for x, y in zip(b.x, b.y)] for a in assignments]
   np.testing.assert_array_equal(got[0], [[float(v[0]) for v in row] for row in want])
   np.testing.assert_array_equal(got[1], [[int(v[1]) for v in row] for row in want])

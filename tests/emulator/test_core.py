@@ -10,6 +10,7 @@ from aprec.emulator.formats import MODES
 
 
 class TinyCNN(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Conv(4, (3, 3))(x))
@@ -20,10 +21,12 @@ class TinyCNN(nn.Module):
 
 
 class TinyAttention(nnx.Module):
+
   def __init__(self, rngs):
     self.ln = nnx.LayerNorm(8, rngs=rngs)
-    self.attn = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8,
-                                       decode=False, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+        num_heads=2, in_features=8, qkv_features=8, decode=False, rngs=rngs
+    )
     self.blocks = nnx.List([nnx.Linear(8, 8, rngs=rngs) for _ in range(2)])
     self.head = nnx.Linear(8, 3, rngs=rngs)
 
@@ -67,8 +70,16 @@ def test_linen_op_table(cnn):
 def test_nnx_names_unique_and_stable(vit):
   emu = vit[0]
   assert emu.op_names == (
-      "attn/query", "attn/key", "attn/value", "attn/dot_general", "attn/dot_general_1",
-      "attn/out", "blocks/0", "blocks/1", "head")
+      "attn/query",
+      "attn/key",
+      "attn/value",
+      "attn/dot_general",
+      "attn/dot_general_1",
+      "attn/out",
+      "blocks/0",
+      "blocks/1",
+      "head",
+  )
   assert [op.has_weight for op in emu.ops] == [True] * 3 + [False] * 2 + [True] * 4
   again = Emulator.from_nnx(TinyAttention(nnx.Rngs(5)), vit[2])
   assert again.op_names == emu.op_names
@@ -89,16 +100,19 @@ def test_fifty_assignments_one_compilation(cnn):
   emu, params, x, _ = cnn
   f = jax.jit(emu)
   rng = np.random.default_rng(0)
-  outs = {tuple(m): f(params, x, jnp.asarray(m, jnp.int32))
-          for m in rng.integers(0, len(MODES), (50, len(emu.ops)))}
+  outs = {
+      tuple(m): f(params, x, jnp.asarray(m, jnp.int32))
+      for m in rng.integers(0, len(MODES), (50, len(emu.ops)))
+  }
   assert f._cache_size() == 1
   assert len({np.asarray(o).tobytes() for o in outs.values()}) > 40  # modes really differ
 
 
 def test_vmap_over_assignments_equals_loop(vit):
   emu, params, x, _ = vit
-  assignments = jnp.asarray(np.random.default_rng(1).integers(0, len(MODES), (6, len(emu.ops))),
-                            jnp.int32)
+  assignments = jnp.asarray(
+      np.random.default_rng(1).integers(0, len(MODES), (6, len(emu.ops))), jnp.int32
+  )
   batched = jax.jit(jax.vmap(emu, in_axes=(None, None, 0)))(params, x, assignments)
   f = jax.jit(emu)
   for i, m in enumerate(assignments):
@@ -170,6 +184,7 @@ def test_unsupported_primitives_are_reported():
     y = jax.lax.while_loop(lambda c: c[0] < 2, lambda c: (c[0] + 1, c[1] @ p), (0, x))[1]
     idx = jnp.ones((2, 3), jnp.int32) @ jnp.ones((3, 3), jnp.int32)
     return y @ p + idx
+
   emu = Emulator(f, w, jnp.ones((2, 3)))
   assert emu.op_names == ("dot_general_0",)  # the weight is the unnamed root: kind_index
   assert emu.ops[0].weight_operand == 1
@@ -213,13 +228,15 @@ def test_sharded_sweep_equals_unsharded(cnn):
   np.testing.assert_array_equal(np.asarray(sharded), np.asarray(single))
   f = jax.jit(emu)
   for i in (0, 5):
-    np.testing.assert_allclose(sharded[i], f(params, x, jnp.asarray(assignments[i])),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sharded[i], f(params, x, jnp.asarray(assignments[i])), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_vit"])
 def test_reference_models_fp32_bit_exact(name):
   from aprec import models
+
   model = models.load(name)
   x = model.data.test.x[:16]
   emu = Emulator(model.apply_fn, model.params, x)

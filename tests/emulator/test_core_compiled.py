@@ -17,6 +17,7 @@ _TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 
 
 class TinyCNN(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Conv(4, (3, 3))(x))
@@ -151,8 +152,11 @@ def test_parameter_leaf_of_wrong_shape_names_the_leaf(cnn):
   bad = jax.tree_util.tree_map(lambda v: v, params)
   bad["params"]["Dense_0"]["kernel"] = jnp.ones((5, 8))
   for call in (emu, jax.jit(emu)):
-    with pytest.raises(ValueError, match=r"params\['params'\]\['Dense_0'\]\['kernel'\] has "
-                                         r"shape \(5, 8\), expected \(144, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"params\['params'\]\['Dense_0'\]\['kernel'\] has "
+        r"shape \(5, 8\), expected \(144, 8\)",
+    ):
       call(bad, x, emu.assignment("int8"))
 
 
@@ -175,6 +179,7 @@ def test_constant_and_traced_assignments_agree_bitwise_small_model(cnn):
 
 def test_constant_and_traced_assignments_agree_bitwise_digits_vit():
   from aprec import models
+
   model = models.load("digits_vit")
   x = model.data.test.x[:8]
   emu = Emulator(model.apply_fn, model.params, x)
@@ -183,8 +188,7 @@ def test_constant_and_traced_assignments_agree_bitwise_digits_vit():
 
 
 def test_float_rounding_is_not_a_cast_pair_xla_could_drop():
-  hlo = jax.jit(lambda v: formats.cast_round(v, formats.MODE_TABLE[1])).lower(
-      jnp.ones(3)).as_text()
+  hlo = jax.jit(lambda v: formats.cast_round(v, formats.MODE_TABLE[1])).lower(jnp.ones(3)).as_text()
   assert "reduce_precision" in hlo and "bf16" not in hlo
 
 
@@ -196,13 +200,30 @@ def test_pak_compiled_equals_op_by_op_on_the_same_operands(cnn):
   apply, params, x = cnn
   emu = Emulator(apply, params, x)
   seen = []
-  emu.run_with(params, x, lambda i, spec, a, b: seen.append((spec, a, b)) or
-               spec.float_product(a, b))
+  emu.run_with(
+      params, x, lambda i, spec, a, b: seen.append((spec, a, b)) or spec.float_product(a, b)
+  )
   dn = (((2,), (2,)), ((0,), (0,)))  # plus a weightless batched product (attention's q·kᵀ)
   q, k = (jax.random.normal(jax.random.key(s), (2, 5, 8)) * 3 for s in (4, 5))
-  seen.append((pak.product_spec(lax.dot_general_p, dict(
-      dimension_numbers=dn, precision=None, preferred_element_type=jnp.float32,
-      out_sharding=None), q.shape, k.shape, 3, weight_operand=None), q, k))
+  seen.append(
+      (
+          pak.product_spec(
+              lax.dot_general_p,
+              dict(
+                  dimension_numbers=dn,
+                  precision=None,
+                  preferred_element_type=jnp.float32,
+                  out_sharding=None,
+              ),
+              q.shape,
+              k.shape,
+              3,
+              weight_operand=None,
+          ),
+          q,
+          k,
+      )
+  )
   for spec, lhs, rhs in seen:
     compiled = jax.jit(lambda a, b, m, spec=spec: pak.apply(spec, a, b, m))
     for m in range(N_MODES):

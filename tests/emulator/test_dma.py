@@ -11,8 +11,11 @@ from aprec.emulator import dma
 from aprec.emulator import formats
 from aprec.emulator.formats import MODE_TABLE
 
-weights = hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.sampled_from([1, 3, 4])),
-                     elements=st.floats(-100, 100, width=32))
+weights = hnp.arrays(
+    np.float32,
+    st.tuples(st.integers(1, 3), st.sampled_from([1, 3, 4])),
+    elements=st.floats(-100, 100, width=32),
+)
 
 
 @settings(max_examples=12, deadline=None)
@@ -31,12 +34,20 @@ def test_pack_unpack_round_trips_bit_exactly(w):
 @given(w=weights)
 def test_byte_counts_are_the_arrays_nbytes(w):
   n, channels = w.size, w.shape[1]
-  expected = {"fp32": 4 * n, "bf16": 2 * n, "fp16": 2 * n, "fp8_e4m3": n + 4 * channels,
-              "fp8_e5m2": n + 4 * channels, "int8": n + 4 * channels,
-              "int4": (n + 1) // 2 + 4 * channels}
+  expected = {
+      "fp32": 4 * n,
+      "bf16": 2 * n,
+      "fp16": 2 * n,
+      "fp8_e4m3": n + 4 * channels,
+      "fp8_e5m2": n + 4 * channels,
+      "int8": n + 4 * channels,
+      "int4": (n + 1) // 2 + 4 * channels,
+  }
   for name, nbytes in expected.items():
     packed = dma.pack(w, name, channel_axes=(1,))
-    assert packed.nbytes == nbytes == np.asarray(packed.data).nbytes + np.asarray(packed.scale).nbytes
+    assert (
+        packed.nbytes == nbytes == np.asarray(packed.data).nbytes + np.asarray(packed.scale).nbytes
+    )
 
 
 def test_int4_nibble_layout_matches_numpy():
@@ -72,6 +83,7 @@ def test_emulator_runs_from_stored_weights():
 
 def test_digits_weights_at_int4_are_an_eighth_plus_scales():
   from aprec import models
+
   model = models.load("digits_cnn")
   emu = Emulator(model.apply_fn, model.params, model.data.test.x[:8])
   fp32 = emu.store_weights(model.params, emu.assignment("fp32"))

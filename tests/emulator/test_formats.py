@@ -12,28 +12,65 @@ from aprec.emulator.formats import MODE_TABLE, MODES
 
 FLOAT_MODES = [m for m in MODE_TABLE if not m.is_int]
 INT_MODES = [m for m in MODE_TABLE if m.is_int]
-F32_EXTREMES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38,
-                         1e-45, -1e-45, 1.1754944e-38, 9.18355e-41, 6e-8, 3e-8, 5.9604645e-08,
-                         65504.0, 65520.0, 65519.99, 448.0, 464.0, 480.0, 57344.0, 61440.0,
-                         0.001953125, 0.0009765625, 1.52587890625e-05, 7.62939453125e-06,
-                         1.0 + 2**-8, 1.0 + 3 * 2**-8], np.float32)
+F32_EXTREMES = np.array(
+    [
+        0.0,
+        -0.0,
+        np.inf,
+        -np.inf,
+        np.nan,
+        3.4028235e38,
+        -3.4028235e38,
+        1e-45,
+        -1e-45,
+        1.1754944e-38,
+        9.18355e-41,
+        6e-8,
+        3e-8,
+        5.9604645e-08,
+        65504.0,
+        65520.0,
+        65519.99,
+        448.0,
+        464.0,
+        480.0,
+        57344.0,
+        61440.0,
+        0.001953125,
+        0.0009765625,
+        1.52587890625e-05,
+        7.62939453125e-06,
+        1.0 + 2**-8,
+        1.0 + 3 * 2**-8,
+    ],
+    np.float32,
+)
 
-f32_arrays = hnp.arrays(np.float32, hnp.array_shapes(max_dims=2, max_side=16),
-                        elements=st.floats(width=32, allow_nan=True, allow_infinity=True,
-                                           allow_subnormal=True))
+f32_arrays = hnp.arrays(
+    np.float32,
+    hnp.array_shapes(max_dims=2, max_side=16),
+    elements=st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
+)
 _quantize = jax.jit(formats.quantize, static_argnums=2)
 
 
 def _same_bits(a, b):
   a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-  return np.array_equal(a.view(np.uint32), b.view(np.uint32)) or np.array_equal(a, b, equal_nan=True)
+  return np.array_equal(a.view(np.uint32), b.view(np.uint32)) or np.array_equal(
+      a, b, equal_nan=True
+  )
 
 
 def test_mode_table():
   assert MODES == ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
   assert [m.bits for m in MODE_TABLE] == [32, 16, 16, 8, 8, 8, 4]
   assert [(m.exponent_bits, m.mantissa_bits) for m in FLOAT_MODES] == [
-      (8, 23), (8, 7), (5, 10), (4, 3), (5, 2)]
+      (8, 23),
+      (8, 7),
+      (5, 10),
+      (4, 3),
+      (5, 2),
+  ]
   assert [m.accumulator for m in MODE_TABLE] == ["fp32"] * 5 + ["int32"] * 2
   assert [m.max_value for m in INT_MODES] == [127.0, 7.0]
   with pytest.raises(ValueError, match="unknown precision mode 'int3'.*int8"):
@@ -69,8 +106,9 @@ def _ref_scaled(x, mode, reduce_axes):
   """Independent float32 NumPy reference of a scaled mode."""
   amax = np.max(np.abs(x), axis=reduce_axes, keepdims=True).astype(np.float32)
   tiny = np.finfo(np.float32).tiny
-  scale = np.where(amax < tiny, np.float32(1),
-                   np.maximum(amax * np.float32(1.0 / mode.max_value), tiny)).astype(np.float32)
+  scale = np.where(
+      amax < tiny, np.float32(1), np.maximum(amax * np.float32(1.0 / mode.max_value), tiny)
+  ).astype(np.float32)
   scaled = np.clip(x * (np.float32(1) / scale), -mode.max_value, mode.max_value).astype(np.float32)
   if mode.is_int:
     return np.round(scaled), scale  # numpy rounds half to even
@@ -79,8 +117,11 @@ def _ref_scaled(x, mode, reduce_axes):
 
 # Subnormal *inputs* to the scaled modes are excluded: XLA on CPU treats them as zero
 # (denormals-are-zero) where NumPy divides them; casts above do cover subnormals.
-finite_arrays = hnp.arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 6)),
-                           elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False))
+finite_arrays = hnp.arrays(
+    np.float32,
+    st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -117,8 +158,9 @@ def test_static_amax_saturates_and_clipped_ste_masks():
   values, scale = formats.quantize(x, int8, amax=jnp.float32(1.0))
   assert values.tolist() == [-127, -64, 32, 127, 127]  # saturated outside [-1, 1]
   g_id = jax.grad(lambda x: formats.fake_quantize(x, int8, amax=jnp.float32(1.0)).sum())(x)
-  g_clip = jax.grad(lambda x: formats.fake_quantize(x, int8, amax=jnp.float32(1.0),
-                                                    ste="clipped").sum())(x)
+  g_clip = jax.grad(
+      lambda x: formats.fake_quantize(x, int8, amax=jnp.float32(1.0), ste="clipped").sum()
+  )(x)
   assert g_id.tolist() == [1, 1, 1, 1, 1]
   assert g_clip.tolist() == [0, 1, 1, 1, 0]
 
@@ -155,8 +197,9 @@ def test_mode_indices():
 def test_fp8_raw_cast_overflow_matches_ml_dtypes():
   x = np.array([500.0, -1e6], np.float32)
   mode = MODE_TABLE[formats.mode_index("fp8_e4m3")]
-  assert _same_bits(formats.cast_round(jnp.asarray(x), mode),
-                    x.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
+  assert _same_bits(
+      formats.cast_round(jnp.asarray(x), mode), x.astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+  )
 
 
 @pytest.mark.parametrize("name", ["int8", "fp8_e4m3"])
@@ -177,10 +220,14 @@ def test_quantize_rounds_x_times_reciprocal_compiled_and_op_by_op():
   # 55.5 / (111 * (1/7)) is 3.4999998 divided but 3.5 as 55.5 * (1 / scale), which is what
   # XLA:CPU computed for the division (found by scripts/fuzz.py against a NumPy x / scale).
   # The quantizer spells out the product, so the documented rule, NumPy and XLA agree.
-  x = jnp.array([[127.0, 79.5, 95.0, -54.0, -68.0, -105.0],
-                 [-20.0, -62.0, 81.0, 23.5, -29.5, 55.5],
-                 [118.0, -3.0, -94.5, -90.0, 109.0, 79.5],
-                 [71.0, -113.5, 98.5, -14.0, -72.0, -111.0]])
+  x = jnp.array(
+      [
+          [127.0, 79.5, 95.0, -54.0, -68.0, -105.0],
+          [-20.0, -62.0, 81.0, 23.5, -29.5, 55.5],
+          [118.0, -3.0, -94.5, -90.0, 109.0, 79.5],
+          [71.0, -113.5, 98.5, -14.0, -72.0, -111.0],
+      ]
+  )
   int4 = jnp.int32(formats.mode_index("int4"))
   compiled = jax.jit(lambda x, m: formats.quantize(x, m, (0,)))(x, int4)
   with jax.disable_jit():

@@ -16,6 +16,7 @@ SAFE_SCALINGS = ("per_example", "per_token")
 
 
 class ConvNet(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Conv(4, (3, 3))(x))
@@ -23,6 +24,7 @@ class ConvNet(nn.Module):
 
 
 class TokenMLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):  # (batch, tokens, features)
     return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
@@ -54,8 +56,9 @@ def test_nan_stays_in_its_example_and_batch_mates_do_not_matter(kind, scaling):
     assert np.isnan(poisoned[1]).all(), MODES[mode]
     keep = np.arange(len(x)) != 1
     np.testing.assert_array_equal(poisoned[keep], clean[keep], err_msg=MODES[mode])
-    np.testing.assert_array_equal(np.asarray(run(params, mates, modes))[0], clean[0],
-                                  err_msg=MODES[mode])
+    np.testing.assert_array_equal(
+        np.asarray(run(params, mates, modes))[0], clean[0], err_msg=MODES[mode]
+    )
 
 
 def test_per_tensor_lets_one_nan_spread_documented():
@@ -104,8 +107,9 @@ def test_without_a_mask_dynamic_scales_leak_and_static_scales_do_not(text):
     b = _real_outputs(emu, repadded, mask, modes, activation_amax=static)
     np.testing.assert_array_equal(a, b, err_msg=mode)
     explicit = _real_outputs(emu, repadded, mask, modes, mask=mask)
-    np.testing.assert_array_equal(explicit, _real_outputs(emu, ids, mask, modes, mask=mask),
-                                  err_msg=mode)
+    np.testing.assert_array_equal(
+        explicit, _real_outputs(emu, ids, mask, modes, mask=mask), err_msg=mode
+    )
 
 
 def test_masked_amax_reference():
@@ -123,7 +127,15 @@ def test_from_nnx_passes_several_arguments_and_keywords(text):
   positional = Emulator.from_nnx(module, ids, mask)
   keyword = Emulator.from_nnx(module, ids, mask=mask)
   # Compiled, so equal to the eager module within float32 rounding (README, "fp32 bit-exact").
-  np.testing.assert_allclose(positional(positional.params, (ids, mask),
-                                        positional.assignment("fp32")), ref, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(keyword(keyword.params, ((ids,), {"mask": mask}),
-                                     keyword.assignment("fp32")), ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      positional(positional.params, (ids, mask), positional.assignment("fp32")),
+      ref,
+      rtol=1e-5,
+      atol=1e-6,
+  )
+  np.testing.assert_allclose(
+      keyword(keyword.params, ((ids,), {"mask": mask}), keyword.assignment("fp32")),
+      ref,
+      rtol=1e-5,
+      atol=1e-6,
+  )

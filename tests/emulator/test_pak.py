@@ -18,7 +18,9 @@ def _np_quant(x, mode, axes):
   """Independent reference of the symmetric quantizer, in float32 NumPy."""
   amax = np.max(np.abs(x), axis=axes, keepdims=True).astype(np.float32)
   tiny = np.finfo(np.float32).tiny
-  scale = np.where(amax < tiny, np.float32(1), np.maximum(amax * np.float32(1.0 / mode.max_value), tiny))
+  scale = np.where(
+      amax < tiny, np.float32(1), np.maximum(amax * np.float32(1.0 / mode.max_value), tiny)
+  )
   q = np.clip(x * (np.float32(1) / scale.astype(np.float32)), -mode.max_value, mode.max_value)
   if mode.is_int:
     return np.round(q).astype(np.int64), scale.astype(np.float32)
@@ -35,12 +37,13 @@ def xw():
 @pytest.mark.parametrize("mode", [INT8, INT4])
 def test_int_dot_equals_int64_numpy(xw, mode):
   x, w = xw
-  ql, sl = _np_quant(x, MODE_TABLE[mode], (0, 1))       # activation: per tensor
-  qr, sr = _np_quant(w, MODE_TABLE[mode], (0,))         # weight: per output channel
-  acc = ql @ qr                                         # exact int64 accumulation
+  ql, sl = _np_quant(x, MODE_TABLE[mode], (0, 1))  # activation: per tensor
+  qr, sr = _np_quant(w, MODE_TABLE[mode], (0,))  # weight: per output channel
+  acc = ql @ qr  # exact int64 accumulation
   ref = (acc.astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
   ours = jax.jit(lambda x, w, m: pak.dot_general(x, w, m, DN, activation_scaling=PER_TENSOR))(
-      x, w, jnp.int32(mode))
+      x, w, jnp.int32(mode)
+  )
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -48,15 +51,27 @@ def test_int_dot_beyond_float_exact_range_accumulates_in_int32():
   # K * 127**2 >= 2**24: the kernel switches to a true int8 x int8 -> int32 product.
   x = np.asarray(jax.random.normal(jax.random.key(8), (3, 2048)), np.float32)
   w = np.asarray(jax.random.normal(jax.random.key(9), (2048, 2)), np.float32)
-  spec = pak.product_spec(lax.dot_general_p, dict(
-      dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
-      out_sharding=None), x.shape, w.shape, 2, weight_operand=1, activation_scaling=PER_TENSOR)
+  spec = pak.product_spec(
+      lax.dot_general_p,
+      dict(
+          dimension_numbers=DN,
+          precision=None,
+          preferred_element_type=jnp.float32,
+          out_sharding=None,
+      ),
+      x.shape,
+      w.shape,
+      2,
+      weight_operand=1,
+      activation_scaling=PER_TENSOR,
+  )
   assert not spec.int_exact_in_float
   ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
   qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
   ref = ((ql @ qr).astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
-  np.testing.assert_array_equal(np.asarray(jax.jit(pak.apply, static_argnums=0)(
-      spec, x, w, jnp.int32(INT8))), ref)
+  np.testing.assert_array_equal(
+      np.asarray(jax.jit(pak.apply, static_argnums=0)(spec, x, w, jnp.int32(INT8))), ref
+  )
 
 
 @pytest.mark.parametrize("k", [64, pak.INT_DOT_MIN_CONTRACTION + 128])
@@ -65,15 +80,27 @@ def test_int_dot_choice_by_size_gives_the_int64_product(k):
   # int8 x int8 -> int32; both are exact here (K * 127**2 < 2**24), so both equal NumPy.
   x = np.asarray(jax.random.normal(jax.random.key(k), (4, k)), np.float32)
   w = np.asarray(jax.random.normal(jax.random.key(k + 1), (k, 3)), np.float32)
-  spec = pak.product_spec(lax.dot_general_p, dict(
-      dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
-      out_sharding=None), x.shape, w.shape, 2, weight_operand=1, activation_scaling=PER_TENSOR)
+  spec = pak.product_spec(
+      lax.dot_general_p,
+      dict(
+          dimension_numbers=DN,
+          precision=None,
+          preferred_element_type=jnp.float32,
+          out_sharding=None,
+      ),
+      x.shape,
+      w.shape,
+      2,
+      weight_operand=1,
+      activation_scaling=PER_TENSOR,
+  )
   assert spec.int_exact_in_float and spec.int_dot == (k >= pak.INT_DOT_MIN_CONTRACTION)
   ql, sl = _np_quant(x, MODE_TABLE[INT8], (0, 1))
   qr, sr = _np_quant(w, MODE_TABLE[INT8], (0,))
   ref = ((ql @ qr).astype(np.float32) * sl.reshape(())) * sr.reshape(1, -1)
-  np.testing.assert_array_equal(np.asarray(jax.jit(pak.apply, static_argnums=0)(
-      spec, x, w, jnp.int32(INT8))), ref)
+  np.testing.assert_array_equal(
+      np.asarray(jax.jit(pak.apply, static_argnums=0)(spec, x, w, jnp.int32(INT8))), ref
+  )
 
 
 def _np_conv_nhwc(x, k):
@@ -84,7 +111,7 @@ def _np_conv_nhwc(x, k):
   out = np.zeros(x.shape[:3] + (k.shape[3],), dtype=np.result_type(x, k))
   for i in range(x.shape[1]):
     for j in range(x.shape[2]):
-      win = xp[:, i:i + kh, j:j + kw, :]
+      win = xp[:, i : i + kh, j : j + kw, :]
       out[:, i, j, :] = np.einsum("bhwc,hwco->bo", win, k)
   return out
 
@@ -96,8 +123,15 @@ def test_int_conv_equals_int64_numpy(mode):
   ql, sl = _np_quant(x, MODE_TABLE[mode], (0, 1, 2, 3))
   qr, sr = _np_quant(k, MODE_TABLE[mode], (0, 1, 2))
   ref = _np_conv_nhwc(ql, qr).astype(np.float32) * sl.reshape(()) * sr.reshape(1, 1, 1, -1)
-  ours = pak.conv_general_dilated(x, k, jnp.int32(mode), (1, 1), "SAME",
-                                  dimension_numbers=CONV_DN, activation_scaling=PER_TENSOR)
+  ours = pak.conv_general_dilated(
+      x,
+      k,
+      jnp.int32(mode),
+      (1, 1),
+      "SAME",
+      dimension_numbers=CONV_DN,
+      activation_scaling=PER_TENSOR,
+  )
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -129,8 +163,9 @@ def test_fp32_is_the_original_op_bit_for_bit(xw):
 
 def test_gradients_straight_through(xw):
   x, w = xw
-  loss = lambda x, w, m: jnp.sum(jnp.sin(pak.dot_general(x, w, m, DN,
-                                                         activation_scaling=PER_TENSOR)))
+  loss = lambda x, w, m: jnp.sum(
+      jnp.sin(pak.dot_general(x, w, m, DN, activation_scaling=PER_TENSOR))
+  )
   g_fp32 = jax.grad(loss, argnums=(0, 1))(x, w, 0)
   g_ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(x @ w)), argnums=(0, 1))(x, w)
   for a, b in zip(g_fp32, g_ref):
@@ -149,10 +184,27 @@ def test_gradients_straight_through(xw):
 def test_clipped_ste_masks_saturated_values():
   x = jnp.array([[2.0, 0.5]])
   w = jnp.ones((2, 1))
-  f = lambda x: pak.apply(pak.product_spec(lax.dot_general_p, dict(
-      dimension_numbers=DN, precision=None, preferred_element_type=jnp.float32,
-      out_sharding=None), x.shape, w.shape, 2, weight_operand=1, ste="clipped"),
-      x, w, INT8, jnp.float32(1.0), None).sum()
+  f = lambda x: pak.apply(
+      pak.product_spec(
+          lax.dot_general_p,
+          dict(
+              dimension_numbers=DN,
+              precision=None,
+              preferred_element_type=jnp.float32,
+              out_sharding=None,
+          ),
+          x.shape,
+          w.shape,
+          2,
+          weight_operand=1,
+          ste="clipped",
+      ),
+      x,
+      w,
+      INT8,
+      jnp.float32(1.0),
+      None,
+  ).sum()
   assert jax.grad(f)(x).tolist() == [[0.0, 1.0]]
 
 
@@ -186,8 +238,7 @@ def test_per_example_scales(xw):
   x3[1] *= 10.0
   ql, sl = _np_quant(x3, MODE_TABLE[INT8], (1, 2))
   ref = (np.einsum("btk,kc->btc", ql, qr).astype(np.float32) * sl) * sr.reshape(1, 1, -1)
-  ours = pak.dot_general(x3, w, INT8, (((2,), (0,)), ((), ())),
-                         activation_scaling="per_example")
+  ours = pak.dot_general(x3, w, INT8, (((2,), (0,)), ((), ())), activation_scaling="per_example")
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -199,8 +250,9 @@ def test_conv_scales_per_example(scaling):
   ql, sl = _np_quant(x, MODE_TABLE[INT8], (1, 2, 3))
   qr, sr = _np_quant(k, MODE_TABLE[INT8], (0, 1, 2))
   ref = _np_conv_nhwc(ql, qr).astype(np.float32) * sl * sr.reshape(1, 1, 1, -1)
-  ours = pak.conv_general_dilated(x, k, INT8, (1, 1), "SAME", dimension_numbers=CONV_DN,
-                                  activation_scaling=scaling)
+  ours = pak.conv_general_dilated(
+      x, k, INT8, (1, 1), "SAME", dimension_numbers=CONV_DN, activation_scaling=scaling
+  )
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -234,7 +286,8 @@ def test_scale_back_does_not_overflow_in_the_middle(name):
   ql, sl = _np_quant(x, mode, (0, 1))
   qr, sr = _np_quant(w, mode, (0,))
   ref = (ql.astype(np.float64) @ qr.astype(np.float64)) * float(sl.reshape(())) * sr
-  ours = jax.jit(lambda x, w, m: pak.dot_general(x, w, m, DN))(x, w, jnp.int32(
-      formats.mode_index(name)))
+  ours = jax.jit(lambda x, w, m: pak.dot_general(x, w, m, DN))(
+      x, w, jnp.int32(formats.mode_index(name))
+  )
   assert np.isfinite(ref).all()
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-6)

@@ -24,8 +24,11 @@ def embed(w, inputs):
 @pytest.fixture(scope="module")
 def weights():
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-  return {"table": jax.random.normal(k1, (30522, 16)), "proj": jax.random.normal(k2, (16, 32)),
-          "out": jax.random.normal(k3, (32, 16))}
+  return {
+      "table": jax.random.normal(k1, (30522, 16)),
+      "proj": jax.random.normal(k2, (16, 32)),
+      "out": jax.random.normal(k3, (32, 16)),
+  }
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ _unstack = lambda tree, n: [_layer(tree, i) for i in range(n)]
 
 
 class Block(nn.Module):
+
   @nn.compact
   def __call__(self, x, _):
     h = jax.nn.gelu(nn.Dense(8, name="mlp_in")(x))
@@ -35,11 +36,13 @@ class Block(nn.Module):
 
 
 class LinenNet(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.Dense(4, name="embed")(x)
-    stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                    length=N_LAYERS)
+    stack = nn.scan(
+        Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=N_LAYERS
+    )
     x, _ = stack(name="layers")(x, None)
     return nn.Dense(3, name="head")(x)
 
@@ -53,6 +56,7 @@ def linen_twin(params, x):
 
 
 class NnxBlock(nnx.Module):
+
   def __init__(self, rngs):
     self.mlp_in = nnx.Linear(4, 8, rngs=rngs)
     self.mlp_out = nnx.Linear(8, 4, rngs=rngs)
@@ -62,6 +66,7 @@ class NnxBlock(nnx.Module):
 
 
 class NnxNet(nnx.Module):
+
   def __init__(self, rngs):
     self.embed = nnx.Linear(5, 4, rngs=rngs)
 
@@ -69,6 +74,7 @@ class NnxNet(nnx.Module):
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def make(rngs):
       return NnxBlock(rngs)
+
     self.layers = make(rngs)
     self.head = nnx.Linear(4, 3, rngs=rngs)
 
@@ -76,10 +82,12 @@ class NnxNet(nnx.Module):
     @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
     def run(x, layer):
       return layer(x)
+
     return self.head(run(self.embed(x), self.layers))
 
 
 class NnxTwin(nnx.Module):
+
   def __init__(self, rngs):
     self.embed = nnx.Linear(5, 4, rngs=rngs)
     self.layers = nnx.List([NnxBlock(rngs) for _ in range(N_LAYERS)])
@@ -105,14 +113,16 @@ def plain_block(p, x):
 def plain_init(shape_prefix=(N_LAYERS,)):
   keys = iter(jax.random.split(jax.random.key(3), 4))
   w = lambda *s: {"kernel": jax.random.normal(next(keys), s) / np.sqrt(s[-2])}
-  return {"embed": w(5, 4), "layers": {"mlp_in": w(*shape_prefix, 4, 8),
-                                       "mlp_out": w(*shape_prefix, 8, 4)}, "head": w(4, 3)}
+  return {
+      "embed": w(5, 4),
+      "layers": {"mlp_in": w(*shape_prefix, 4, 8), "mlp_out": w(*shape_prefix, 8, 4)},
+      "head": w(4, 3),
+  }
 
 
 def plain_apply(params, x, reverse=False):
   x = _dense(params["embed"], x)
-  x, _ = jax.lax.scan(lambda c, p: (plain_block(p, c), None), x, params["layers"],
-                      reverse=reverse)
+  x, _ = jax.lax.scan(lambda c, p: (plain_block(p, c), None), x, params["layers"], reverse=reverse)
   return _dense(params["head"], x)
 
 
@@ -143,8 +153,9 @@ def _case(name):
   """(emulator, params, apply) for the scan model and the same for its unrolled twin."""
   if name == "linen":
     params = LinenNet().init(jax.random.key(1), X)
-    twin_params = {"params": {**params["params"],
-                              "layers": _unstack(params["params"]["layers"], N_LAYERS)}}
+    twin_params = {
+        "params": {**params["params"], "layers": _unstack(params["params"]["layers"], N_LAYERS)}
+    }
     apply, twin = LinenNet().apply, linen_twin
   elif name == "nnx":
     module = NnxNet(nnx.Rngs(0))
@@ -153,8 +164,9 @@ def _case(name):
     params = state
     twin_def, twin_params = nnx.split(NnxTwin(nnx.Rngs(1)))
     pure = nnx.to_pure_dict(state)
-    nnx.replace_by_pure_dict(twin_params, {
-        **pure, "layers": dict(enumerate(_unstack(pure["layers"], N_LAYERS)))})
+    nnx.replace_by_pure_dict(
+        twin_params, {**pure, "layers": dict(enumerate(_unstack(pure["layers"], N_LAYERS)))}
+    )
     twin = lambda s, x: nnx.merge(twin_def, s)(x)
   elif name in ("plain", "reversed"):
     reverse = name == "reversed"
@@ -165,11 +177,16 @@ def _case(name):
   elif name == "nested":
     params = plain_init((2, 3))
     params["blocks"] = {"layers": params.pop("layers")}
-    twin_params = {**params, "blocks": [{"layers": _unstack(b["layers"], 3)}
-                                        for b in _unstack(params["blocks"], 2)]}
+    twin_params = {
+        **params,
+        "blocks": [{"layers": _unstack(b["layers"], 3)} for b in _unstack(params["blocks"], 2)],
+    }
     apply, twin = nested_apply, nested_twin
-  return (Emulator(apply, params, X), params, apply), (Emulator(twin, twin_params, X),
-                                                       twin_params, twin)
+  return (Emulator(apply, params, X), params, apply), (
+      Emulator(twin, twin_params, X),
+      twin_params,
+      twin,
+  )
 
 
 CASES = ("linen", "nnx", "plain", "reversed", "nested")
@@ -199,17 +216,27 @@ def test_one_op_per_layer_named_like_the_unrolled_twin(case):
   assert emu.passthrough == ()
   for op, ref in zip(emu.ops, (twin.ops[twin.op_names.index(n)] for n in emu.op_names)):
     assert (op.macs, op.lhs_shape, op.rhs_shape, op.weight_operand, op.weight_channel_axes) == (
-        ref.macs, ref.lhs_shape, ref.rhs_shape, ref.weight_operand, ref.weight_channel_axes)
+        ref.macs,
+        ref.lhs_shape,
+        ref.rhs_shape,
+        ref.weight_operand,
+        ref.weight_channel_axes,
+    )
 
 
 def test_names():
   (plain, _, _), _ = _case("plain")
   body = ("mlp_in", "mlp_in/dot_general", "mlp_in/dot_general_1", "mlp_out")
-  assert plain.op_names == ("embed", *(f"layers/{i}/{n}" for i in range(N_LAYERS) for n in body),
-                            "head")
+  assert plain.op_names == (
+      "embed",
+      *(f"layers/{i}/{n}" for i in range(N_LAYERS) for n in body),
+      "head",
+  )
   (nested, _, _), _ = _case("nested")
-  assert nested.op_names[1:3] == ("blocks/0/layers/0/mlp_in",
-                                  "blocks/0/layers/0/mlp_in/dot_general")
+  assert nested.op_names[1:3] == (
+      "blocks/0/layers/0/mlp_in",
+      "blocks/0/layers/0/mlp_in/dot_general",
+  )
   assert nested.op_names[-2] == "blocks/1/layers/2/mlp_out"
   assert len(nested) == 2 + 2 * 3 * 4
 
@@ -240,8 +267,9 @@ def test_layer_0_and_layer_3_switch_on_their_own(case):
   (emu, params, _), (twin, twin_params, _) = case
   ours, ref = jax.jit(emu), jax.jit(twin)
   first = emu.op_names[1]
-  layer3 = next(n for n in emu.op_names if n.replace("blocks/1/layers/0", "layers/3")
-                .startswith("layers/3/"))
+  layer3 = next(
+      n for n in emu.op_names if n.replace("blocks/1/layers/0", "layers/3").startswith("layers/3/")
+  )
   base = np.asarray(ours(params, X, emu.assignment("fp32")))
   outs = {}
   for spec in (f"fp32,{first}=int4", f"fp32,{layer3}=int4"):
@@ -278,8 +306,9 @@ def test_scan_body_traced_once_not_unrolled():
 def test_calibration_and_stored_weights_per_layer():
   (emu, params, _), (twin, twin_params, _) = _case("plain")
   ranges = jax.jit(emu.operand_ranges)(params, X)
-  np.testing.assert_array_equal(np.asarray(ranges),
-                                np.asarray(jax.jit(twin.operand_ranges)(twin_params, X)))
+  np.testing.assert_array_equal(
+      np.asarray(ranges), np.asarray(jax.jit(twin.operand_ranges)(twin_params, X))
+  )
   modes = emu.assignment("int8,layers/2/mlp_in=int4")
   ours = jax.jit(emu)(params, X, modes, activation_amax=ranges)
   ref = jax.jit(twin)(twin_params, X, modes, activation_amax=ranges)
@@ -305,10 +334,12 @@ def test_vmap_and_grad_through_the_scan():
 def test_sensitivity_and_planning_see_every_layer():
   from aprec import sensitivity
   from aprec.planning import planner
+
   params = plain_init((2,))
   labels = np.array([0, 2])
-  profile = sensitivity.analyze(plain_apply, params, [(X, labels)], methods="perturbation,taylor",
-                                loss="ce")
+  profile = sensitivity.analyze(
+      plain_apply, params, [(X, labels)], methods="perturbation,taylor", loss="ce"
+  )
   emu = Emulator(plain_apply, params, X)
   assert tuple(op.name for op in profile.ops) == emu.op_names
   table = np.asarray(profile.table("perturbation"))
@@ -316,8 +347,9 @@ def test_sensitivity_and_planning_see_every_layer():
   # Δloss of layer 1's mlp_in alone at int4, measured directly through the scan.
   i = emu.op_names.index("layers/1/mlp_in")
   ce = lambda logits: float(-jnp.mean(jax.nn.log_softmax(logits)[np.arange(2), labels]))
-  measured = (ce(jax.jit(emu)(params, X, emu.assignment("fp32,layers/1/mlp_in=int4")))
-              - ce(plain_apply(params, X)))
+  measured = ce(jax.jit(emu)(params, X, emu.assignment("fp32,layers/1/mlp_in=int4"))) - ce(
+      plain_apply(params, X)
+  )
   np.testing.assert_allclose(table[i, MODES.index("int4")], measured, rtol=1e-3, atol=1e-6)
   plan = planner.plan(profile, "bits=6")
   assert len(plan.assignment) == len(emu)

@@ -14,8 +14,9 @@ from aprec.hardware import cost
 from aprec.hardware import specs as hardware
 from aprec.emulator.formats import mode_index
 
-SHARED_ANCHORS_PATH = (pathlib.Path(__file__).resolve().parents[3] / "shared" / "anchors"
-                       / "h200-jax-2026-11-28.json")
+SHARED_ANCHORS_PATH = (
+    pathlib.Path(__file__).resolve().parents[3] / "shared" / "anchors" / "h200-jax-2026-11-28.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,17 @@ def test_packaged_anchors_load(rows):
   assert "matmul n=16384 bf16" in labels and "copy 8 GiB" in labels
   assert not any("int4" in label for label in labels)  # slow paths left out by default
   bf16 = next(r for r in rows if r.label == "matmul n=16384 bf16")
-  assert bf16.op.macs == 16384 ** 3 and bf16.mode == mode_index("bf16")
+  assert bf16.op.macs == 16384**3 and bf16.mode == mode_index("bf16")
   assert bf16.latency_s == pytest.approx(14.736e-3, rel=1e-4)
-  with_slow = calibrate.load_anchor_measurements(calibrate.PACKAGED_ANCHORS_PATH,
-                                                 include_slow_paths=True)
+  with_slow = calibrate.load_anchor_measurements(
+      calibrate.PACKAGED_ANCHORS_PATH, include_slow_paths=True
+  )
   assert len(with_slow) == 31 + 3 + 3  # int4 matmuls, fp8 dots with M <= 2048
 
 
-@pytest.mark.skipif(not SHARED_ANCHORS_PATH.exists(),
-                    reason="shared/anchors is not beside this checkout")
+@pytest.mark.skipif(
+    not SHARED_ANCHORS_PATH.exists(), reason="shared/anchors is not beside this checkout"
+)
 def test_shared_anchors_agree_with_packaged_copy(rows):
   shared = calibrate.load_anchor_measurements(SHARED_ANCHORS_PATH)
   packaged = {r.label: r.latency_s for r in rows if r.label.startswith("matmul")}
@@ -45,8 +48,9 @@ def test_shared_anchors_agree_with_packaged_copy(rows):
     if r.label.startswith("matmul"):
       assert r.latency_s == pytest.approx(packaged[r.label], rel=1e-6)
   raw = json.loads(SHARED_ANCHORS_PATH.read_text())
-  assert raw["copy"]["ms"] == pytest.approx(next(r for r in rows if r.label.startswith(
-      "copy")).latency_s * 1e3, rel=1e-6)
+  assert raw["copy"]["ms"] == pytest.approx(
+      next(r for r in rows if r.label.startswith("copy")).latency_s * 1e3, rel=1e-6
+  )
 
 
 def test_fit_on_anchors_reaches_held_out_mape(rows):
@@ -62,16 +66,19 @@ def test_fit_on_anchors_reaches_held_out_mape(rows):
   assert calibrate.mape(fitted, held) < calibrate.mape(spec, held)
   table = calibrate.error_table(fitted, train, held)
   assert sum(r["held_out"] for r in table) == len(held)
-  assert np.mean([r["error_pct"] for r in table if r["held_out"]]) == pytest.approx(held_mape,
-                                                                                  rel=1e-5)
+  assert np.mean([r["error_pct"] for r in table if r["held_out"]]) == pytest.approx(
+      held_mape, rel=1e-5
+  )
 
 
 def test_fit_recovers_a_known_spec(rows):
   start = hardware.datacenter_gpu()
   truth = start.replace(
-      relative_throughput=np.asarray(start.relative_throughput) * np.array(
-          [1.3, 0.8, 0.9, 0.7, 1.0, 1.2, 1.0]),
-      dram_bandwidth_bytes_per_s=2.5e12, op_overhead_s=30e-6)
+      relative_throughput=np.asarray(start.relative_throughput)
+      * np.array([1.3, 0.8, 0.9, 0.7, 1.0, 1.2, 1.0]),
+      dram_bandwidth_bytes_per_s=2.5e12,
+      op_overhead_s=30e-6,
+  )
   ops, probs, _ = calibrate.measurement_arrays(rows)
   truth_s = calibrate.predict_latency_s(truth, ops, probs, cost.nominal_state(truth))
   synthetic = [dataclasses.replace(r, latency_s=float(t)) for r, t in zip(rows, truth_s)]
@@ -87,8 +94,9 @@ def test_splits():
   with pytest.raises(ValueError, match="k >= 2"):
     calibrate.split_holdout([1, 2], every=1)
   with pytest.raises(ValueError, match="no 123x123x123 rows"):
-    calibrate.split_by_size([calibrate.Measurement(op=calibrate.dot_op(2, 2, 2), mode=0,
-                                                   latency_s=1.0, label="x")], 123)
+    calibrate.split_by_size(
+        [calibrate.Measurement(op=calibrate.dot_op(2, 2, 2), mode=0, latency_s=1.0, label="x")], 123
+    )
 
 
 def test_fit_rejects_bad_arguments(rows):

@@ -29,8 +29,9 @@ def uniform(mode):
 @functools.cache
 def _run(name, mode, key, faults):
   params = scenarios.scenario(name, SPEC, OPS, faults=faults)
-  _, m = simulator.rollout(params, simulator.init_state(params), uniform(mode),
-                           jax.random.key(key), n_steps=N_STEPS)
+  _, m = simulator.rollout(
+      params, simulator.init_state(params), uniform(mode), jax.random.key(key), n_steps=N_STEPS
+  )
   return params, jax.tree.map(np.asarray, m)
 
 
@@ -49,11 +50,11 @@ def test_deterministic_for_a_key():
 
 
 def test_scan_equals_python_loop_of_step():
-  params = scenarios.scenario("contention", SPEC, OPS, faults="severe",
-                              job_arrival_prob=0.3)
+  params = scenarios.scenario("contention", SPEC, OPS, faults="severe", job_arrival_prob=0.3)
   key = jax.random.key(7)
-  final, scanned = simulator.rollout(params, simulator.init_state(params), uniform(FP16), key,
-                                     n_steps=N_STEPS)
+  final, scanned = simulator.rollout(
+      params, simulator.init_state(params), uniform(FP16), key, n_steps=N_STEPS
+  )
   step = jax.jit(simulator.step)
   state, looped = simulator.init_state(params), []
   for k in jax.random.split(key, N_STEPS):
@@ -61,8 +62,13 @@ def test_scan_equals_python_loop_of_step():
     looped.append(m)
   looped = jax.tree.map(lambda *xs: np.stack(xs), *looped)
   for field, x, y in zip(simulator.Metrics._fields, scanned, looped):
-    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                               rtol=1e-6, equal_nan=True, err_msg=field)
+    np.testing.assert_allclose(
+        np.asarray(x, np.float64),
+        np.asarray(y, np.float64),
+        rtol=1e-6,
+        equal_nan=True,
+        err_msg=field,
+    )
   for x, y in zip(final, state):
     np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-6)
 
@@ -83,8 +89,9 @@ def test_per_step_soft_assignments():
   params = scenarios.scenario("steady", SPEC, OPS)
   cycle = np.array([FP16, INT8, INT4])[np.arange(N_STEPS) % 3]
   probs = cost.one_hot(np.repeat(cycle[:, None], len(OPS), axis=1))  # [steps, ops, modes]
-  _, seq = simulator.rollout(params, simulator.init_state(params), probs, jax.random.key(0),
-                             n_steps=N_STEPS)
+  _, seq = simulator.rollout(
+      params, simulator.init_state(params), probs, jax.random.key(0), n_steps=N_STEPS
+  )
   for mode in (FP16, INT8, INT4):
     expected = run("steady", mode)[1].true_power_w[cycle == mode]
     np.testing.assert_allclose(np.asarray(seq.true_power_w)[cycle == mode], expected, rtol=1e-6)
@@ -94,8 +101,9 @@ def test_vmap_over_keys_matches_single_rollouts():
   params = scenarios.scenario("burst", SPEC, OPS)
   init = simulator.init_state(params)
   keys = jax.random.split(jax.random.key(0), 3)
-  batched = jax.vmap(lambda k: simulator.rollout(params, init, uniform(FP16), k,
-                                                 n_steps=N_STEPS)[1])(keys)
+  batched = jax.vmap(
+      lambda k: simulator.rollout(params, init, uniform(FP16), k, n_steps=N_STEPS)[1]
+  )(keys)
   for i in range(3):
     _, single = simulator.rollout(params, init, uniform(FP16), keys[i], n_steps=N_STEPS)
     np.testing.assert_allclose(batched.deadline_s[i], single.deadline_s, rtol=1e-6)
@@ -149,6 +157,7 @@ def test_burst_tightens_the_deadline():
 def test_pressure_binds_at_fp16_and_is_met_at_int8(name):
   def violated(m):
     return (m.true_power_w > m.power_cap_w) | (m.latency_s > m.deadline_s)
+
   _, hi = run(name, FP16)
   _, lo = run(name, INT8)
   assert 0.05 < violated(hi).mean() < 1.0, name  # binds sometimes, not from the start
@@ -158,8 +167,7 @@ def test_pressure_binds_at_fp16_and_is_met_at_int8(name):
 
 def test_sensor_faults():
   _, clean = run("thermal", FP16, key=2)
-  _, drop = run("thermal", FP16, key=2, faults=simulator.FaultParams(
-      dropout_prob=0.1))
+  _, drop = run("thermal", FP16, key=2, faults=simulator.FaultParams(dropout_prob=0.1))
   nan = np.isnan(drop.power_w)
   assert 0.03 < nan.mean() < 0.2
   assert not drop.sensor_ok[nan].any()
@@ -167,16 +175,18 @@ def test_sensor_faults():
   np.testing.assert_allclose(drop.true_power_w, clean.true_power_w, rtol=1e-6)
   np.testing.assert_allclose(drop.power_w[~nan], clean.true_power_w[~nan], rtol=1e-6)
 
-  _, stuck = run("thermal", FP16, key=2, faults=simulator.FaultParams(
-      stuck_prob=0.02, stuck_steps=10))
+  _, stuck = run(
+      "thermal", FP16, key=2, faults=simulator.FaultParams(stuck_prob=0.02, stuck_steps=10)
+  )
   frozen = stuck.temperature_c != stuck.true_temperature_c
   assert frozen.any() and not stuck.sensor_ok[frozen].any()
   idx = np.flatnonzero(frozen)
   idx = idx[idx > 0]
   np.testing.assert_array_equal(stuck.temperature_c[idx], stuck.temperature_c[idx - 1])
 
-  _, spiky = run("thermal", FP16, key=2, faults=simulator.FaultParams(
-      spike_prob=0.05, spike_scale=5.0))
+  _, spiky = run(
+      "thermal", FP16, key=2, faults=simulator.FaultParams(spike_prob=0.05, spike_scale=5.0)
+  )
   spiked = ~np.isclose(spiky.power_w, spiky.true_power_w)
   assert spiked.any()
   np.testing.assert_allclose(spiky.power_w[spiked], 5.0 * spiky.true_power_w[spiked], rtol=1e-6)
@@ -194,6 +204,7 @@ def test_scenario_errors():
 def test_plot_trace_writes_png(tmp_path):
   _, m = run("contention", FP16, faults="mild")
   from aprec.app import figures
+
   path = figures.sim_trace(m, tmp_path / "trace.png", title="contention")
   data = (tmp_path / "trace.png").read_bytes()
   assert str(path).endswith("trace.png") and data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,9 +35,11 @@ def test_splits_are_disjoint_and_cover_the_dataset():
   assert len(rows) == 1797
   # Images are not all unique in the raw data, so compare multisets, not sets.
   from sklearn.datasets import load_digits
+
   raw = (load_digits().images / 16.0).astype(np.float32).reshape(1797, -1)
-  np.testing.assert_array_equal(np.unique(rows, axis=0, return_counts=True)[1],
-                                np.unique(raw, axis=0, return_counts=True)[1])
+  np.testing.assert_array_equal(
+      np.unique(rows, axis=0, return_counts=True)[1], np.unique(raw, axis=0, return_counts=True)[1]
+  )
 
 
 def test_split_is_stratified():
@@ -55,8 +57,9 @@ def test_arrays_are_read_only():
 
 
 def _tiny_split(n: int = 10) -> data.Split:
-  return data.Split(x=np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1),
-                    y=np.arange(n, dtype=np.int32))
+  return data.Split(
+      x=np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1), y=np.arange(n, dtype=np.int32)
+  )
 
 
 @pytest.mark.parametrize("seed", [None, 3])

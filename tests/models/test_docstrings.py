@@ -16,8 +16,10 @@ def pairs():
 
 
 def test_splits_are_disjoint_by_module_and_sized(pairs):
-  tops = {name: {p["module"].split(".")[0] for p in pairs if p["split"] == name}
-          for name in docstrings.SPLITS}
+  tops = {
+      name: {p["module"].split(".")[0] for p in pairs if p["split"] == name}
+      for name in docstrings.SPLITS
+  }
   assert not tops["calibration"] & tops["val"]
   assert not tops["calibration"] & tops["test"]
   assert not tops["val"] & tops["test"]

@@ -68,8 +68,13 @@ def test_vit_state_paths():
   loaded = models.load("digits_vit")
   assert isinstance(loaded.params, nnx.State)
   paths = {"/".join(map(str, path)) for path, _ in nnx.to_flat_state(loaded.params)}
-  assert {"blocks/0/attn/query/kernel", "blocks/1/mlp_out/kernel", "patch_embed/kernel",
-          "pos_embed", "head/kernel"} <= paths
+  assert {
+      "blocks/0/attn/query/kernel",
+      "blocks/1/mlp_out/kernel",
+      "patch_embed/kernel",
+      "pos_embed",
+      "head/kernel",
+  } <= paths
 
 
 def test_unknown_name():

@@ -12,15 +12,30 @@ from aprec.sensitivity.profile import Estimate, make_profile
 
 
 def _op(name, k, n, batch=4, weight=True):
-  return Op(name=name, kind="dot_general", lhs_shape=(batch, k), rhs_shape=(k, n),
-            out_shape=(batch, n), weight_operand=1 if weight else None, macs=batch * k * n,
-            contraction_size=k)
+  return Op(
+      name=name,
+      kind="dot_general",
+      lhs_shape=(batch, k),
+      rhs_shape=(k, n),
+      out_shape=(batch, n),
+      weight_operand=1 if weight else None,
+      macs=batch * k * n,
+      contraction_size=k,
+  )
 
 
 def _profile(values, ops):
   est = Estimate(delta_loss=values, stderr=np.zeros_like(values), n_samples=1)
-  return make_profile(model="toy", ops=ops, estimates={"perturbation": est}, dataset="toy",
-                      n_batches=1, batch_size=4, baseline_loss=0.1, loss="kl")
+  return make_profile(
+      model="toy",
+      ops=ops,
+      estimates={"perturbation": est},
+      dataset="toy",
+      n_batches=1,
+      batch_size=4,
+      baseline_loss=0.1,
+      loss="kl",
+  )
 
 
 def _random_values(rng, n_ops):
@@ -29,21 +44,23 @@ def _random_values(rng, n_ops):
   return base * rng.uniform(0.5, 2.0, base.shape)
 
 
-@pytest.mark.parametrize("kind,value", [("bits", 6.0), ("bits", 4.5), ("weight_bytes", 30.0),
-                                        ("bops", 3000.0), ("bops", 900.0)])
+@pytest.mark.parametrize(
+    "kind,value",
+    [("bits", 6.0), ("bits", 4.5), ("weight_bytes", 30.0), ("bops", 3000.0), ("bops", 900.0)],
+)
 def test_plan_equals_brute_force_over_all_mode_assignments(kind, value):
   rng = np.random.default_rng(3)
   ops = [_op("a", 3, 4), _op("b", 4, 2), _op("attn", 2, 2, weight=False), _op("c", 2, 3)]
   prof = _profile(_random_values(rng, len(ops)), ops)
   plan = planner.plan(prof, budgets.Budget(kind, value))
   assert plan.exact
-  best, best_value = None, np.inf
+  best_value = np.inf
   for combo in itertools.product(range(len(MODES)), repeat=len(ops)):
     combo = np.array(combo)
     used = budgets.budget_used(ops, combo, kind, batch_size=4)
     total = prof.delta_loss[np.arange(len(ops)), combo].sum()
     if used <= value + 1e-9 and total < best_value:
-      best, best_value = combo, total
+      best_value = total
   assert plan.predicted_delta_loss == pytest.approx(best_value, abs=1e-15)
   assert plan.used <= value + 1e-9
   assert plan.modes == tuple(MODES[m] for m in plan.assignment)
@@ -64,9 +81,13 @@ def test_parse_budget_and_bad_budgets():
   assert budgets.parse_budget("bits=4.5") == budgets.Budget("bits", 4.5)
   assert budgets.parse_budget("bops=1e9").value == 1e9
   assert str(budgets.parse_budget("weight_bytes=20000")) == "weight_bytes=20000"
-  for bad, match in [("bits", "KIND=NUMBER"), ("bits=abc", "KIND=NUMBER"),
-                     ("flops=3", "unknown budget kind 'flops'"), ("bits=-1", "positive"),
-                     ("bits=nan", "positive")]:
+  for bad, match in [
+      ("bits", "KIND=NUMBER"),
+      ("bits=abc", "KIND=NUMBER"),
+      ("flops=3", "unknown budget kind 'flops'"),
+      ("bits=-1", "positive"),
+      ("bits=nan", "positive"),
+  ]:
     with pytest.raises(ValueError, match=match):
       budgets.parse_budget(bad)
 
@@ -103,6 +124,7 @@ def test_coarse_grid_stays_within_budget():
 
 def test_pareto_front_with_a_stub_evaluator(tmp_path):
   from aprec.app import figures as sensitivity_plots
+
   ops = [_op("a", 3, 4), _op("b", 4, 2)]
   prof = _profile(_random_values(np.random.default_rng(2), 2), ops)
 
@@ -110,9 +132,11 @@ def test_pareto_front_with_a_stub_evaluator(tmp_path):
     rows = np.asarray(rows)
     loss = prof.delta_loss[np.arange(2), rows].sum(1) + 0.1
     return Measured(loss=loss, accuracy=1.0 - loss)
+
   ev = types.SimpleNamespace(emulator=types.SimpleNamespace(ops=ops), measure=measure)
-  points = planner.pareto_front(prof, ev, kind="bits", budgets=[4, 6, 9, 32],
-                                delta_fn=lambda rows: measure(rows).loss - 0.1)
+  points = planner.pareto_front(
+      prof, ev, kind="bits", budgets=[4, 6, 9, 32], delta_fn=lambda rows: measure(rows).loss - 0.1
+  )
   assert [p.kind for p in points] == ["uniform"] * len(MODES) + ["mixed"] * 4
   for p in points:
     assert p.measured_delta_loss == pytest.approx(p.predicted_delta_loss)
@@ -134,22 +158,29 @@ def test_energy_and_latency_budgets_match_the_cost_model_brute_force():
   from aprec.hardware import specs as hardware
   from aprec.planning import planner
   from op_tables import digits_ops
+
   ops = digits_ops(4)
   spec = hardware.get_spec("edge_npu")
   arrays, state = cost.op_arrays(ops), cost.nominal_state(spec)
   rng = np.random.default_rng(0)
   values = np.sort(rng.random((len(ops), 7)), axis=1)  # lower precision: more Δloss
   for kind, field in (("energy_j", "energy_j"), ("latency_s", "latency_s")):
-    total = lambda a: float(getattr(cost.cost(arrays, cost.one_hot(np.asarray(a, np.int32)),
-                                              spec, state), field))
+    total = lambda a: float(
+        getattr(cost.cost(arrays, cost.one_hot(np.asarray(a, np.int32)), spec, state), field)
+    )
     budget = 0.5 * (total([0] * 4) + total([6] * 4)) / 4  # per example, batch 4
     quantum = budget * budgets.units_per_budget_unit(ops, kind, 4) / 1000  # a DP grid of 1000 steps
     table = np.ceil(budgets.cost_table(ops, kind) / quantum).astype(np.int64)
     capacity = 1000
     best = planner.solve(values, table, capacity)
-    brute = min((a for a in itertools.product(range(7), repeat=4)
-                 if table[np.arange(4), a].sum() <= capacity),
-                key=lambda a: values[np.arange(4), a].sum())
+    brute = min(
+        (
+            a
+            for a in itertools.product(range(7), repeat=4)
+            if table[np.arange(4), a].sum() <= capacity
+        ),
+        key=lambda a: values[np.arange(4), a].sum(),
+    )
     assert values[np.arange(4), best].sum() == values[np.arange(4), brute].sum()
     assert total(best) / 4 <= budget * (1 + 1e-6)
     assert budgets.parse_budget(f"{kind}=1e-9@datacenter_gpu").spec_name == "datacenter_gpu"

@@ -37,8 +37,9 @@ class Random:
 
 def _power_stuck(params, prob, steps):
   """Only the power sensor (the first of ``simulator.SENSORS``) gets stuck."""
-  faults = simulator.FaultParams(stuck_prob=np.array([prob, 0, 0, 0], np.float32),
-                                 stuck_steps=np.int32(steps))
+  faults = simulator.FaultParams(
+      stuck_prob=np.array([prob, 0, 0, 0], np.float32), stuck_steps=np.int32(steps)
+  )
   return params.replace(faults=faults)
 
 
@@ -71,8 +72,9 @@ def test_power_sensor_stuck_for_the_whole_run_falls_back(cnn_ops, spec):
 def test_stuck_rule_fires_only_on_a_stuck_sensor(cnn_ops, spec):
   params, ctx = deployment("contention", cnn_ops, spec)
   n = len(cnn_ops)
-  trace = run_episode(_power_stuck(params, 0.02, 30), ctx, guard(Random()), np.full(n, FP16),
-                      jax.random.key(1), 400)
+  trace = run_episode(
+      _power_stuck(params, 0.02, 30), ctx, guard(Random()), np.full(n, FP16), jax.random.key(1), 400
+  )
   stuck = np.asarray(trace.stuck_sensor)
   truly = ~np.asarray(trace.metrics.sensor_ok)  # only the power sensor can fault here
   assert truly.sum() > 50 and stuck.sum() > 0.5 * truly.sum()

@@ -43,21 +43,31 @@ def seed_reference(modes, sens, share, power, cap, occupancy, thr_p=0.95, thr_b=
 
 def test_greedy_follows_the_seed_step_by_step(spec):
   ops = [dot(4, 64, 64, "a"), dot(4, 64, 256, "b"), dot(4, 256, 10, "c")]
-  sens = np.array([[0, .01, .01, .02, .03, .05, .2],
-                   [0, .001, .001, .004, .01, .006, .05],
-                   [0, .05, .05, .1, .2, .15, .9]])
+  sens = np.array(
+      [
+          [0, 0.01, 0.01, 0.02, 0.03, 0.05, 0.2],
+          [0, 0.001, 0.001, 0.004, 0.01, 0.006, 0.05],
+          [0, 0.05, 0.05, 0.1, 0.2, 0.15, 0.9],
+      ]
+  )
   ctx = make_context(ops, spec, sens, step_period_s=1e-5)
   share = 0.5 * (np.asarray(ctx.macs_share) + np.asarray(ctx.bytes_share))
   policy = Greedy()
   state = policy.init(ctx, jnp.full(3, FP16))
   modes = [FP16] * 3
   # power over, calm, buffer over, NaN power (the seed does nothing), then over again
-  readings = [(2.0, 1.0, 0.1), (2.0, 1.0, 0.1), (0.5, 1.0, 0.2), (0.5, 1.0, 0.95),
-              (np.nan, 1.0, 0.1)] + [(3.0, 1.0, 0.1)] * 14
+  readings = [
+      (2.0, 1.0, 0.1),
+      (2.0, 1.0, 0.1),
+      (0.5, 1.0, 0.2),
+      (0.5, 1.0, 0.95),
+      (np.nan, 1.0, 0.1),
+  ] + [(3.0, 1.0, 0.1)] * 14
   step = jax.jit(policy.__call__)
   for power, cap, occ in readings:
-    m = Reading(power_w=jnp.float32(power), power_cap_w=jnp.float32(cap),
-                        buffer_occupancy=jnp.float32(occ))
+    m = Reading(
+        power_w=jnp.float32(power), power_cap_w=jnp.float32(cap), buffer_occupancy=jnp.float32(occ)
+    )
     state, got = step(state, m, jax.random.key(0))
     modes = seed_reference(modes, sens, share, power, cap, occ)
     assert np.asarray(got).tolist() == modes
@@ -66,11 +76,12 @@ def test_greedy_follows_the_seed_step_by_step(spec):
 
 def test_greedy_restore_raises_after_calm_steps(spec):
   ops = [dot(4, 64, 64, "a"), dot(4, 64, 256, "b")]
-  ctx = make_context(ops, spec, np.tile([0, .01, .01, .02, .03, .05, .2], (2, 1)), 1e-5)
+  ctx = make_context(ops, spec, np.tile([0, 0.01, 0.01, 0.02, 0.03, 0.05, 0.2], (2, 1)), 1e-5)
   policy = Greedy(restore=True, patience_steps=3)
   state = policy.init(ctx, jnp.full(2, mode_index("int8")))
-  calm = Reading(power_w=jnp.float32(0.1), power_cap_w=jnp.float32(1.0),
-                         buffer_occupancy=jnp.float32(0.1))
+  calm = Reading(
+      power_w=jnp.float32(0.1), power_cap_w=jnp.float32(1.0), buffer_occupancy=jnp.float32(0.1)
+  )
   history = []
   for _ in range(40):
     state, a = policy(state, calm, jax.random.key(0))

@@ -15,8 +15,15 @@ from aprec.rpm.learned import Learned, PolicyNet, features, violation
 from aprec.rpm.train import TrainConfig, collect, train
 from rpm_helpers import deployment
 
-CFG = TrainConfig(steps=40, batch_size=64, episodes_per_scenario=1, episode_steps=60,
-                  scenarios=("contention", "thermal", "burst"), hidden=32, seed=0)
+CFG = TrainConfig(
+    steps=40,
+    batch_size=64,
+    episodes_per_scenario=1,
+    episode_steps=60,
+    scenarios=("contention", "thermal", "burst"),
+    hidden=32,
+    seed=0,
+)
 
 
 @functools.cache
@@ -24,6 +31,7 @@ def trained(cnn_ops_key, spec_key):
   del cnn_ops_key, spec_key
   from aprec.hardware import specs as hardware
   from op_tables import digits_ops
+
   ops, spec = digits_ops(32), hardware.edge_npu()
   _, ctx = deployment("contention", ops, spec)
   params = [scenarios.scenario(s, spec, ops) for s in CFG.scenarios]
@@ -47,8 +55,10 @@ def test_hard_decisions_respect_constraints_on_held_out_states():
     new = policy.decide(ctx, result.params, metrics, modes)
     _, t, limits = features(ctx, metrics, modes)
     cheapest = jnp.full_like(modes, 6)
-    return (violation(ctx, t, limits, new, policy.margin),
-            violation(ctx, t, limits, cheapest, policy.margin))
+    return (
+        violation(ctx, t, limits, new, policy.margin),
+        violation(ctx, t, limits, cheapest, policy.margin),
+    )
 
   held_out = jax.random.key(1234)  # not the training seed
   rng = np.random.default_rng(7)

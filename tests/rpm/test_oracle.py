@@ -15,6 +15,7 @@ from aprec.rpm.oracle import best_assignment
 from rpm_helpers import toy_table
 from op_tables import dot
 
+
 def test_oracle_is_feasible_and_optimal_against_enumeration(spec):
   ops = [dot(32, 64, 64, "a"), dot(32, 64, 128, "b"), dot(32, 128, 10, "c")]
   ctx = make_context(ops, spec, toy_table(3, seed=3), step_period_s=2e-6)
@@ -25,8 +26,9 @@ def test_oracle_is_feasible_and_optimal_against_enumeration(spec):
   preds = jax.vmap(lambda a: predict(ctx, t, one_hot(a)))(combos)
   for cap, deadline in ((0.3, 2e-6), (0.2, 1.5e-6), (0.12, 1e-6)):
     feasible = (np.asarray(preds.power_w) <= cap) & (np.asarray(preds.latency_s) <= deadline)
-    modes, ok = best_assignment(ctx, t, jnp.float32(cap), jnp.float32(deadline),
-                                state.free_buffer_bytes, grid=256)
+    modes, ok = best_assignment(
+        ctx, t, jnp.float32(cap), jnp.float32(deadline), state.free_buffer_bytes, grid=256
+    )
     p = predict(ctx, t, one_hot(modes))
     if not feasible.any():
       assert not bool(ok)
@@ -37,8 +39,9 @@ def test_oracle_is_feasible_and_optimal_against_enumeration(spec):
     # budgets shrunk by n_ops / grid fits the grid problem, so the oracle does at least as well.
     shrink = 1 - 3 / 256
     static = float(spec.static_power_w)
-    tight = ((np.asarray(preds.power_w) <= static + (cap - static) * shrink)
-             & (np.asarray(preds.latency_s) <= deadline * shrink))
+    tight = (np.asarray(preds.power_w) <= static + (cap - static) * shrink) & (
+        np.asarray(preds.latency_s) <= deadline * shrink
+    )
     if tight.any():
       bound = float(np.min(np.where(tight, np.asarray(preds.delta_loss), np.inf)))
       assert float(p.delta_loss) <= bound + 1e-6

@@ -15,14 +15,16 @@ from aprec.emulator.formats import MODES, N_MODES
 
 
 class TinyMLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     return nn.Dense(3)(jnp.tanh(nn.Dense(6)(x)))
 
 
 class AttentionToy(nn.Module):
+
   @nn.compact
-  def __call__(self, x):                       # x: (B, T, 4)
+  def __call__(self, x):  # x: (B, T, 4)
     h = nn.Dense(4, use_bias=False)(x)
     scores = jnp.einsum("btd,bsd->bts", h, h)  # an op without a weight
     return nn.Dense(3)(jnp.tanh(scores).mean(1))
@@ -68,8 +70,7 @@ def test_perturbation_equals_one_assignment_at_a_time(mlp, loss):
   diffs = _direct_single_op(apply_fn, params, batches, obj.loss_fn)
   est = prof.estimates["perturbation"]
   np.testing.assert_allclose(est.delta_loss, diffs.mean(-1), rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(est.stderr, diffs.std(-1, ddof=1) / np.sqrt(3), rtol=1e-3,
-                             atol=1e-6)
+  np.testing.assert_allclose(est.stderr, diffs.std(-1, ddof=1) / np.sqrt(3), rtol=1e-3, atol=1e-6)
   assert prof.loss == loss and prof.n_batches == 3 and prof.batch_size == 8
   assert (est.delta_loss[:, 0] == 0).all()
   if loss == "kl":  # a KL is never negative (up to float32 rounding of the losses)
@@ -83,8 +84,9 @@ def test_sweep_compiles_once_for_all_chunks(mlp):
   rows = sensitivity.single_op_assignments(len(emu.ops))
   assert rows.shape == (1 + 2 * 6, 2) and rows[1:7, 0].tolist() == list(range(1, 7))
   seen = []
-  losses = sensitivity.batch_losses(emu, params, xs, ys, rows, chunk_size=4,
-                                    progress=lambda *a: seen.append(a))
+  losses = sensitivity.batch_losses(
+      emu, params, xs, ys, rows, chunk_size=4, progress=lambda *a: seen.append(a)
+  )
   assert losses.shape == (len(rows), 3)
   assert seen[-1] == ("assignments", len(rows), len(rows)) and len(seen) == 4
   fn = measured._loss_fn(emu, sensitivity.cross_entropy)
@@ -103,8 +105,9 @@ def test_mode_deltas_reproduce_the_pak():
     np.testing.assert_allclose(exact + d.output[0][m], ref, rtol=1e-6, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(jax.jit(emu)(w, x, jnp.array([m])), ref, rtol=1e-6, atol=1e-6)
   assert d.rhs[0].shape == (N_MODES, 5, 3) and not np.asarray(d.lhs[0][0]).any()
-  shifted = probes.run(emu, w, x, output_shifts=[jnp.ones((4, 3))],
-                       operand_shifts=[(jnp.ones((4, 5)), None)])
+  shifted = probes.run(
+      emu, w, x, output_shifts=[jnp.ones((4, 3))], operand_shifts=[(jnp.ones((4, 5)), None)]
+  )
   np.testing.assert_allclose(shifted, (x + 1) @ w + 1, rtol=1e-6)
 
 
@@ -121,10 +124,12 @@ def test_taylor_and_fisher_match_the_hand_derived_case():
   g = (p - np.eye(3)[y]) / batch  # ∂ mean CE / ∂ logits
   for m, name in enumerate(MODES):
     delta = np.asarray(pak.dot_general(x, w, m, (((1,), (0,)), ((), ()))), np.float64) - x @ w
-    assert est["taylor"].delta_loss[0, m] == pytest.approx(abs(np.sum(g * delta)), rel=1e-3,
-                                                           abs=1e-9), name
+    assert est["taylor"].delta_loss[0, m] == pytest.approx(
+        abs(np.sum(g * delta)), rel=1e-3, abs=1e-9
+    ), name
     assert est["fisher"].delta_loss[0, m] == pytest.approx(
-        0.5 * batch * np.sum(g ** 2 * delta ** 2), rel=1e-3, abs=1e-12), name
+        0.5 * batch * np.sum(g**2 * delta**2), rel=1e-3, abs=1e-12
+    ), name
   assert np.isnan(est["taylor"].stderr).all()  # one batch: no error estimate
   assert sq.shape == (1, N_MODES, 2) and sq[0, 0].tolist() == [0.0, 0.0]
 
@@ -138,14 +143,16 @@ def test_hutchinson_trace_matches_the_exact_hessian_trace():
   loss = sensitivity.cross_entropy
   zeros = probes.zero_operand_shifts(emu)
   flat, unravel = jax.flatten_util.ravel_pytree(zeros)
-  hessian = jax.jit(jax.hessian(
-      lambda v, x, y: loss(probes.run(emu, params, x, operand_shifts=unravel(v)), y)))
+  hessian = jax.jit(
+      jax.hessian(lambda v, x, y: loss(probes.run(emu, params, x, operand_shifts=unravel(v)), y))
+  )
   diagonal = np.mean([np.diag(hessian(flat, x, y)) for x, y in zip(xs, ys)], 0)
   # Each operand's trace: the sum of its stretch of the diagonal.
   sizes = [z.size for pair in zeros for z in pair]
   exact = np.array([d.sum() for d in np.split(diagonal, np.cumsum(sizes)[:-1])]).reshape(-1, 2)
-  got = probes.hutchinson_traces(emu, params, xs, ys, loss, rtol=0.05, probes_per_round=64,
-                                 max_probes=1024, seed=0)
+  got = probes.hutchinson_traces(
+      emu, params, xs, ys, loss, rtol=0.05, probes_per_round=64, max_probes=1024, seed=0
+  )
   # Tolerance: it stops at a 5 % relative standard error; the estimate must lie within
   # 4 standard errors (so within 20 %) of the exact trace.
   assert got["converged"] and got["probes"] <= 1024
@@ -158,9 +165,17 @@ def attention_profile():
   batches = _batches((5, 3, 4))
   model = AttentionToy()
   params = model.init(jax.random.key(3), batches[0][0])
-  prof = sensitivity.analyze(model.apply, params, batches, methods="all", loss="kl",
-                             hessian_max_probes=64, label_samples=2, model_name="toy",
-                             dataset="random")
+  prof = sensitivity.analyze(
+      model.apply,
+      params,
+      batches,
+      methods="all",
+      loss="kl",
+      hessian_max_probes=64,
+      label_samples=2,
+      model_name="toy",
+      dataset="random",
+  )
   return prof
 
 
@@ -194,8 +209,9 @@ def test_hessian_combines_traces_with_rounding_errors():
   sizes = np.array([[np.prod(op.lhs_shape), np.prod(op.rhs_shape)] for op in emu.ops])
   expected = 0.5 * (details["trace"] / sizes)[:, None, :] * sq
   np.testing.assert_allclose(est.delta_loss, expected.sum(-1), rtol=1e-12)
-  np.testing.assert_allclose(details["weights_only"], expected[:, :, 1] * [[1], [0], [1]],
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+      details["weights_only"], expected[:, :, 1] * [[1], [0], [1]], rtol=1e-12
+  )
   assert details["fallback_ops"] == [emu.ops[1].name] and details["probes"] == 16
   assert est.n_samples == 16 and (est.stderr >= 0).all()
 

@@ -13,15 +13,38 @@ from aprec.sensitivity.profile import Estimate, ProfileError
 
 
 def _ops(batch=4, hidden=5):
-  return (Op(name="dense", kind="dot_general", lhs_shape=(batch, 3), rhs_shape=(3, hidden),
-             out_shape=(batch, hidden), weight_operand=1, macs=batch * 3 * hidden,
-             contraction_size=3),
-          Op(name="attn/dot_general", kind="dot_general", lhs_shape=(batch, 2, 2),
-             rhs_shape=(batch, 2, 2), out_shape=(batch, 2, 2), weight_operand=None,
-             macs=batch * 8, contraction_size=2),
-          Op(name="head", kind="dot_general", lhs_shape=(batch, hidden), rhs_shape=(hidden, 2),
-             out_shape=(batch, 2), weight_operand=1, macs=batch * hidden * 2,
-             contraction_size=hidden))
+  return (
+      Op(
+          name="dense",
+          kind="dot_general",
+          lhs_shape=(batch, 3),
+          rhs_shape=(3, hidden),
+          out_shape=(batch, hidden),
+          weight_operand=1,
+          macs=batch * 3 * hidden,
+          contraction_size=3,
+      ),
+      Op(
+          name="attn/dot_general",
+          kind="dot_general",
+          lhs_shape=(batch, 2, 2),
+          rhs_shape=(batch, 2, 2),
+          out_shape=(batch, 2, 2),
+          weight_operand=None,
+          macs=batch * 8,
+          contraction_size=2,
+      ),
+      Op(
+          name="head",
+          kind="dot_general",
+          lhs_shape=(batch, hidden),
+          rhs_shape=(hidden, 2),
+          out_shape=(batch, 2),
+          weight_operand=1,
+          macs=batch * hidden * 2,
+          contraction_size=hidden,
+      ),
+  )
 
 
 def _profile(ops=None, **kw):
@@ -30,14 +53,28 @@ def _profile(ops=None, **kw):
   shape = (len(ops), len(MODES))
   stderr = rng.uniform(size=shape)
   stderr[0, 0] = np.nan  # NaN errors (one calibration batch) must survive the round trip
-  estimates = {"perturbation": Estimate(delta_loss=rng.normal(size=shape) / 7, stderr=stderr,
-                                        n_samples=3),
-               "fisher": Estimate(delta_loss=rng.uniform(size=shape) * 1e-9,
-                                  stderr=np.zeros(shape), n_samples=3)}
-  args = dict(model="toy", ops=ops, estimates=estimates, dataset="toy/train", n_batches=3,
-              batch_size=4, baseline_loss=0.25, loss="kl",
-              details={"seconds": {"perturbation": 1.5}, "trace": np.ones((2, 2)),
-                       "ops": ["dense"], "nan": float("nan")})
+  estimates = {
+      "perturbation": Estimate(delta_loss=rng.normal(size=shape) / 7, stderr=stderr, n_samples=3),
+      "fisher": Estimate(
+          delta_loss=rng.uniform(size=shape) * 1e-9, stderr=np.zeros(shape), n_samples=3
+      ),
+  }
+  args = dict(
+      model="toy",
+      ops=ops,
+      estimates=estimates,
+      dataset="toy/train",
+      n_batches=3,
+      batch_size=4,
+      baseline_loss=0.25,
+      loss="kl",
+      details={
+          "seconds": {"perturbation": 1.5},
+          "trace": np.ones((2, 2)),
+          "ops": ["dense"],
+          "nan": float("nan"),
+      },
+  )
   args.update(kw)
   return profile_lib.make_profile(**args)
 
@@ -63,11 +100,22 @@ def test_json_is_readable_by_op_and_mode(tmp_path):
   text = (profile_lib.save(prof, tmp_path / "p") / profile_lib.JSON_FILE).read_text()
   data = json.loads(text)  # strict JSON: NaN written as null
   assert "NaN" not in text
-  assert data["estimates"]["perturbation"]["delta_loss"]["head"]["int4"] == \
-      pytest.approx(prof.delta_loss[2, MODES.index("int4")])
+  assert data["estimates"]["perturbation"]["delta_loss"]["head"]["int4"] == pytest.approx(
+      prof.delta_loss[2, MODES.index("int4")]
+  )
   assert data["estimates"]["perturbation"]["stderr"]["dense"]["fp32"] is None
-  assert {"model", "method", "loss", "dataset", "n_batches", "batch_size", "versions",
-          "fingerprint", "ops", "modes"} <= set(data)
+  assert {
+      "model",
+      "method",
+      "loss",
+      "dataset",
+      "n_batches",
+      "batch_size",
+      "versions",
+      "fingerprint",
+      "ops",
+      "modes",
+  } <= set(data)
   assert data["ops"][0]["macs"] == 60 and data["versions"]["jax"]
 
 
@@ -81,8 +129,10 @@ def test_fingerprint_ignores_batch_size_but_not_the_model():
 def test_load_against_another_model_names_the_ops(tmp_path):
   written = profile_lib.save(_profile(), tmp_path / "p")
   profile_lib.load(written, expect=_ops(batch=32))  # another batch size is the same model
-  with pytest.raises(ProfileError, match=r"op 'dense': weight_shape is \[3, 5\] in the profile, "
-                                         r"\[3, 6\] in the model"):
+  with pytest.raises(
+      ProfileError,
+      match=r"op 'dense': weight_shape is \[3, 5\] in the profile, " r"\[3, 6\] in the model",
+  ):
     profile_lib.load(written, expect=_ops(hidden=6))
   other = _ops()[:2] + (Op(**{**vars(_ops()[2]), "name": "classifier"}),)
   with pytest.raises(ProfileError) as err:
@@ -122,15 +172,21 @@ def test_failed_save_keeps_the_good_profile(tmp_path):
   def explode(path):
     path.write_text("half")
     raise KeyboardInterrupt  # interrupted while writing attachments
+
   with pytest.raises(KeyboardInterrupt):
-    profile_lib.save(_profile(baseline_loss=9.0), target, attachments={"fig.png": explode},
-                     overwrite=True)
+    profile_lib.save(
+        _profile(baseline_loss=9.0), target, attachments={"fig.png": explode}, overwrite=True
+    )
   assert profile_lib.load(target) == good
   assert sorted(os.listdir(tmp_path)) == ["p"]  # no staging or backup left behind
   with pytest.raises(checkpoint.ArtifactExistsError, match="--overwrite"):
     profile_lib.save(_profile(baseline_loss=9.0), target)
-  profile_lib.save(_profile(baseline_loss=9.0), target, overwrite=True,
-                   attachments={"fig.txt": lambda p: p.write_text("ok")})
+  profile_lib.save(
+      _profile(baseline_loss=9.0),
+      target,
+      overwrite=True,
+      attachments={"fig.txt": lambda p: p.write_text("ok")},
+  )
   assert profile_lib.load(target).baseline_loss == 9.0 and (target / "fig.txt").read_text() == "ok"
   assert sorted(os.listdir(tmp_path)) == ["p"]
 
@@ -149,8 +205,13 @@ def test_bad_estimates_and_methods():
   with pytest.raises(ValueError, match="equal"):
     Estimate(delta_loss=np.zeros((2, 7)), stderr=np.zeros((2, 6)), n_samples=1)
   with pytest.raises(ValueError, match=r"shape \(2, 7\), expected \(3, 7\)"):
-    _profile(estimates={"perturbation": Estimate(delta_loss=np.zeros((2, 7)),
-                                                 stderr=np.zeros((2, 7)), n_samples=1)})
+    _profile(
+        estimates={
+            "perturbation": Estimate(
+                delta_loss=np.zeros((2, 7)), stderr=np.zeros((2, 7)), n_samples=1
+            )
+        }
+    )
   prof = _profile()
   with pytest.raises(ValueError, match="no 'hessian' estimate; it has: perturbation, fisher"):
     prof.table("hessian")
@@ -163,9 +224,11 @@ def test_table_and_heatmap_render(tmp_path):
   from rich.console import Console
 
   from aprec.app import figures as sensitivity_plots
+
   prof = _profile()
   console = Console(record=True, width=160, file=io.StringIO())
   from aprec.app import tables
+
   console.print(tables.profile_table(prof))
   text = console.export_text()
   assert "attn/dot_general" in text and "int4" in text and "±" in text
@@ -178,6 +241,7 @@ def test_shipped_profiles_fit_the_reference_models(name):
   from aprec import models
   from aprec.emulator.core import Emulator
   from aprec.app.inputs import default_profile_dir
+
   model = models.load(name)
   emu = Emulator(model.apply_fn, model.params, model.data.test.x[:7])  # any batch size
   prof = profile_lib.load(default_profile_dir(name), expect=emu, params=model.params)
@@ -193,7 +257,8 @@ def test_profile_for_other_weights_is_refused_naming_the_file(tmp_path):
   other = {"w": np.arange(6, dtype=np.float32) * 1.001}  # same architecture, other weights
   written = profile_lib.save(_profile(params=weights), tmp_path / "p")
   assert json.loads((written / profile_lib.JSON_FILE).read_text())["params_hash"] == (
-      checkpoint.params_hash(weights))
+      checkpoint.params_hash(weights)
+  )
   assert profile_lib.load(written, params=weights).params_hash == checkpoint.params_hash(weights)
   with pytest.raises(ProfileError, match=f"{written}.*other weights") as info:
     profile_lib.load(written, params=other)

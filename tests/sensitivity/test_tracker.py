@@ -12,8 +12,13 @@ from aprec.emulator.formats import MODES
 
 def _grads(n, seed=0):
   rng = np.random.default_rng(seed)
-  return [{"w": rng.normal(size=(3, 2)).astype(np.float32),
-           "b": rng.normal(size=(2,)).astype(np.float32)} for _ in range(n)]
+  return [
+      {
+          "w": rng.normal(size=(3, 2)).astype(np.float32),
+          "b": rng.normal(size=(2,)).astype(np.float32),
+      }
+      for _ in range(n)
+  ]
 
 
 def test_statistics_equal_a_direct_computation():
@@ -26,8 +31,8 @@ def test_statistics_equal_a_direct_computation():
   for key in ("w", "b"):
     g = np.stack([x[key] for x in grads]).astype(np.float64)
     np.testing.assert_allclose(stats.mean[key], g.mean(0), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(stats.mean_sq[key], (g ** 2).mean(0), rtol=1e-5)
-    np.testing.assert_allclose(state.mean_fourth[key], (g ** 4).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.mean_sq[key], (g**2).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(state.mean_fourth[key], (g**4).mean(0), rtol=1e-5)
     np.testing.assert_allclose(stats.variance[key], g.var(0), rtol=1e-4, atol=1e-6)
   assert int(state.steps) == 6 and float(state.examples) == 48.0
 
@@ -53,8 +58,9 @@ def test_bad_gradients_are_rejected():
 
 
 class _AttentionToy(nn.Module):
+
   @nn.compact
-  def __call__(self, x):                       # x: (B, T, 4)
+  def __call__(self, x):  # x: (B, T, 4)
     h = nn.Dense(4, use_bias=False)(x)
     scores = jnp.einsum("btd,bsd->bts", h, h)  # an op without a weight
     return nn.Dense(3)(scores.mean(1))

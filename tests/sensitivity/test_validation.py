@@ -42,6 +42,7 @@ def test_random_mixed_assignments_and_additive_prediction():
 
 
 class TinyMLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     return nn.Dense(3)(jnp.tanh(nn.Dense(6)(x)))
@@ -60,10 +61,18 @@ def model():
 
 def test_validation_on_the_calibration_data_is_perfect_for_perturbation(model, tmp_path):
   from aprec.app import figures as sensitivity_plots
+
   apply_fn, params, batches, prof = model
   noisy = prof.delta_loss + np.random.default_rng(0).normal(size=prof.delta_loss.shape)
-  val = validation.validate(prof, apply_fn, params, batches, n_assignments=16,
-                            extra_tables={"noisy": noisy}, dataset="same")
+  val = validation.validate(
+      prof,
+      apply_fn,
+      params,
+      batches,
+      n_assignments=16,
+      extra_tables={"noisy": noisy},
+      dataset="same",
+  )
   np.testing.assert_allclose(val.measured_single, prof.delta_loss, rtol=1e-5, atol=1e-7)
   s = val.scores["perturbation"]
   assert s.spearman_single_op == pytest.approx(1.0) and s.n_pairs == 2 * (len(MODES) - 1)
@@ -72,8 +81,12 @@ def test_validation_on_the_calibration_data_is_perfect_for_perturbation(model, t
   assert val.loss == "kl" and val.summary()["scores"]["noisy"]["method"] == "noisy"
   # The additive prediction of one lowered op is that op's own entry.
   single = (val.assignments > 0).sum(1) == 1
-  np.testing.assert_allclose(val.predicted_additive["perturbation"][single],
-                             val.measured_additive[single], rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+      val.predicted_additive["perturbation"][single],
+      val.measured_additive[single],
+      rtol=1e-4,
+      atol=1e-7,
+  )
   path = sensitivity_plots.scatter(val, tmp_path / "scatter.png", model="tiny")
   assert path.read_bytes()[:4] == b"\x89PNG"
 
@@ -83,6 +96,7 @@ def test_measure_assignments_equals_a_direct_loop(model):
   rows = np.array([[6, 0], [3, 5], [0, 0]], np.int32)
   mean, err, shape = validation.measure_assignments(apply_fn, params, batches, rows, loss="ce")
   from aprec import Emulator
+
   emu = Emulator(apply_fn, params, batches[0][0])
   f = jax.jit(lambda m, x, y: sensitivity.cross_entropy(emu(params, x, m), y))
   direct = np.array([[float(f(r, x, y) - f(rows[2], x, y)) for x, y in batches] for r in rows])
