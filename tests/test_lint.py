@@ -6,7 +6,6 @@ import pathlib
 import subprocess
 import sys
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATHS = ("aprec", "tests", "scripts")
 
