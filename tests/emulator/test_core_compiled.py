@@ -243,3 +243,33 @@ def test_whole_model_compiled_equals_op_by_op_when_its_float32_parts_do(cnn):
     with jax.disable_jit():
       op_by_op = emu(params, x, m)
     assert _same_bits(emu(params, x, m), op_by_op), name
+
+
+def test_digits_vit_compiled_and_op_by_op_agree_within_the_documented_bound():
+  """Issue 13.14 on the model where it was found, at the default (per-token) scaling: the
+  README's measured bounds on 64 test images (examples are independent under per-token
+  scales, so 8 of them stay within them) and the same top-1 everywhere. The differences come
+  from the model's own float32 code (LayerNorm, softmax) fused differently, which a
+  quantizer can turn into a grid step at a rounding boundary."""
+  from aprec import models
+
+  model = models.load("digits_vit")
+  x = model.data.test.x[:8]
+  emu = Emulator(model.apply_fn, model.params, x)
+  run = jax.jit(emu)
+  bounds = {
+      "bf16": 0.0,
+      "fp16": 3e-3,
+      "fp8_e4m3": 1e-5,
+      "fp8_e5m2": 0.25,
+      "int8": 2e-3,
+      "int4": 1e-5,
+      "fp32": 1e-5,
+  }
+  for mode, bound in bounds.items():
+    modes = emu.assignment(mode)
+    compiled = np.asarray(run(model.params, x, modes))
+    with jax.disable_jit():
+      op_by_op = np.asarray(emu(model.params, x, modes))
+    assert np.max(np.abs(compiled - op_by_op)) <= bound, mode
+    assert np.array_equal(compiled.argmax(-1), op_by_op.argmax(-1)), mode
