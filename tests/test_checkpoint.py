@@ -316,3 +316,19 @@ def test_params_hash_tells_weights_apart():
   assert checkpoint.params_hash(a) == checkpoint.params_hash(_linen_params())
   b = jax.tree.map(lambda x: x.at[0].add(1e-7), a)
   assert checkpoint.params_hash(a) != checkpoint.params_hash(b)
+
+
+def test_replace_file_keeps_the_old_file_when_the_write_fails(tmp_path):
+  target = tmp_path / "trace.jsonl"
+  target.write_text("old\n")
+
+  def fails(tmp):
+    tmp.write_text("half a line")
+    raise RuntimeError("killed mid-write")
+
+  with pytest.raises(RuntimeError, match="mid-write"):
+    checkpoint.replace_file(target, fails)
+  assert target.read_text() == "old\n"
+  assert [p.name for p in tmp_path.iterdir()] == ["trace.jsonl"]  # no temporary left
+  checkpoint.replace_file(target, lambda tmp: tmp.write_text("new\n"))
+  assert target.read_text() == "new\n" and len(list(tmp_path.iterdir())) == 1

@@ -73,11 +73,9 @@ def simulate(
       "seed": seed,
       **simulator.summarize(metrics),
   }
-  out.mkdir(parents=True, exist_ok=True)
   columns = {k: np.asarray(v).tolist() for k, v in metrics._asdict().items()}
-  with open(out / f"{scenario}.jsonl", "w") as f:
-    for t in range(steps):
-      f.write(json.dumps({k: v[t] for k, v in columns.items()}) + "\n")
+  lines = (json.dumps({k: v[t] for k, v in columns.items()}) + "\n" for t in range(steps))
+  checkpoint.replace_file(out / f"{scenario}.jsonl", lambda tmp: tmp.write_text("".join(lines)))
   figure = figures.sim_trace(
       metrics, out / f"{scenario}.png", title=f"{scenario}: {model} on {nnp.name} at {modes}"
   )

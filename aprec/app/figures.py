@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aprec import checkpoint
 from aprec.emulator.formats import MODES
 
 
@@ -27,10 +28,7 @@ def _figure(width: float, height: float, dpi: int = 100):
 
 
 def _save(fig, path: str | pathlib.Path, **kwargs: Any) -> pathlib.Path:
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, **kwargs)
-  return path
+  return checkpoint.replace_file(path, lambda tmp: fig.savefig(tmp, **kwargs))
 
 
 def _floor(values: np.ndarray) -> float:

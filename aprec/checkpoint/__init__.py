@@ -9,6 +9,7 @@ from aprec.checkpoint._directory import RecoveryWarning as RecoveryWarning
 from aprec.checkpoint._directory import check_target as check_target
 from aprec.checkpoint._directory import lock as lock
 from aprec.checkpoint._directory import recover as recover
+from aprec.checkpoint._directory import replace_file as replace_file
 from aprec.checkpoint._directory import verify as verify
 from aprec.checkpoint._directory import write_directory as write_directory
 from aprec.checkpoint._directory import write_manifest as write_manifest

@@ -48,7 +48,7 @@ import pathlib
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 MANIFEST = "SHA256SUMS"
 _CHUNK_BYTES = 1 << 20
@@ -239,6 +239,37 @@ def verify(directory: str | os.PathLike[str]) -> pathlib.Path:
           "the artifact was written"
       )
   return directory
+
+
+def replace_file(
+    path: str | os.PathLike[str], write: Callable[[pathlib.Path], object]
+) -> pathlib.Path:
+  """Writes one file atomically: ``write(temporary)`` beside ``path``, then a rename.
+
+  A reader sees the old file or the complete new one, never a partial one; a failed or
+  killed ``write`` leaves the old file as it was (and no temporary, unless killed). The
+  temporary keeps ``path``'s suffix, so writers that infer the format from it still work.
+
+  Example:
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "trace.txt"
+    >>> replace_file(target, lambda tmp: tmp.write_text("new")).read_text()
+    'new'
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+  try:
+    write(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return path
 
 
 def _fsync_tree(directory: pathlib.Path) -> None:
