@@ -198,6 +198,41 @@ def amax_over(x: jax.Array, reduce_axes: Sequence[int]) -> jax.Array:
   return jnp.where(jnp.any(jnp.isnan(x), axis=axes, keepdims=True), jnp.nan, amax)
 
 
+def range_of(x: jax.Array, reduce_axes: Sequence[int], amax: jax.Array | None = None) -> jax.Array:
+  """The range a scale is computed from: ``amax_over(x, reduce_axes)``, or a fixed ``amax``
+  (static calibration) broadcast to that shape.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> range_of(jnp.array([[1.0, -3.0], [2.0, 0.5]]), (1,)).tolist()
+    [[3.0], [2.0]]
+  """
+  if amax is None:
+    return amax_over(x, reduce_axes)
+  keep_shape = tuple(1 if i in reduce_axes else d for i, d in enumerate(x.shape))
+  return jnp.broadcast_to(amax, keep_shape)
+
+
+def scale_to_range(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(x · (1/scale) clipped to ±max_value, scale)``: a scaled mode's operand before rounding.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> scaled, scale = scale_to_range(jnp.array([0.5, -2.0]), MODE_TABLE[mode_index("int8")],
+    ...                                jnp.array([1.0]))
+    >>> scaled.tolist()
+    [63.5, -127.0]
+  """
+  scale = scale_from_amax(amax, mode.max_value)
+  # Clipping saturates out-of-range values under static (calibrated) scales; with scales
+  # from the tensor itself it only catches the last ulp of amax / scale.
+  # x · (1/scale), spelled out: XLA:CPU computes a division by the scale as this product
+  # (NumPy and other backends divide, and ties then round differently), so the documented
+  # rule is the product and every backend and the NumPy references compute exactly it.
+  inverse = jnp.float32(1) / scale
+  return jnp.clip(x.astype(jnp.float32) * inverse, -mode.max_value, mode.max_value), scale
+
+
 def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Quantize with a python-known mode: ``(values in the mode's grid, scale)``.
 
@@ -206,14 +241,7 @@ def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Arr
   if not mode.scaled:
     values = x if mode.name == "fp32" else cast_round(x, mode)
     return values, jnp.ones(amax.shape, jnp.float32)
-  scale = scale_from_amax(amax, mode.max_value)
-  # Clipping saturates out-of-range values under static (calibrated) scales; with scales
-  # from the tensor itself it only catches the last ulp of amax / scale.
-  # x · (1/scale), spelled out: XLA:CPU computes a division by the scale as this product
-  # (NumPy and other backends divide, and ties then round differently), so the documented
-  # rule is the product and every backend and the NumPy references compute exactly it.
-  inverse = jnp.float32(1) / scale
-  scaled = jnp.clip(x.astype(jnp.float32) * inverse, -mode.max_value, mode.max_value)
+  scaled, scale = scale_to_range(x, mode, amax)
   # Grid values are exact in any float dtype the operand may have (ints <= 127, fp8).
   if mode.is_int:
     return jnp.round(scaled).astype(x.dtype), scale  # jnp.round rounds half to even.
@@ -250,8 +278,7 @@ def quantize(
     def run(x):
       if not m.scaled:
         return _quantize_static(x, m, jnp.zeros(keep_shape, jnp.float32))
-      a = amax_over(x, reduce_axes) if amax is None else jnp.broadcast_to(amax, keep_shape)
-      return _quantize_static(x, m, a)
+      return _quantize_static(x, m, range_of(x, reduce_axes, amax))
 
     return run
 

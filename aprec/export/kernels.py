@@ -81,14 +81,25 @@ def weight_grid(
   return values, scale
 
 
-def _activation(x: jax.Array, mode: int, reduce_axes) -> tuple[jax.Array, jax.Array]:
-  values, scale = formats.quantize(x, mode, reduce_axes)
+def _activation(
+    x: jax.Array, mode: int, reduce_axes, amax: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+  """An activation on the mode's grid, with the emulator's scale (``formats.quantize``'s).
+
+  Integer modes: ``formats.quantize``'s grid as int8. bf16/fp16: ``formats.quantize``
+  already rounds with ``reduce_precision``, which XLA keeps, so it is used as it is. fp8:
+  the emulator's scaling and clipping (``formats.scale_to_range``) rounded by
+  ``round_to_mode`` instead of ``formats.cast_round``'s ``f32 → fp8 → f32`` cast pair,
+  which XLA's ``SimplifyFPConversions`` may drop (GPU, or CPU with oneDNN, under the
+  default ``xla_allow_excess_precision``) and which costs 4x more on XLA:CPU; the two give
+  the same bits (``test_round_to_mode_is_the_cast``).
+  """
   fmt = MODE_TABLE[mode]
-  if fmt.is_int:
-    return values.astype(jnp.int8), scale
-  if fmt.name != "fp32":
-    values = round_to_mode(values, fmt)  # idempotent on the grid; survives XLA's rewrites
-  return values, scale
+  if fmt.scaled and not fmt.is_int:
+    scaled, scale = formats.scale_to_range(x, fmt, formats.range_of(x, reduce_axes, amax))
+    return round_to_mode(scaled, fmt).astype(x.dtype), scale
+  values, scale = formats.quantize(x, mode, reduce_axes, amax)
+  return (values.astype(jnp.int8) if fmt.is_int else values), scale
 
 
 def _int_product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -104,12 +115,14 @@ def product(
     mode: int,
     weight: Packed | None = None,
     weight_operand: int | None = None,
+    amax: tuple[jax.Array | None, jax.Array | None] = (None, None),
 ) -> jax.Array:
   """One op in the static ``mode``; ``weight`` (stored) replaces operand ``weight_operand``.
 
-  Equal, bit for bit, to ``pak.apply(contraction, lhs, rhs, mode)`` on the weight that
-  ``weight = dma.pack(...)`` stored (same grid values, same scales) when both run op by op
-  (``jax.disable_jit()``).
+  ``amax`` holds fixed (lhs, rhs) ranges as ``pak.apply``'s ``lhs_amax``/``rhs_amax`` (None:
+  the operand's own range). Equal, bit for bit, to ``pak.apply(contraction, lhs, rhs, mode,
+  *amax)`` on the weight that ``weight = dma.pack(...)`` stored (same grid values, same
+  scales) when both run op by op (``jax.disable_jit()``).
   """
   m = MODE_TABLE[mode]
   operands = [lhs, rhs]
@@ -127,7 +140,7 @@ def product(
       if not m.is_int:
         q = q.astype(x.dtype)
     else:
-      q, s = _activation(x, mode, reduce_axes[side])
+      q, s = _activation(x, mode, reduce_axes[side], amax[side])
     grids.append(q)
     scales.append(s)
   acc = _int_product(contraction, *grids) if m.is_int else contraction.float_product(*grids)

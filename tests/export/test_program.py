@@ -73,16 +73,19 @@ def test_weights_only_in_storage_formats_and_integer_products(setup):
     assert int(np.prod([int(d) for d in shape.split("x")])) not in weight_sizes
 
 
-def test_float_modes_round_before_a_float32_product(setup):
+def test_float_modes_round_once_before_a_float32_product(setup):
   emu, params, x = setup
   text = program_lib.build(emu, params, emu.assignment("bf16")).export(("cpu",)).mlir_module()
   bf16 = MODE_TABLE[MODES.index("bf16")]
-  rounding = f"reduce_precision %\\d+, format = e{bf16.exponent_bits}m{bf16.mantissa_bits}"
-  # At least one rounding per activation operand: conv, embed, head, both sides of the
-  # einsum (formats.quantize rounds bf16 with reduce_precision too, so some appear twice).
-  assert len(re.findall(rounding, text)) >= 5
+  rounding = f"reduce_precision %\\w+, format = e{bf16.exponent_bits}m{bf16.mantissa_bits}"
+  # One rounding per activation operand: conv, embed, head and both sides of the einsum.
+  assert len(re.findall(rounding, text)) == 5
   assert "tensor<3x3x1x4xbf16>" in text  # the conv weight arrives as bf16
   assert "xi8>" not in text
+  # fp8 activations round with reduce_precision, never an f32 -> f8 cast XLA may drop.
+  fp8 = program_lib.build(emu, params, emu.assignment("fp8_e4m3")).export(("cpu",)).mlir_module()
+  assert len(re.findall(r"reduce_precision %\w+, format = e5m3", fp8)) == 5
+  assert not re.findall(r"stablehlo\.convert .*-> tensor<\S+xf8E4M3FN>", fp8)
 
 
 def test_rejects_an_assignment_of_another_model(setup):
