@@ -327,17 +327,13 @@ class Emulator(Measurements):
         weight = operands[op.weight_operand]
         operands[op.weight_operand] = dma.load(stored_weights[i]).astype(weight.dtype)
         lhs, rhs = operands
-      amax = [None, None]
-      if activation_amax is not None:
-        amax = [None if side == op.weight_operand else activation_amax[i, side] for side in (0, 1)]
-      elif mask is not None:
-        reduce_axes = (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes)
-        amax = [
-            None
-            if side == op.weight_operand
-            else padding.masked_amax((lhs, rhs)[side], mask, reduce_axes[side])
-            for side in (0, 1)
-        ]
+      amax = padding.operand_amax(
+          (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes),
+          (lhs, rhs),
+          op.weight_operand,
+          None if activation_amax is None else activation_amax[i],
+          mask,
+      )
       return pak.apply(contraction, lhs, rhs, modes[i], *amax)
 
     # Per-op weights in storage formats differ in structure from layer to layer, so with

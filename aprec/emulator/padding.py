@@ -64,3 +64,39 @@ def masked_amax(x: jax.Array, mask: jax.Array, reduce_axes: Sequence[int]) -> ja
   shape[0], shape[axis] = batch, positions
   real = jnp.reshape(jnp.asarray(mask) != 0, shape)
   return jnp.max(jnp.where(real, jnp.abs(x), 0), axis=tuple(reduce_axes), keepdims=True)
+
+
+def operand_amax(
+    reduce_axes: tuple[Sequence[int], Sequence[int]],
+    operands: tuple[jax.Array, jax.Array],
+    weight_operand: int | None,
+    calibrated: jax.Array | None = None,
+    mask: jax.Array | None = None,
+) -> list[jax.Array | None]:
+  """``[lhs_amax, rhs_amax]`` of one op for ``pak.apply``: the ranges its scales come from.
+
+  The weight (``weight_operand``) gets None: its own per-channel range. Each activation
+  gets its calibrated range (``calibrated``, this op's ``(2,)`` row of
+  ``Emulator.calibrate``) if given, else its range over real positions under a padding
+  ``mask`` (``masked_amax``), else None (its own dynamic range).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> x, w = jnp.array([[[1.0], [9.0]]]), jnp.ones((1, 3))  # (batch, positions, 1), weight
+    >>> lhs, rhs = operand_amax(((2,), (0,)), (x, w), 1, mask=jnp.array([[True, False]]))
+    >>> lhs.ravel().tolist(), rhs
+    ([1.0, 0.0], None)
+    >>> operand_amax(((2,), (0,)), (x, w), 1, calibrated=jnp.array([4.0, 5.0]))[0].tolist()
+    4.0
+  """
+
+  def one(side: int) -> jax.Array | None:
+    if side == weight_operand:
+      return None
+    if calibrated is not None:
+      return calibrated[side]
+    if mask is not None:
+      return masked_amax(operands[side], mask, reduce_axes[side])
+    return None
+
+  return [one(0), one(1)]

@@ -63,6 +63,24 @@ def _as_modes(emu: Emulator, assignment: Any) -> Any:
   return getattr(assignment, "assignment", assignment)  # a planner.Plan, or an array
 
 
+def _inputs_entry(program: program_lib.Program) -> dict[str, Any]:
+  """The manifest's description of the inputs: pytree structure, leaves, padding mask."""
+  paths, treedef = jax.tree_util.tree_flatten_with_path(program.input_spec)
+  return {
+      "tree": str(treedef),
+      "leaves": [
+          {
+              "path": jax.tree_util.keystr(path),
+              "shape": [None, *spec.shape[1:]],
+              "dtype": spec.dtype.name,
+          }
+          for path, spec in paths
+      ],
+      "mask": program.mask_input,
+      "calibrated": program.calibrated,
+  }
+
+
 def _write_json(path: pathlib.Path, value: Any) -> None:
   path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -74,6 +92,7 @@ def export(
     out_dir: str | os.PathLike[str],
     *,
     example_inputs: Any = None,
+    activation_amax: Any = None,
     replace: bool = False,
     extra_json: Mapping[str, Any] | None = None,
     platforms: Sequence[str] | None = program_lib.DEFAULT_PLATFORMS,
@@ -86,7 +105,10 @@ def export(
     assignment: an int32 mode array (one per op), a mode string (``"int8,Dense_1=fp32"``),
       a ``{op: mode}`` mapping, or a plan with an ``.assignment``.
     out_dir: the artifact directory; an existing one is replaced only with ``replace``.
-    example_inputs: a batch of inputs, needed when ``model`` is an ``apply_fn``.
+    example_inputs: a batch of inputs, needed when ``model`` is an ``apply_fn``: any pytree
+      whose leaves share a leading batch axis (the artifact takes any batch size).
+    activation_amax: optional calibrated operand ranges (``emulator.calibrate``), used as
+      ``emulator(..., activation_amax=...)`` uses them.
     replace: replace an existing ``out_dir``.
     extra_json: more files to write (name → JSON value), listed in the manifest.
     platforms: what the program is lowered for (``jax.export`` names: cpu, cuda, rocm,
@@ -107,7 +129,9 @@ def export(
       overwrite=replace, marker=MANIFEST, what="export artifact", flag="replace=True (`--replace`)"
   )
   checkpoint.check_target(out_dir, **target)  # before the work
-  program = program_lib.build(emu, params, _as_modes(emu, assignment))
+  program = program_lib.build(
+      emu, params, _as_modes(emu, assignment), activation_amax=activation_amax
+  )
   exported = program.export(platforms)
   serialized = exported.serialize()
   modes = program_lib.mode_names(program)
@@ -143,7 +167,6 @@ def export(
     for name, value in (extra_json or {}).items():
       _write_json(staging / name, value)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
-    spec = program.input_spec
     _write_json(
         staging / MANIFEST,
         {
@@ -156,7 +179,7 @@ def export(
             "assignment": ASSIGNMENT_FILE,
             "ops": OPS_FILE,
             "arrays": arrays_meta,
-            "input": {"shape": [None, *spec.shape[1:]], "dtype": spec.dtype.name},
+            "inputs": _inputs_entry(program),
             "platforms": list(exported.platforms),
             "jax_version": jax.__version__,
         },

@@ -1,10 +1,12 @@
 """Load and run an exported aprec model with nothing but jax and numpy.
 
 This file imports only the standard library, numpy and jax: copy it next to an artifact
-and ``load(directory)(x)`` runs the model without aprec, flax or the model's code.
+and ``load(directory)(inputs)`` runs the model without aprec, flax or the model's code.
+``inputs`` is what the emulator took: one array, or any pytree of arrays (``(ids, mask)``,
+a dict) whose leaves share a leading batch axis of any size.
 
 An artifact directory holds ``manifest.json`` (the SHA-256 and size of every other file,
-the arrays the program reads and its input), ``program.jaxexport`` (the inference
+the arrays the program reads and its inputs), ``program.jaxexport`` (the inference
 function, ``jax.export`` serialized, batch dimension symbolic), ``arrays/`` (weights in
 their storage formats and their scales, as raw little-endian bytes; the remaining
 parameters), ``assignment.json`` and ``ops.json``. Every file is verified before use.
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FORMAT = "aprec.export/1"
+FORMAT = "aprec.export/2"  # /2: inputs as a pytree of leaves (/1: one array)
 MANIFEST = "manifest.json"
 
 
@@ -64,14 +66,15 @@ def _manifest(directory: pathlib.Path) -> dict[str, Any]:
     ) from None
   missing = [
       k
-      for k in ("format", "files", "program", "arrays", "input", "assignment", "ops")
+      for k in ("format", "files", "program", "arrays", "inputs", "assignment", "ops")
       if not isinstance(manifest, dict) or k not in manifest
   ]
   if missing:
     raise ArtifactError(f"{path} lacks {missing}; the artifact is corrupt, export it again")
   if manifest["format"] != FORMAT:
     raise ArtifactError(
-        f"{path} has format {manifest['format']!r}; this loader reads " f"{FORMAT!r}"
+        f"{path} has format {manifest['format']!r}; this loader reads {FORMAT!r}: "
+        "export the model again with this version"
     )
   return manifest
 
@@ -126,8 +129,10 @@ class Artifact:
           "export again with this jax version"
       ) from None
     self.arrays = [jnp.asarray(_read_array(directory, a)) for a in manifest["arrays"]]
-    self.input_shape = tuple(manifest["input"]["shape"])  # None marks the batch dimension
-    self.input_dtype = jnp.dtype(manifest["input"]["dtype"])
+    inputs = manifest["inputs"]
+    self.input_tree: str = inputs["tree"]
+    # One entry per input leaf: its pytree path, shape (None marks the batch) and dtype.
+    self.input_leaves: list[dict[str, Any]] = inputs["leaves"]
     self.platforms = tuple(self.exported.platforms)
     here = jax.devices()[0].platform
     self._platform = {"gpu": "cuda"}.get(here, here)
@@ -138,27 +143,47 @@ class Artifact:
     """Bytes of every array the program reads (stored weights, scales, parameters)."""
     return sum(int(a.size * a.dtype.itemsize) for a in self.arrays)
 
-  def __call__(self, x: Any) -> Any:
-    """Outputs for a batch ``x`` of shape ``(batch, *features)``."""
-    x = jnp.asarray(x)
-    features = self.input_shape[1:]
-    if x.ndim != len(self.input_shape) or tuple(x.shape[1:]) != features:
-      expected = ", ".join(["batch", *map(str, features)])
-      raise ValueError(
-          f"input has shape {tuple(x.shape)}; this artifact takes "
-          f"({expected}) (from {self.directory / MANIFEST})"
-      )
-    if x.dtype != self.input_dtype:
-      if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"input has dtype {x.dtype}; this artifact takes {self.input_dtype}")
-      x = x.astype(self.input_dtype)
+  def __call__(self, inputs: Any) -> Any:
+    """Outputs for a batch of ``inputs``: the structure, feature shapes and dtypes the
+    model was exported with, every leaf with the same (any) batch size."""
+    leaves = self._check_inputs(inputs)
     if self._platform not in self.platforms:
       raise ValueError(
           f"this artifact was lowered for {list(self.platforms)}, not "
           f"{self._platform!r}; "
           "export it again with platforms including it (`--platforms`)"
       )
-    return self._call(self.arrays, x)
+    return self._call(self.arrays, leaves)
+
+  def _check_inputs(self, inputs: Any) -> list[jax.Array]:
+    """The input leaves as the program takes them; raises naming the leaf that differs."""
+    source = self.directory / MANIFEST
+    paths, treedef = jax.tree_util.tree_flatten_with_path(inputs)
+    if str(treedef) != self.input_tree:
+      raise ValueError(
+          f"inputs have structure {treedef}; this artifact takes {self.input_tree} "
+          f"(from {source})"
+      )
+    leaves, batch_sizes = [], {}
+    for (path, leaf), spec in zip(paths, self.input_leaves):
+      name = f"input {spec['path']}" if spec["path"] else "input"
+      leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
+      features = tuple(spec["shape"][1:])
+      if leaf.ndim != len(spec["shape"]) or tuple(leaf.shape[1:]) != features:
+        expected = ", ".join(["batch", *map(str, features)])
+        raise ValueError(
+            f"{name} has shape {tuple(leaf.shape)}; this artifact takes ({expected}) "
+            f"(from {source})"
+        )
+      dtype = jnp.dtype(spec["dtype"])
+      if leaf.dtype != dtype and not np.can_cast(leaf.dtype, dtype, casting="same_kind"):
+        raise ValueError(f"{name} has dtype {leaf.dtype}; this artifact takes {dtype}")
+      batch_sizes[name] = leaf.shape[0]
+      leaves.append(jnp.asarray(leaf, dtype))
+    if len(set(batch_sizes.values())) > 1:
+      listed = ", ".join(f"{k} has {v}" for k, v in batch_sizes.items())
+      raise ValueError(f"inputs disagree on the batch size ({listed}); give every leaf the same")
+    return leaves
 
 
 def _read_array(directory: pathlib.Path, entry: dict[str, Any]) -> np.ndarray:

@@ -1,12 +1,14 @@
 """The inference function of an exported model: weights in their storage formats → outputs.
 
 ``build`` turns an emulator and an assignment into a ``Program``: a pure function of a flat
-list of arrays (each op's stored weight bytes and scales, then the parameters no op
-consumes, e.g. biases) and a batch of inputs. The model's jaxpr is evaluated once more
-with a symbolic batch dimension, every op running ``kernels.product`` in its fixed mode on
-the stored weight; parameters that only fed op weights are left out, so no float32 copy
-of a low-bit weight reaches the program. ``Program.export`` serializes it with
-``jax.export``.
+list of arrays (each op's stored weight bytes and scales, the calibrated ranges if any,
+then the parameters no op consumes, e.g. biases) and a batch of inputs: any pytree the
+emulator takes (``(ids, mask)``, a dict), every leaf sharing one symbolic batch axis. The
+model's jaxpr is evaluated once more at that symbolic batch, every op running
+``kernels.product`` in its fixed mode on the stored weight, with the emulator's ranges
+(calibrated, over real positions under its padding mask, or dynamic); parameters that
+only fed op weights are left out, so no float32 copy of a low-bit weight reaches the
+program. ``Program.export`` serializes it with ``jax.export``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.emulator import _jaxpr
+from aprec.emulator import _jaxpr, padding
+from aprec.emulator import inputs as inputs_lib
 from aprec.emulator.core import Emulator
 from aprec.emulator.dma import Packed
 from aprec.emulator.formats import MODES
@@ -39,8 +42,9 @@ class ProgramArray:
   Attributes:
     name: file-safe name, e.g. ``Conv_0.data`` (a weight) or ``params.Conv_0.bias`` (a
       parameter's pytree path).
-    role: ``"weight"`` (stored bytes/elements), ``"scale"`` (its float32 scales) or
-      ``"param"`` (a parameter read as it is, e.g. a bias).
+    role: ``"weight"`` (stored bytes/elements), ``"scale"`` (its float32 scales),
+      ``"amax"`` (the calibrated ``(ops, 2)`` operand ranges) or ``"param"`` (a parameter
+      read as it is, e.g. a bias).
     op: the op whose weight this is (None for parameters).
     array: the values.
   """
@@ -53,65 +57,90 @@ class ProgramArray:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Program:
-  """A model at one assignment as a pure function ``fn(arrays, x) -> outputs``.
+  """A model at one assignment as a pure function ``fn(arrays, inputs) -> outputs``.
 
   Attributes:
-    fn: the function at the emulator's example batch; ``arrays`` in the order of
-      ``arrays``. It runs eagerly too, so ``jax.disable_jit()`` compares it op by op.
+    fn: the function at the emulator's example inputs; ``arrays`` in the order of
+      ``arrays``, ``inputs`` a pytree like the emulator's. It runs eagerly too, so
+      ``jax.disable_jit()`` compares it op by op.
     symbolic_fn: the same with a symbolic batch dimension (what ``export`` serializes).
     arrays: what ``fn`` reads.
-    input_spec: the input's shape (batch dimension symbolic) and dtype.
+    input_spec: the inputs' pytree of shapes (batch dimension symbolic) and dtypes.
     modes: the assignment, one mode index per op of ``op_names``.
     op_names: the ops, in the emulator's order.
     stored: every op's stored weight (``Emulator.store_weights``), None without one.
     params_left_out: parameters that only fed op weights (their stored form replaces them).
+    mask_input: the input leaf used as the padding mask (``Emulator.mask_input``), or None.
+    calibrated: whether activations use calibrated ranges (``Emulator.calibrate``).
   """
 
-  fn: Callable[[Sequence[jax.Array], jax.Array], Any]
-  symbolic_fn: Callable[[Sequence[jax.Array], jax.Array], Any]
+  fn: Callable[[Sequence[jax.Array], Any], Any]
+  symbolic_fn: Callable[[Sequence[jax.Array], Any], Any]
   arrays: tuple[ProgramArray, ...]
-  input_spec: jax.ShapeDtypeStruct
+  input_spec: Any
   modes: np.ndarray
   op_names: tuple[str, ...]
   stored: tuple[Packed | None, ...]
   params_left_out: tuple[str, ...]
+  mask_input: str | None = None
+  calibrated: bool = False
 
-  def __call__(self, x: jax.Array) -> Any:
-    return self.fn([jnp.asarray(a.array) for a in self.arrays], x)
+  def __call__(self, inputs: Any) -> Any:
+    return self.fn([jnp.asarray(a.array) for a in self.arrays], inputs)
 
   def export(self, platforms: Sequence[str] | None = DEFAULT_PLATFORMS) -> jax.export.Exported:
-    """The program for ``jax.export`` (symbolic batch), lowered for ``platforms``."""
+    """The program for ``jax.export`` (symbolic batch), lowered for ``platforms``.
+
+    It takes ``(arrays, input leaves)``: the inputs flattened (``jax.tree_util``), so any
+    pytree of inputs serializes, and the loader checks their structure itself.
+    """
     specs = [jax.ShapeDtypeStruct(a.array.shape, a.array.dtype) for a in self.arrays]
+    leaves, treedef = jax.tree_util.tree_flatten(self.input_spec)
+
+    def flat_fn(arrays, input_leaves):
+      return self.symbolic_fn(arrays, jax.tree_util.tree_unflatten(treedef, input_leaves))
+
     platforms = None if platforms is None else tuple(platforms)
-    return jax.export.export(jax.jit(self.symbolic_fn), platforms=platforms)(specs, self.input_spec)
+    return jax.export.export(jax.jit(flat_fn), platforms=platforms)(specs, list(leaves))
 
 
 def _file_name(name: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "." for c in name)
 
 
-def _batch_symbolic(emu: Emulator) -> jax.ShapeDtypeStruct:
-  leaves = jax.tree_util.tree_leaves(emu.input_specs)
-  if len(leaves) != 1 or len(leaves[0].shape) < 1:
-    raise ValueError(
-        f"export takes models of one input array with a leading batch axis; "
-        f"this emulator's inputs are {emu.input_specs}"
-    )
+def _batch_symbolic(emu: Emulator) -> Any:
+  """The emulator's example inputs with their shared leading (batch) axis made symbolic."""
+  inputs_lib.batch_size(emu.input_specs, "the emulator's example inputs")
   (batch,) = jax.export.symbolic_shape(BATCH_SYMBOL)
-  return jax.ShapeDtypeStruct((batch, *leaves[0].shape[1:]), leaves[0].dtype)
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct((batch, *s.shape[1:]), s.dtype), emu.input_specs
+  )
+
+
+def _mask_leaf(emu: Emulator) -> int | None:
+  """Index among the flat inputs of the emulator's padding mask (``mask_input``), or None."""
+  if emu.mask_input is None:
+    return None
+  paths = jax.tree_util.tree_flatten_with_path(emu.input_specs)[0]
+  names = [jax.tree_util.keystr(p) or "inputs" for p, _ in paths]
+  return names.index(emu.mask_input)
 
 
 def _forward(
     emu: Emulator,
     modes: np.ndarray,
     stored: Sequence[Packed | None],
+    calibrated: bool,
+    mask_leaf: int | None,
     treedef,
     leaf_specs: Sequence[jax.ShapeDtypeStruct],
     keep: Sequence[bool],
 ):
-  """``fn(arrays, x)``: arrays = (data[, scale]) per stored weight, then the kept leaves."""
+  """``fn(arrays, inputs)``: arrays = (data[, scale]) per stored weight, the calibrated
+  ranges if ``calibrated``, then the kept parameter leaves; input leaf ``mask_leaf`` is the
+  padding mask."""
 
-  def fn(arrays: Sequence[jax.Array], x: jax.Array) -> Any:
+  def fn(arrays: Sequence[jax.Array], inputs: Any) -> Any:
     arrays = list(arrays)
     weights: list[Packed | None] = []
     for packed in stored:
@@ -121,21 +150,52 @@ def _forward(
       data = arrays.pop(0)
       scale = arrays.pop(0) if packed.scale.size else packed.scale
       weights.append(Packed(data=data, scale=scale, shape=packed.shape, mode=packed.mode))
+    amax_table = arrays.pop(0) if calibrated else None
     # Left-out leaves only fed op weights, which ``compute`` replaces: dead placeholders.
     leaves = [arrays.pop(0) if k else jnp.zeros(s.shape, s.dtype) for k, s in zip(keep, leaf_specs)]
     params = jax.tree_util.tree_unflatten(treedef, leaves)
+    mask = None if mask_leaf is None else jax.tree_util.tree_leaves(inputs)[mask_leaf]
 
     def compute(i, contraction, lhs, rhs):
       op = emu.ops[i]
-      return kernels.product(contraction, lhs, rhs, int(modes[i]), weights[i], op.weight_operand)
+      amax = padding.operand_amax(
+          (contraction.lhs_reduce_axes, contraction.rhs_reduce_axes),
+          (lhs, rhs),
+          op.weight_operand,
+          None if amax_table is None else amax_table[i],
+          mask,
+      )
+      return kernels.product(
+          contraction, lhs, rhs, int(modes[i]), weights[i], op.weight_operand, tuple(amax)
+      )
 
-    return emu.run_with(params, x, compute)
+    return emu.run_with(params, inputs, compute)
 
   return fn
 
 
-def build(emu: Emulator, params: Any, modes: Any) -> Program:
+def _amax_array(emu: Emulator, activation_amax: Any) -> list[ProgramArray]:
+  if activation_amax is None:
+    return []
+  amax = np.asarray(activation_amax, np.float32)
+  if amax.shape != (len(emu.ops), 2):
+    raise ValueError(
+        f"activation_amax has shape {amax.shape}, expected ({len(emu.ops)}, 2) (one "
+        "(lhs, rhs) range per op); use emulator.calibrate(params, batches)"
+    )
+  return [ProgramArray(name="activation_amax", role="amax", op=None, array=amax)]
+
+
+def build(emu: Emulator, params: Any, modes: Any, *, activation_amax: Any = None) -> Program:
   """The program of ``emu``'s model with op ``i`` in mode ``modes[i]`` and ``params``' weights.
+
+  Args:
+    emu: the emulator; its inputs (any pytree whose leaves share a leading batch axis),
+      activation scaling and padding mask (``mask_input``) carry over.
+    params: the parameters whose weights are stored.
+    modes: one mode index per op.
+    activation_amax: optional ``(len(ops), 2)`` calibrated operand ranges
+      (``emu.calibrate``), as ``emu(..., activation_amax=...)`` takes them.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -151,9 +211,15 @@ def build(emu: Emulator, params: Any, modes: Any) -> Program:
     (2, 3)
   """
   modes = np.asarray(emu.check_modes(modes))
+  amax_arrays = _amax_array(emu, activation_amax)
   x_spec = _batch_symbolic(emu)
   symbolic = Emulator(
-      emu.apply_fn, params, x_spec, activation_scaling=emu.activation_scaling, ste=emu.ste
+      emu.apply_fn,
+      params,
+      x_spec,
+      activation_scaling=emu.activation_scaling,
+      ste=emu.ste,
+      padding_mask=None,  # the mask is read from ``emu``'s inputs by ``_forward``
   )
   if symbolic.op_names != emu.op_names:
     raise ValueError(
@@ -188,25 +254,32 @@ def build(emu: Emulator, params: Any, modes: Any) -> Program:
                 array=np.asarray(packed.scale),
             )
         )
+  head = weight_arrays + amax_arrays
+  calibrated = bool(amax_arrays)
+  mask_leaf = _mask_leaf(emu)
   all_leaves = [True] * len(path_leaves)
-  probe = _forward(symbolic, modes, stored, treedef, leaf_specs, all_leaves)
-  specs = [jax.ShapeDtypeStruct(a.array.shape, a.array.dtype) for a in weight_arrays] + leaf_specs
+  probe = _forward(symbolic, modes, stored, calibrated, mask_leaf, treedef, leaf_specs, all_leaves)
+  specs = [jax.ShapeDtypeStruct(a.array.shape, a.array.dtype) for a in head] + leaf_specs
   live = _jaxpr.live_inputs(jax.make_jaxpr(probe)(specs, x_spec))
-  keep = live[len(weight_arrays) : len(weight_arrays) + len(path_leaves)]
+  keep = live[len(head) : len(head) + len(path_leaves)]
   param_arrays = [
       ProgramArray(name=n, role="param", op=None, array=np.asarray(v))
       for n, (_, v), k in zip(leaf_names, path_leaves, keep)
       if k
   ]
   return Program(
-      fn=_forward(emu, modes, stored, treedef, leaf_specs, keep),
-      symbolic_fn=_forward(symbolic, modes, stored, treedef, leaf_specs, keep),
-      arrays=tuple(weight_arrays + param_arrays),
+      fn=_forward(emu, modes, stored, calibrated, mask_leaf, treedef, leaf_specs, keep),
+      symbolic_fn=_forward(
+          symbolic, modes, stored, calibrated, mask_leaf, treedef, leaf_specs, keep
+      ),
+      arrays=tuple(head + param_arrays),
       input_spec=x_spec,
       modes=modes,
       op_names=emu.op_names,
       stored=tuple(stored),
       params_left_out=tuple(n for n, k in zip(leaf_names, keep) if not k),
+      mask_input=emu.mask_input,
+      calibrated=calibrated,
   )
 
 

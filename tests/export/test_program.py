@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from models import tiny
+from models import tiny, tiny_encoder
 
 from aprec import Emulator
 from aprec.emulator.formats import MODE_TABLE, MODES
@@ -36,19 +36,48 @@ def test_equal_to_the_emulator_op_by_op(setup):
     )
 
 
+@pytest.fixture(scope="module")
+def encoder():
+  module, params, inputs = tiny_encoder()
+  return Emulator(module.apply, params, inputs), params, inputs
+
+
+def _max_diff(a, b):
+  return float(np.abs(np.asarray(a) - np.asarray(b)).max())
+
+
+def test_pytree_inputs_padding_mask_and_calibration_equal_the_emulator_op_by_op(encoder):
+  emu, params, inputs = encoder
+  assert emu.mask_input == "[1]"  # (ids, mask): the bool leaf
+  ignoring_mask = Emulator(emu.apply_fn, params, inputs, padding_mask=None)
+  amax = emu.calibrate(params, [inputs])
+  modes = emu.assignment("fp8_e5m2,query=int8,key=int4,head=int4,out=bf16")
+  dynamic = program_lib.build(emu, params, modes)
+  calibrated = program_lib.build(emu, params, modes, activation_amax=amax)
+  assert [a.name for a in calibrated.arrays if a.role == "amax"] == ["activation_amax"]
+  with jax.disable_jit():
+    expected = emu(params, inputs, modes)
+    np.testing.assert_array_equal(np.asarray(dynamic(inputs)), np.asarray(expected))
+    expected_static = emu(params, inputs, modes, activation_amax=amax)
+    np.testing.assert_array_equal(np.asarray(calibrated(inputs)), np.asarray(expected_static))
+    # Both settings change the outputs here, so the equalities check they are honoured.
+    assert _max_diff(ignoring_mask(params, inputs, modes), expected) > 1e-4
+    assert _max_diff(expected_static, expected) > 1e-4
+
+
 def test_symbolic_batch_under_jit_within_tolerance(setup):
   emu, params, x = setup
   modes = emu.assignment("int4,embed=int8,head=fp8_e4m3")
   program = program_lib.build(emu, params, modes)
   exported = program.export(("cpu",))
   arrays = [a.array for a in program.arrays]
-  y = exported.call(arrays, x)
+  y = exported.call(arrays, [x])
   expected = jax.jit(emu)(params, x, modes)
   np.testing.assert_allclose(
       np.asarray(y), np.asarray(expected), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(expected)))
   )
   for batch in (1, 9):  # any batch size, one input shape per call
-    assert exported.call(arrays, jnp.ones((batch, 6, 6, 1))).shape == (batch, 3)
+    assert exported.call(arrays, [jnp.ones((batch, 6, 6, 1))]).shape == (batch, 3)
 
 
 def test_weights_only_in_storage_formats_and_integer_products(setup):
@@ -92,3 +121,5 @@ def test_rejects_an_assignment_of_another_model(setup):
   emu, params, _ = setup
   with pytest.raises(ValueError, match=r"shape \(4,\), one entry per op \(conv, embed"):
     program_lib.build(emu, params, np.zeros(7, np.int32))
+  with pytest.raises(ValueError, match=r"activation_amax has shape \(3, 2\), expected \(4, 2\)"):
+    program_lib.build(emu, params, emu.assignment("int8"), activation_amax=np.ones((3, 2)))
