@@ -214,13 +214,16 @@ def train(
   key = jax.random.key(config.seed + 1)
   key, k_init = jax.random.split(key)
   example = jax.tree.map(lambda x: x[0], samples.features)
-  params = net.init(k_init, example)
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.learning_rate))
-  opt_state = opt.init(params)
   n = samples.current.shape[0]
   devices = jax.devices()
   batch = config.batch_size - config.batch_size % len(devices) or len(devices)
-  sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+  mesh = Mesh(np.array(devices), ("batch",))
+  sharding = NamedSharding(mesh, PartitionSpec("batch"))
+  # Replicated from the start, as every update returns them: one compile of ``update``.
+  replicated = NamedSharding(mesh, PartitionSpec())
+  params = jax.device_put(jax.jit(net.init)(k_init, example), replicated)
+  opt_state = jax.device_put(opt.init(params), replicated)
 
   def batch_loss(params, keys, s):
     logits = jax.vmap(net.apply, in_axes=(None, 0))(params, s.features)
@@ -228,7 +231,7 @@ def train(
     return jnp.mean(losses), jax.tree.map(jnp.mean, aux)
 
   @jax.jit
-  def update(params, opt_state, key, idx):
+  def update(params, opt_state, key, idx, samples):
     s = jax.tree.map(
         lambda x: jax.lax.with_sharding_constraint(x[idx], sharding) if x.ndim >= 1 else x, samples
     )
@@ -242,7 +245,7 @@ def train(
   for i in range(config.steps):
     key, k = jax.random.split(key)
     idx = jnp.asarray(rng.integers(0, n, batch))
-    params, opt_state, loss, aux = update(params, opt_state, k, idx)
+    params, opt_state, loss, aux = update(params, opt_state, k, idx, samples)
     if i % 10 == 0 or i == config.steps - 1:
       history.append(
           {"step": i, "objective": float(loss), **{k2: float(v) for k2, v in aux.items()}}

@@ -13,7 +13,9 @@ from aprec.emulator.formats import MODE_TABLE
 
 weights = hnp.arrays(
     np.float32,
-    st.tuples(st.integers(1, 3), st.sampled_from([1, 3, 4])),
+    # A few fixed shapes (odd and even element counts, one channel and several): values vary
+    # freely, while eager JAX compiles each primitive once per shape rather than per example.
+    st.sampled_from([(1, 3), (3, 4), (2, 1)]),
     elements=st.floats(-100, 100, width=32),
 )
 
