@@ -35,7 +35,14 @@ def run_jaxpr(
   env: dict[Any, Any] = {}
   env.update(zip(jaxpr.constvars, consts))
   env.update(zip(jaxpr.invars, args))
-  for eqn in jaxpr.eqns:
+  run_eqns(jaxpr.eqns, env, plan, run_op, base, unroll=unroll)
+  return [_jaxpr.read(env, a) for a in jaxpr.outvars]
+
+
+def run_eqns(eqns, env: dict, plan: dict, run_op: Callable, base: Index, *, unroll: bool) -> None:
+  """``run_jaxpr``'s loop over some equations: reads their inputs from ``env`` and adds their
+  outputs to it (a slice of a jaxpr runs from the values live at its start)."""
+  for eqn in eqns:
     invals = [_jaxpr.read(env, a) for a in eqn.invars]
     step = plan.get(id(eqn))
     if step is None:
@@ -49,7 +56,6 @@ def run_jaxpr(
     else:
       outs = [run_op(base.value + step, base.static + step, eqn, *invals)]
     env.update(zip(eqn.outvars, outs))
-  return [_jaxpr.read(env, a) for a in jaxpr.outvars]
 
 
 def scan_loop(scan, loop: Loop, invals, run_op: Callable, base: Index) -> list[Any]:

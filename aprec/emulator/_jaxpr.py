@@ -144,3 +144,45 @@ def live_inputs(closed: ClosedJaxpr) -> list[bool]:
     if eqn.effects or any(v in live for v in eqn.outvars):
       live.update(v for v in eqn.invars if isinstance(v, Var))
   return [v in live for v in jaxpr.invars]
+
+
+def free_vars(eqns: Sequence[JaxprEqn]) -> list[Var]:
+  """The variables ``eqns`` read but do not define, in order of first use."""
+  defined: set[Var] = set()
+  seen: dict[Var, None] = {}
+  for eqn in eqns:
+    for v in eqn.invars:
+      if isinstance(v, Var) and v not in defined:
+        seen.setdefault(v)
+    defined.update(eqn.outvars)
+  return list(seen)
+
+
+def defined_vars(eqns: Sequence[JaxprEqn]) -> list[Var]:
+  """The variables ``eqns`` define, in order."""
+  return [v for eqn in eqns for v in eqn.outvars]
+
+
+def structure_key(eqns: Sequence[JaxprEqn], inputs: Sequence[Var], outputs: Sequence[Var]) -> str:
+  """A text equal for two slices of equations exactly when they compute the same function of
+  their ``inputs`` (in order) to their ``outputs``: every variable is named by its first
+  appearance, each equation written with its primitive, parameters, shapes and literals.
+  (Parameters are compared by their text; two that print alike are treated as equal.)
+  """
+  names: dict[Var, str] = {}
+
+  def name(atom: Any) -> str:
+    if isinstance(atom, Literal):
+      return f"lit({atom.val!r}:{atom.aval})"
+    if atom not in names:
+      names[atom] = f"v{len(names)}:{atom.aval}"
+    return names[atom]
+
+  lines = ["in " + " ".join(name(v) for v in inputs)]
+  for eqn in eqns:
+    ins = " ".join(name(a) for a in eqn.invars)
+    outs = " ".join(name(v) for v in eqn.outvars)
+    params = sorted((k, str(v)) for k, v in eqn.params.items())
+    lines.append(f"{outs} = {eqn.primitive.name}[{params}] {ins}")
+  lines.append("out " + " ".join(name(v) for v in outputs))
+  return "\n".join(lines)

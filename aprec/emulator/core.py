@@ -359,6 +359,20 @@ class Emulator(Measurements):
         params, inputs, lambda i, op, c, lhs, rhs: compute(i, c, lhs, rhs), unroll=True
     )
 
+  def contraction(self, op: Op, eqn: Any, lhs: jax.Array, rhs: jax.Array) -> pak.ProductSpec:
+    """The PAK's description of ``op`` (its equation ``eqn`` in the traced model) at these
+    operands, with the emulator's activation scaling and straight-through estimator."""
+    return pak.product_spec(
+        eqn.primitive,
+        eqn.params,
+        lhs.shape,
+        rhs.shape,
+        eqn.outvars[0].aval.ndim,
+        weight_operand=op.weight_operand,
+        activation_scaling=self.activation_scaling,
+        ste=self.ste,
+    )
+
   def _run_ops(self, params: Any, inputs: Any, compute: Callable, *, unroll: bool) -> Any:
     """``run_with`` with ``compute(i, op, contraction, lhs, rhs)``.
 
@@ -370,17 +384,7 @@ class Emulator(Measurements):
 
     def run_op(i, static_i: int, eqn, lhs, rhs):
       op = program.ops[static_i]
-      contraction = pak.product_spec(
-          eqn.primitive,
-          eqn.params,
-          lhs.shape,
-          rhs.shape,
-          eqn.outvars[0].aval.ndim,
-          weight_operand=op.weight_operand,
-          activation_scaling=self.activation_scaling,
-          ste=self.ste,
-      )
-      return compute(i, op, contraction, lhs, rhs)
+      return compute(i, op, self.contraction(op, eqn, lhs, rhs), lhs, rhs)
 
     closed = program.closed
     outs = _interpret.run_jaxpr(

@@ -158,7 +158,11 @@ class RetrievalEvaluator:
     return self._reference
 
   def measure(self, modes: Any) -> RetrievalMeasured:
-    """Task metrics and mean cosine to fp32 of one assignment."""
+    """Task metrics and mean cosine to fp32 of one assignment ``(n_ops,)``, or of each row
+    of a stack ``(n, n_ops)`` (then every field is an ``(n,)`` array)."""
+    if np.ndim(modes) == 2:
+      each = [self.measure(row) for row in np.asarray(modes)]
+      return RetrievalMeasured(*(np.array(column, np.float64) for column in zip(*each)))
     modes = self.emulator.check_modes(modes)
     e = self.embeddings(modes)
     if self._reference is None and not np.any(np.asarray(modes) != mode_index("fp32")):

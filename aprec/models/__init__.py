@@ -72,7 +72,7 @@ class LoadedModel(NamedTuple):
     apply_fn: pure function of ``(params, x)``, traceable by ``jax.jit``, ``jax.grad``,
       ``jax.vmap``, ``jax.make_jaxpr``. Classifiers: ``x`` of shape ``(..., 8, 8, 1)``
       float32 -> logits ``(..., 10)``. ``minilm_l6``: ``x = (ids, mask)``, both
-      ``(..., length)`` int32 -> unit embeddings ``(..., 384)``.
+      ``(..., length)`` (int32 ids, boolean mask) -> unit embeddings ``(..., 384)``.
     params: the trained parameters (a linen variables dict ``{"params": ...}`` or an
       ``nnx.State``).
     data: the dataset splits (``DatasetSplits`` train/val/test of ``(x, y)``; for

@@ -40,7 +40,8 @@ class TextSplit(NamedTuple):
   """One split of the task.
 
   Attributes:
-    x: ``(ids, mask)``, each ``(2 N, MAX_TOKENS)`` int32: summaries, then bodies.
+    x: ``(ids, mask)``, each ``(2 N, MAX_TOKENS)`` (int32 ids, boolean mask): summaries,
+      then bodies.
     y: ``(2 N,)`` int32, the row of each text's partner (``y[i] = N + i`` for a summary).
     texts: the ``2 N`` texts, in row order.
     functions: ``module.qualname`` of each pair (``N`` entries).
@@ -54,6 +55,26 @@ class TextSplit(NamedTuple):
   @property
   def num_pairs(self) -> int:
     return len(self.functions)
+
+  def head(self, num_pairs: int) -> TextSplit:
+    """The first ``num_pairs`` pairs as a split of their own: their summaries, then bodies.
+
+    Example:
+      >>> small = load_splits().val.head(3)
+      >>> small.num_pairs, small.x[0].shape, small.y.tolist()
+      (3, (6, 64), [3, 4, 5, 0, 1, 2])
+    """
+    n = self.num_pairs
+    if not 1 <= num_pairs <= n:
+      raise ValueError(f"num_pairs = {num_pairs}; this split has 1..{n} pairs")
+    rows = np.concatenate([np.arange(num_pairs), n + np.arange(num_pairs)])
+    partner = np.concatenate([np.arange(num_pairs, 2 * num_pairs), np.arange(num_pairs)])
+    return TextSplit(
+        x=tuple(_read_only(a[rows]) for a in self.x),
+        y=_read_only(partner.astype(np.int32)),
+        texts=tuple(self.texts[r] for r in rows),
+        functions=self.functions[:num_pairs],
+    )
 
 
 class TextSplits(NamedTuple):

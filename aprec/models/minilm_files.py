@@ -10,7 +10,7 @@ Example:
   >>> ids, mask = tokenize(["Open a file and return a stream."], max_tokens=12)
   >>> ids.tolist()
   [[101, 2330, 1037, 5371, 1998, 2709, 1037, 5460, 1012, 102, 0, 0]]
-  >>> mask.tolist()
+  >>> mask.astype(int).tolist()
   [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]]
 """
 
@@ -102,7 +102,9 @@ def tokenizer(directory: pathlib.Path | None = None):
 
 
 def tokenize(texts: Sequence[str], max_tokens: int = 128) -> tuple[np.ndarray, np.ndarray]:
-  """Token ids and attention mask ``(len(texts), max_tokens)`` int32, padded with 0.
+  """Token ids ``(len(texts), max_tokens)`` int32, padded with 0, and the attention mask of
+  the same shape, boolean (True at real tokens) so the emulator finds it as the padding mask
+  (``aprec.emulator.padding.find_mask``) and its dynamic scales ignore the padding.
 
   Each text becomes ``[CLS] tokens [SEP]``. A text longer than ``max_tokens`` is cut to its
   first ``max_tokens - 2`` word pieces (then ``[SEP]``) with a ``UserWarning``, as
@@ -129,7 +131,7 @@ def tokenize(texts: Sequence[str], max_tokens: int = 128) -> tuple[np.ndarray, n
       )
   encodings = tokenizer().encode_batch(list(texts))
   ids = np.full((len(texts), max_tokens), PAD_ID, np.int32)
-  mask = np.zeros((len(texts), max_tokens), np.int32)
+  mask = np.zeros((len(texts), max_tokens), bool)
   cut = []
   for i, enc in enumerate(encodings):
     row = enc.ids
@@ -137,7 +139,7 @@ def tokenize(texts: Sequence[str], max_tokens: int = 128) -> tuple[np.ndarray, n
       cut.append(i)
       row = row[: max_tokens - 1] + row[-1:]  # keep [SEP] last
     ids[i, : len(row)] = row
-    mask[i, : len(row)] = 1
+    mask[i, : len(row)] = True
   if cut:
     warnings.warn(
         f"{len(cut)} text(s) longer than {max_tokens} tokens were truncated "

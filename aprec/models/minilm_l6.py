@@ -2,7 +2,8 @@
 
 The architecture is BERT (post-LayerNorm blocks, exact-erf GELU, LayerNorm epsilon 1e-12)
 with hidden size 384, 12 heads of 32 and an MLP of 1536. The model maps token ids and an
-attention mask ``(ids, mask)``, both ``(..., length)`` int32, to sentence embeddings
+attention mask ``(ids, mask)``, both ``(..., length)`` (ids int32; the mask boolean, or
+0/1 integers), to sentence embeddings
 ``(..., 384)``: the last hidden states averaged over the mask, then L2-normalised, as
 sentence-transformers' ``encode`` computes them.
 

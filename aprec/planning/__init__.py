@@ -15,5 +15,6 @@ from aprec.planning.budgets import parse_budget as parse_budget
 from aprec.planning.planner import FrontPoint as FrontPoint
 from aprec.planning.planner import Plan as Plan
 from aprec.planning.planner import default_budgets as default_budgets
+from aprec.planning.planner import dominated_by_uniform as dominated_by_uniform
 from aprec.planning.planner import pareto_front as pareto_front
 from aprec.planning.planner import plan as plan

@@ -189,8 +189,10 @@ class FrontPoint:
     predicted_delta_loss: the profile's summed Δloss.
     measured_delta_loss: measured Δ of the profile's loss (NaN without ``delta_fn``).
     measured_accuracy, measured_ce_delta: the evaluator's accuracy and label
-      cross-entropy increase over fp32.
+      cross-entropy increase over fp32 (NaN for an evaluator without them).
     modes: mode per op.
+    metrics: every field the evaluator measured (``accuracy``, ``loss``; a retrieval
+      evaluator's ``recall_at_1``, ``recall_at_10``, ``mrr``, ``mean_cosine``).
   """
 
   label: str
@@ -201,6 +203,7 @@ class FrontPoint:
   measured_accuracy: float
   measured_ce_delta: float
   modes: tuple[str, ...]
+  metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def default_budgets(
@@ -229,31 +232,38 @@ def pareto_front(
     budgets: Sequence[float] | None = None,
     method: str | None = None,
     delta_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    spec_name: Any = "edge_npu",
 ) -> list[FrontPoint]:
   """Planned mixed assignments at each budget and every uniform one, measured together.
 
   Args:
     profile: the profile to plan with.
-    evaluator: an ``aprec.emulator.scoring.Evaluator`` of the same model (held-out split).
+    evaluator: an evaluator of the same model on held-out data whose ``measure(rows)``
+      gives per-row metrics (``aprec.emulator.scoring.Evaluator``: accuracy and loss;
+      ``aprec.emulator.retrieval_scoring.RetrievalEvaluator``: recall@k, MRR, mean cosine).
     kind: the budget kind.
     budgets: budget values (default ``default_budgets``).
     method: the profile table to plan with.
     delta_fn: assignments ``(n, n_ops)`` → measured Δ of the profile's loss, e.g. from
       ``validation.measure_assignments``.
+    spec_name: the NNP spec pricing ``energy_j`` / ``latency_s`` budgets.
 
   Returns:
-    Uniform points (one per mode) then mixed points, measured in one compiled call.
+    Uniform points (one per mode) then mixed points.
   """
   check_matches(profile, evaluator.emulator.ops)
-  budgets = default_budgets(profile, kind) if budgets is None else list(budgets)
-  plans = [plan(profile, Budget(kind, b), method=method) for b in budgets]
+  if budgets is None:
+    budgets = default_budgets(profile, kind, spec_name=spec_name)
+  plans = [plan(profile, Budget(kind, b, spec_name), method=method) for b in budgets]
   table = profile.table(method)
   n_ops = len(profile.ops)
   uniform = [np.full(n_ops, m, np.int32) for m in range(N_MODES)]
   rows = np.stack(uniform + [p.assignment for p in plans])
-  measured = evaluator.measure(rows)
-  base = measured.loss[0]
-  deltas = np.full(len(rows), np.nan) if delta_fn is None else np.asarray(delta_fn(rows))
+  measured = evaluator.measure(rows)._asdict()
+  nan = np.full(len(rows), np.nan)
+  accuracy = np.asarray(measured.get("accuracy", nan))
+  ce_delta = np.asarray(measured["loss"]) - measured["loss"][0] if "loss" in measured else nan
+  deltas = nan if delta_fn is None else np.asarray(delta_fn(rows))
   points = []
   for r, row in enumerate(rows):
     is_uniform = r < len(uniform)
@@ -261,12 +271,46 @@ def pareto_front(
         FrontPoint(
             label=MODES[r] if is_uniform else str(plans[r - len(uniform)].budget),
             kind="uniform" if is_uniform else "mixed",
-            used=budget_used(profile.ops, row, kind, profile.batch_size),
+            used=budget_used(profile.ops, row, kind, profile.batch_size, spec_name),
             predicted_delta_loss=float(table[np.arange(n_ops), row].sum()),
             measured_delta_loss=float(deltas[r]),
-            measured_accuracy=float(measured.accuracy[r]),
-            measured_ce_delta=float(measured.loss[r] - base),
+            measured_accuracy=float(accuracy[r]),
+            measured_ce_delta=float(ce_delta[r]),
             modes=tuple(MODES[m] for m in row),
+            metrics={k: float(np.asarray(v)[r]) for k, v in measured.items()},
         )
     )
   return points
+
+
+def dominated_by_uniform(points: Sequence[FrontPoint], metric: str) -> list[dict[str, Any]]:
+  """Planned points worse (lower ``metric``) than a uniform point that costs as much or more:
+  each violation with both labels, costs and metrics. Empty when every plan is at least as
+  good as every uniform mode of equal or higher cost.
+
+  Example:
+    >>> u = FrontPoint(label="int8", kind="uniform", used=8.0, predicted_delta_loss=0.0,
+    ...                measured_delta_loss=0.0, measured_accuracy=0.9, measured_ce_delta=0.0,
+    ...                modes=(), metrics={"mrr": 0.9})
+    >>> m = dataclasses.replace(u, label="bits=6", kind="mixed", used=6.0, metrics={"mrr": 0.8})
+    >>> [v["uniform"] for v in dominated_by_uniform([u, m], "mrr")]
+    ['int8']
+  """
+  uniform = [p for p in points if p.kind == "uniform"]
+  found = []
+  for p in points:
+    if p.kind != "mixed":
+      continue
+    for u in uniform:
+      if u.used >= p.used * (1 - 1e-12) and u.metrics[metric] > p.metrics[metric]:
+        found.append(
+            {
+                "plan": p.label,
+                "plan_used": p.used,
+                f"plan_{metric}": p.metrics[metric],
+                "uniform": u.label,
+                "uniform_used": u.used,
+                f"uniform_{metric}": u.metrics[metric],
+            }
+        )
+  return found

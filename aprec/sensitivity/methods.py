@@ -16,9 +16,11 @@ Methods (the registry ``METHODS``, a dict from name to method), selectable and c
 a standard error (``measured.py`` holds the measured method, ``gradients.py`` the others):
 
 - ``perturbation`` (measured, the default): the loss with op ``i`` alone in mode ``m``
-  minus the fp32 loss, for every (i, m), on every calibration batch. All assignments go
-  through one compiled, vmapped, device-sharded call per chunk. Mean and standard error
-  of the paired per-batch differences.
+  minus the fp32 loss, for every (i, m), on every calibration batch. Everything before op
+  ``i`` is then the fp32 model's, so the sweep computes that prefix once per batch and
+  reruns only the model from op ``i``'s group of ops on (``reuse``); assignments go through
+  compiled, device-sharded calls per chunk. Mean and standard error of the paired
+  per-batch differences.
 - ``taylor``: first order at each op's output, ``|Σ ∂L/∂y · Δy|`` per batch, where
   ``Δy = PAK(op, m) - op`` at fp32 inputs (it holds the weight and the activation rounding;
   by the chain rule it contains the weight-gradient term ``∂L/∂W · ΔW``).
@@ -72,6 +74,7 @@ from aprec.sensitivity.gradients import gradient as gradient
 from aprec.sensitivity.gradients import hessian as hessian
 from aprec.sensitivity.gradients import tracked as tracked
 from aprec.sensitivity import measured as measured_lib
+from aprec.sensitivity import reuse
 from aprec.sensitivity.measured import baseline_losses
 from aprec.sensitivity.measured import batch_losses as batch_losses
 from aprec.sensitivity.measured import mean_and_stderr as mean_and_stderr
@@ -102,6 +105,7 @@ class Analysis:
   ts: np.ndarray
   obj: Objective
   chunk_size: int = 32
+  reuse_prefix: bool = True
   hessian_rtol: float = HESSIAN_RTOL
   hessian_max_probes: int = 256
   label_samples: int = LABEL_SAMPLES
@@ -132,19 +136,14 @@ Method = Callable[[Analysis], tuple[Estimate, dict[str, Any] | None]]
 """A sensitivity method: the estimate and its details (or None) for one analysis."""
 
 
-def _perturbation(c: Analysis) -> tuple[Estimate, None]:
-  return (
-      perturbation(
-          c.emulator,
-          c.params,
-          c.xs,
-          c.ts,
-          loss_fn=c.obj.loss_fn,
-          chunk_size=c.chunk_size,
-          progress=c.progress,
-      ),
-      None,
-  )
+def _perturbation(c: Analysis) -> tuple[Estimate, dict[str, Any]]:
+  kwargs = dict(loss_fn=c.obj.loss_fn, chunk_size=c.chunk_size, progress=c.progress)
+  if c.reuse_prefix:
+    try:
+      return reuse.perturbation(c.emulator, c.params, c.xs, c.ts, **kwargs), {"sweep": "reuse"}
+    except reuse.NotSegmentable as e:  # an op in a scan or nested call: the whole model
+      return perturbation(c.emulator, c.params, c.xs, c.ts, **kwargs), {"sweep": f"plain ({e})"}
+  return perturbation(c.emulator, c.params, c.xs, c.ts, **kwargs), {"sweep": "plain"}
 
 
 def _hessian(c: Analysis) -> tuple[Estimate, dict[str, Any]]:
@@ -217,6 +216,7 @@ def analyze(
     model_name: str = "model",
     dataset: str = "unknown",
     chunk_size: int = 32,
+    reuse_prefix: bool = True,
     hessian_rtol: float = HESSIAN_RTOL,
     hessian_max_probes: int = 256,
     label_samples: int = LABEL_SAMPLES,
@@ -239,6 +239,9 @@ def analyze(
     loss_fn: a custom ``loss_fn(logits, y) -> scalar`` batch-mean loss instead of ``loss``.
     model_name, dataset: recorded in the profile.
     chunk_size: assignments per compiled call in the perturbation sweep.
+    reuse_prefix: run the perturbation sweep from the fp32 prefix (``reuse``: each op's
+      modes rerun only the model from its group of ops on; the same table); False, or a
+      model with an op inside a scan or nested call, runs the whole model per assignment.
     hessian_rtol, hessian_max_probes: the Hutchinson stopping rule.
     label_samples: label draws per example for the gradient methods under ``"kl"``.
     tracker_state: statistics from ``aprec.sensitivity.tracker`` for ``tracked`` (default: gathered
@@ -265,6 +268,7 @@ def analyze(
       ts=ts,
       obj=obj,
       chunk_size=chunk_size,
+      reuse_prefix=reuse_prefix,
       hessian_rtol=hessian_rtol,
       hessian_max_probes=hessian_max_probes,
       label_samples=label_samples,
@@ -304,6 +308,15 @@ def analyze(
   )
 
 
+def default_loss(model: Any) -> str:
+  """The loss a loaded model's profile measures by default: ``"cosine"`` for an embedding
+  model (``aprec.models.EMBEDDERS``; its outputs are embeddings, not class logits), else
+  ``DEFAULT_LOSS``."""
+  from aprec import models
+
+  return "cosine" if getattr(model, "name", None) in models.EMBEDDERS else DEFAULT_LOSS
+
+
 def analyze_model(
     model: Any,
     *,
@@ -311,19 +324,33 @@ def analyze_model(
     split: str = "val",
     batch_size: int = 60,
     n_batches: int | None = None,
+    num_pairs: int | None = None,
     **kwargs: Any,
 ) -> SensitivityProfile:
-  """``analyze`` for a loaded reference model (``aprec.models.load``) on one of its splits."""
+  """``analyze`` for a loaded reference model (``aprec.models.load``) on one of its splits.
+
+  ``loss`` defaults to ``default_loss(model)``. For a text task's split
+  (``aprec.models.docstrings.TextSplit``), ``num_pairs`` keeps its first pairs (their
+  summaries and their bodies).
+  """
   data = getattr(model.data, split, None)
   if data is None:
     raise ValueError(f"unknown split {split!r}; use one of {', '.join(model.data._fields)}")
+  task = "digits"
+  if num_pairs is not None:
+    if not hasattr(data, "head"):
+      raise ValueError(f"num_pairs is for a text task's pairs; {model.name}'s {split} has none")
+    data, task, split = data.head(num_pairs), "docstrings", f"{split}[:{num_pairs} pairs]"
+  elif hasattr(data, "num_pairs"):
+    task = "docstrings"
+  kwargs.setdefault("loss", default_loss(model))
   return analyze(
       model.apply_fn,
       model.params,
       batching.split(data.x, data.y, batch_size, n_batches),
       methods=methods,
       model_name=model.name,
-      dataset=f"digits/{split}",
+      dataset=f"{task}/{split}",
       **kwargs,
   )
 
@@ -337,6 +364,7 @@ __all__ = [
     "analyze",
     "analyze_model",
     "batch_losses",
+    "default_loss",
     "cross_entropy",
     "gradient",
     "hessian",

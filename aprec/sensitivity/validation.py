@@ -4,7 +4,8 @@ Two checks, both against the emulator's measured loss on batches the profile nev
 (the test split, while profiles calibrate on train or val):
 
 - **single op**: Spearman ρ between each method's Δloss and the measured Δloss of op
-  ``i`` alone in mode ``m``, over the pairs whose mode is in ``pair_modes``: by default
+  ``i`` alone in mode ``m``, over the pairs whose mode is in ``pair_modes`` (pooled, and
+  within each mode's column: does it rank the ops of one mode?): by default
   every mode but fp32, whose Δloss is 0 by construction for every method and measurement
   (those ties would only inflate ρ). This is meaningful for the default ``"kl"`` loss,
   whose Δ is non-negative and resolvable down to bf16/fp16 (~1e-6). With ``"ce"`` the
@@ -110,6 +111,7 @@ class MethodScores:
   method: str
   spearman_single_op: float
   n_pairs: int
+  spearman_single_op_by_mode: dict[str, float]
   spearman_additive: float
   r2_additive: float
   pearson_r2_additive: float
@@ -185,10 +187,14 @@ def score(
 ) -> MethodScores:
   """Scores of one Δloss table against measurements."""
   pred = additive_prediction(table, assignments)
+  columns = np.flatnonzero(mask.any(0))
   return MethodScores(
       method=method,
       spearman_single_op=spearman(table[mask], measured_single[mask]),
       n_pairs=int(mask.sum()),
+      spearman_single_op_by_mode={
+          MODES[c]: spearman(table[:, c], measured_single[:, c]) for c in columns
+      },
       spearman_additive=spearman(pred, measured_additive),
       r2_additive=r2(pred, measured_additive),
       pearson_r2_additive=pearson(pred, measured_additive) ** 2,
