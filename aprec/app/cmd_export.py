@@ -67,7 +67,7 @@ def export(
   inputs.artifact_out(out, overwrite=replace, marker=MANIFEST, what="export artifact")
   plan_modes = _modes_from(plan) if plan is not None else None
   loaded = inputs.load_model(model)
-  x = jnp.asarray(loaded.data.test.x)
+  x = jax.tree_util.tree_map(jnp.asarray, loaded.data.test.x)  # one array or a pytree
   emu = Emulator(loaded.apply_fn, loaded.params, x)
   assignment = emu.assignment(plan_modes if plan is not None else modes)
   expected = np.asarray(jax.jit(emu)(loaded.params, x, assignment))

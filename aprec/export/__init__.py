@@ -3,9 +3,10 @@
 ``export(emulator, params, assignment, out_dir)`` writes the weights in their storage
 formats (bitwise what ``Emulator.store_weights`` holds), the assignment, the op table, a
 SHA-256 manifest and the inference function serialized with ``jax.export``;
-``load(out_dir)`` verifies and runs it with jax and numpy alone (``loader.py`` is the
-whole reader, and can be copied). ``qwix_rules`` turns an assignment into qwix rules and
-lists what qwix cannot express.
+``load(out_dir)`` verifies it and runs it with jax and numpy alone (``loader.py`` is the
+whole reader, and can be copied) on the emulator's inputs: any pytree of arrays sharing a
+symbolic batch axis, with the emulator's padding mask and calibrated ranges.
+``qwix_rules`` turns an assignment into qwix rules and lists what qwix cannot express.
 
 Modules behind this face:
   ``kernels`` — one op in a fixed mode on stored weights (int8 x int8 -> int32 products,
