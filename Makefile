@@ -24,11 +24,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/aprec demo --overwrite
 
+# pytest-xdist: one worker per core (at most 4); JAX compiles on one core per process.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n auto --maxprocesses 4
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -n auto --maxprocesses 4 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check aprec tests scripts
