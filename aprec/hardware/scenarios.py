@@ -12,6 +12,25 @@ at FP16 and is (mostly) met at INT8:
   remaining budget over the remaining time of the window.
 - ``burst``: request spikes tighten the deadline to between the INT8 and FP16 latency.
 
+``STUDY_SCENARIOS`` swing the available power, PEs and deadline the way a phone's NPU sees
+them, and charge every policy for switching (``dynamics.switch_cost``). They anchor to
+``STUDY_REFERENCE`` = (INT8, INT4) by default: pressure binds between the two, so at times
+some ops must drop to INT4 (on MiniLM-L6 uniform INT8 costs the task nothing and INT4 a
+lot). Time is compressed: one step is one batch (~0.27 s for MiniLM-L6 on ``edge_npu``),
+so events that last seconds to minutes on a phone last tens of steps here.
+
+- ``thermal_swing``: the NNP shares the die with the CPU and GPU. A heat event (a game
+  scene, a camera burst: Bernoulli 2 % per step, 40-120 steps) raises the temperature the
+  die settles to by 20 C; above 85 C the governor lowers the NNP's power limit to 30 % of
+  the way from the INT4 to the INT8 power, until the die cools below 85 C. Without an event
+  uniform INT8 settles 5 C under the limit (ambient 35 C, RC time constant 20 steps).
+- ``contention_swing``: a co-tenant model (a camera or audio pipeline) arrives with
+  probability 2 % per step into one of two slots, holds 15-40 % of the PEs and 10-40 % of
+  the buffer for 20-80 steps; request bursts (1 % per step, 10-30 steps) tighten the
+  deadline to 70 % of the way from the INT4 to the INT8 latency.
+- ``battery_saver``: the OS enters a power-saving mode (1 % per step, 50-150 steps) that
+  lowers the NNP's power limit to 35 % of the way from the INT4 to the INT8 power.
+
 Sensor faults come as presets (``FAULT_PRESETS``) or any ``simulator.FaultParams``.
 
 Example:
@@ -44,6 +63,8 @@ FAULT_PRESETS = {
 
 
 SCENARIOS = ("steady", "contention", "thermal", "battery", "burst")
+STUDY_SCENARIOS = ("thermal_swing", "contention_swing", "battery_saver")
+STUDY_REFERENCE = ("int8", "int4")
 
 
 def scenario(
@@ -52,14 +73,15 @@ def scenario(
     ops: Sequence[Op] | OpArrays,
     *,
     faults: FaultParams | str = "none",
-    reference_modes: tuple[str, str] = ("fp16", "int8"),
+    reference_modes: tuple[str, str] | None = None,
     **overrides,
 ) -> ScenarioParams:
   """The named scenario, anchored to the costs of ``ops`` on ``spec``.
 
   The model's uniform ``reference_modes`` (high, low) costs on an idle chip anchor every
   threshold: the deadline is 1.5x the high-precision latency (one batch per deadline), caps
-  sit between the two modes' average powers. ``overrides`` replace any field.
+  sit between the two modes' average powers. ``reference_modes`` defaults to (FP16, INT8),
+  and to ``STUDY_REFERENCE`` for ``STUDY_SCENARIOS``. ``overrides`` replace any field.
 
   Example:
     >>> from aprec import hardware
@@ -67,8 +89,12 @@ def scenario(
     >>> scenario("burst", hardware.edge_npu(), [dot_op(64, 256, 256)]).name
     'burst'
   """
-  if name not in SCENARIOS:
-    raise ValueError(f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}")
+  if name not in SCENARIOS + STUDY_SCENARIOS:
+    raise ValueError(
+        f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS + STUDY_SCENARIOS)}"
+    )
+  if reference_modes is None:
+    reference_modes = STUDY_REFERENCE if name in STUDY_SCENARIOS else ("fp16", "int8")
   if isinstance(faults, str):
     if faults not in FAULT_PRESETS:
       raise ValueError(
@@ -118,6 +144,34 @@ def scenario(
       ),
       "burst": dict(
           burst_start_prob=0.04, burst_deadline_s=latency_lo + 0.5 * (latency_hi - latency_lo)
+      ),
+      "thermal_swing": dict(
+          ambient_c=35.0,
+          initial_temperature_c=35.0,
+          thermal_resistance_c_per_w=(85.0 - 5.0 - 35.0) / power_hi,
+          thermal_time_constant_s=20 * period_s,
+          temp_limit_c=85.0,
+          throttled_power_cap_w=between(0.3),
+          heat_event_prob=0.02,
+          heat_steps_range=(40, 120),
+          heat_event_c=20.0,
+          switch_cost_scale=1.0,
+      ),
+      "contention_swing": dict(
+          job_arrival_prob=0.02,
+          job_pe_range=(0.15, 0.4),
+          job_buffer_range=(0.1, 0.4),
+          job_steps_range=(20, 80),
+          burst_start_prob=0.01,
+          burst_steps_range=(10, 30),
+          burst_deadline_s=latency_lo + 0.7 * (latency_hi - latency_lo),
+          switch_cost_scale=1.0,
+      ),
+      "battery_saver": dict(
+          saver_start_prob=0.01,
+          saver_steps_range=(50, 150),
+          saver_power_cap_w=between(0.35),
+          switch_cost_scale=1.0,
       ),
   }[name]
   fields = {**base, **knobs, **overrides}

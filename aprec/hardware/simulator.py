@@ -26,130 +26,25 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.hardware.cost import HardwareState, OpArrays, cost, one_hot
-from aprec.hardware.specs import NNPSpec
-
-SENSORS = ("power_w", "temperature_c", "buffer_occupancy", "pe_availability")
-N_UNIFORMS = 6 + 3 * len(SENSORS)  # random numbers one step draws
-
-
-@flax.struct.dataclass(kw_only=True)
-class FaultParams:
-  """Sensor faults, each an independent per-sensor, per-step event.
-
-  Attributes:
-    dropout_prob: the reading is NaN.
-    stuck_prob: the sensor freezes at its last reading for ``stuck_steps`` steps.
-    stuck_steps: length of a stuck episode.
-    spike_prob: the reading is multiplied by ``spike_scale``.
-    spike_scale: factor of a spike.
-  """
-
-  dropout_prob: float = 0.0
-  stuck_prob: float = 0.0
-  stuck_steps: int = 20
-  spike_prob: float = 0.0
-  spike_scale: float = 5.0
-
-
-@flax.struct.dataclass(kw_only=True)
-class ScenarioParams:
-  """Everything a scenario fixes (a pytree; build with ``scenarios.scenario``).
-
-  Times in seconds, powers in W, energies in J, temperatures in C; ``*_steps`` count steps.
-  A knob at its neutral value (probability 0, throttled cap = cap, window 0) is off.
-  """
-
-  name: str = flax.struct.field(pytree_node=False)
-  max_jobs: int = flax.struct.field(pytree_node=False, default=2)  # co-tenant slots
-  spec: NNPSpec
-  ops: OpArrays
-  step_period_s: float  # a batch arrives every period; the chip idles the rest
-  deadline_s: float
-  power_cap_w: float
-  # contention
-  job_arrival_prob: float = 0.0
-  job_pe_range: tuple[float, float] = (0.1, 0.4)
-  job_buffer_range: tuple[float, float] = (0.1, 0.5)
-  job_steps_range: tuple[int, int] = (10, 60)
-  min_pe_availability: float = 0.05
-  # thermal
-  ambient_c: float = 25.0
-  initial_temperature_c: float = 25.0
-  thermal_resistance_c_per_w: float = 0.0
-  thermal_time_constant_s: float = 1.0
-  temp_limit_c: float = 85.0
-  throttled_power_cap_w: float = 0.0  # cap above the limit; 0: same as power_cap_w
-  throttled_clock_scale: float = 1.0
-  # battery
-  battery_window_steps: int = 0
-  battery_budget_j: float = 0.0
-  battery_budget_decay: float = 1.0
-  battery_min_budget_j: float = 0.0
-  # burst
-  burst_start_prob: float = 0.0
-  burst_steps_range: tuple[int, int] = (5, 20)
-  burst_deadline_s: float = 0.0
-  faults: FaultParams = FaultParams()
-
-
-class SimState(NamedTuple):
-  """The simulator's carried state."""
-
-  t: jax.Array
-  temperature_c: jax.Array
-  job_steps_left: jax.Array  # [max_jobs] int32; 0 = free slot
-  job_pe: jax.Array
-  job_buffer: jax.Array
-  burst_steps_left: jax.Array
-  window_energy_j: jax.Array
-  stuck_steps_left: jax.Array  # [n_sensors] int32
-  held_reading: jax.Array  # [n_sensors] last reading, repeated by a stuck sensor
-
-
-class Metrics(NamedTuple):
-  """One step's readings. Units in the names; occupancy and availability are fractions."""
-
-  power_w: jax.Array  # sensor reading (may be NaN / stuck / spiked)
-  power_cap_w: jax.Array
-  buffer_occupancy: jax.Array  # sensor: (co-tenant bytes + our peak working set) / buffer
-  pe_availability: jax.Array  # sensor
-  latency_s: jax.Array
-  deadline_s: jax.Array
-  temperature_c: jax.Array  # sensor
-  energy_j: jax.Array
-  sensor_ok: jax.Array  # ground truth: no sensor faulted this step (not for the policy)
-  true_power_w: jax.Array
-  true_buffer_occupancy: jax.Array
-  true_pe_availability: jax.Array
-  true_temperature_c: jax.Array
-  clock_scale: jax.Array
-  free_buffer_bytes: jax.Array
-  dram_bytes: jax.Array
-
-
-def init_state(params: ScenarioParams) -> SimState:
-  """The state at step 0: no co-tenants, no burst, sensors healthy."""
-  f = lambda x: jnp.asarray(x, params.ops.macs.dtype)
-  zeros_i = lambda n: jnp.zeros((n,), jnp.int32)
-  return SimState(
-      t=jnp.int32(0),
-      temperature_c=f(params.initial_temperature_c),
-      job_steps_left=zeros_i(params.max_jobs),
-      job_pe=jnp.zeros((params.max_jobs,), f(0).dtype),
-      job_buffer=jnp.zeros((params.max_jobs,), f(0).dtype),
-      burst_steps_left=jnp.int32(0),
-      window_energy_j=f(0.0),
-      stuck_steps_left=zeros_i(len(SENSORS)),
-      held_reading=f(jnp.array([0.0, params.initial_temperature_c, 0.0, 1.0])),
-  )
+from aprec.hardware.cost import HardwareState, cost, one_hot
+from aprec.hardware.dynamics import Exogenous as Exogenous
+from aprec.hardware.dynamics import Physics as Physics
+from aprec.hardware.dynamics import advance as advance
+from aprec.hardware.dynamics import clock_scale as clock_scale
+from aprec.hardware.dynamics import exogenous as exogenous
+from aprec.hardware.dynamics import switch_cost as switch_cost
+from aprec.hardware.sim_types import N_UNIFORMS as N_UNIFORMS
+from aprec.hardware.sim_types import SENSORS as SENSORS
+from aprec.hardware.sim_types import FaultParams as FaultParams
+from aprec.hardware.sim_types import Metrics as Metrics
+from aprec.hardware.sim_types import ScenarioParams as ScenarioParams
+from aprec.hardware.sim_types import SimState as SimState
+from aprec.hardware.sim_types import init_state as init_state
 
 
 def _as_probs(assignment, n_ops: int, dtype) -> jax.Array:
@@ -157,13 +52,6 @@ def _as_probs(assignment, n_ops: int, dtype) -> jax.Array:
   if jnp.issubdtype(a.dtype, jnp.integer):
     return one_hot(a, dtype)
   return a.astype(dtype)
-
-
-def _range(u: jax.Array, lo_hi, integer: bool = False) -> jax.Array:
-  lo, hi = lo_hi
-  if integer:
-    return (lo + jnp.floor(u * (hi - lo + 1))).astype(jnp.int32)
-  return lo + u * (hi - lo)
 
 
 def step(
@@ -191,63 +79,25 @@ def step(
     True
   """
   spec, dtype = params.spec, params.ops.macs.dtype
-  f = lambda x: jnp.asarray(x, dtype)
   probs = _as_probs(assignment, params.ops.n_ops, dtype)
-  u = jax.random.uniform(key, (N_UNIFORMS,), dtype)
-  u_fault = u[6:].reshape(3, len(SENSORS))
-
-  # Co-tenant jobs: running ones count down, one may arrive into a free slot.
-  left = jnp.maximum(state.job_steps_left - 1, 0)
-  free_slot = jnp.argmin(left > 0)
-  arrive = (u[0] < params.job_arrival_prob) & (left[free_slot] == 0)
-  new = arrive & (jnp.arange(params.max_jobs) == free_slot)
-  job_steps_left = jnp.where(new, _range(u[3], params.job_steps_range, True), left)
-  job_pe = jnp.where(new, _range(u[1], params.job_pe_range), state.job_pe)
-  job_buffer = jnp.where(new, _range(u[2], params.job_buffer_range), state.job_buffer)
-  active = job_steps_left > 0
-  pe_availability = jnp.clip(
-      1.0 - jnp.sum(jnp.where(active, job_pe, 0.0)), params.min_pe_availability, 1.0
+  u_fault = jax.random.uniform(key, (N_UNIFORMS,), dtype)[6:].reshape(3, len(SENSORS))
+  ex = exogenous(state, key, params)
+  clock = clock_scale(params, state.temperature_c)
+  c = cost(params.ops, probs, spec, HardwareState(ex.pe_availability, ex.free_buffer_bytes, clock))
+  switch_latency_s, switch_energy_j = switch_cost(params, state.modes, probs)
+  latency_s = c.latency_s + switch_latency_s
+  phys = advance(
+      params,
+      state.t,
+      state.temperature_c,
+      state.window_energy_j,
+      ex,
+      latency_s,
+      c.energy_j + switch_energy_j,
   )
-  buffer_bytes = f(spec.buffer_bytes)
-  free_buffer = buffer_bytes * jnp.clip(1.0 - jnp.sum(jnp.where(active, job_buffer, 0.0)), 0.0, 1.0)
-
-  # Thermal throttling acts on the temperature the step starts at.
-  hot = state.temperature_c > params.temp_limit_c
-  clock_scale = jnp.where(hot, f(params.throttled_clock_scale), 1.0)
-  c = cost(params.ops, probs, spec, HardwareState(pe_availability, free_buffer, clock_scale))
-  duration_s = jnp.maximum(f(params.step_period_s), c.latency_s)
-  energy_j = c.energy_j + f(spec.static_power_w) * (duration_s - c.latency_s)
-  power_w = energy_j / duration_s  # average over the step, idle time included
-
-  throttled = jnp.where(
-      params.throttled_power_cap_w > 0, params.throttled_power_cap_w, params.power_cap_w
-  )
-  power_cap_w = jnp.where(hot, f(throttled), f(params.power_cap_w))
-  # Battery: the cap is what is left of this window's budget over the time left in it.
-  window = jnp.maximum(params.battery_window_steps, 1)
-  phase = state.t % window
-  used_j = jnp.where(phase == 0, 0.0, state.window_energy_j)
-  decay = params.battery_budget_decay ** (state.t // window)
-  budget_j = jnp.maximum(params.battery_budget_j * decay, params.battery_min_budget_j)
-  battery_cap_w = jnp.maximum(budget_j - used_j, 0.0) / ((window - phase) * params.step_period_s)
-  power_cap_w = jnp.where(
-      params.battery_window_steps > 0, jnp.minimum(power_cap_w, battery_cap_w), power_cap_w
-  )
-
-  alpha = 1.0 - jnp.exp(-duration_s / f(params.thermal_time_constant_s))
-  target_c = params.ambient_c + params.thermal_resistance_c_per_w * power_w
-  temperature_c = state.temperature_c + alpha * (target_c - state.temperature_c)
-
-  burst_left = jnp.maximum(state.burst_steps_left - 1, 0)
-  burst_left = jnp.where(
-      (u[4] < params.burst_start_prob) & (burst_left == 0),
-      _range(u[5], params.burst_steps_range, True),
-      burst_left,
-  )
-  deadline_s = jnp.where(burst_left > 0, f(params.burst_deadline_s), f(params.deadline_s))
-
-  occupancy = (buffer_bytes - free_buffer + c.peak_buffer_bytes) / buffer_bytes
-  true = jnp.stack([power_w, temperature_c, occupancy, pe_availability]).astype(dtype)
+  power_w, buffer_bytes = phys.power_w, jnp.asarray(spec.buffer_bytes, dtype)
+  occupancy = (buffer_bytes - ex.free_buffer_bytes + c.peak_buffer_bytes) / buffer_bytes
+  true = jnp.stack([power_w, phys.temperature_c, occupancy, ex.pe_availability]).astype(dtype)
   fp = params.faults
   dropout, spike = u_fault[0] < fp.dropout_prob, u_fault[1] < fp.spike_prob
   stuck_left = jnp.maximum(state.stuck_steps_left - 1, 0)
@@ -263,31 +113,34 @@ def step(
 
   next_state = SimState(
       t=state.t + 1,
-      temperature_c=temperature_c,
-      job_steps_left=job_steps_left,
-      job_pe=job_pe,
-      job_buffer=job_buffer,
-      burst_steps_left=burst_left,
-      window_energy_j=used_j + energy_j,
+      temperature_c=phys.temperature_c,
+      job_steps_left=ex.job_steps_left,
+      job_pe=ex.job_pe,
+      job_buffer=ex.job_buffer,
+      burst_steps_left=ex.burst_steps_left,
+      window_energy_j=phys.window_energy_j,
       stuck_steps_left=stuck_left,
       held_reading=jnp.where(stuck, state.held_reading, true),
+      heat_steps_left=ex.heat_steps_left,
+      saver_steps_left=ex.saver_steps_left,
+      modes=jnp.argmax(probs, axis=-1).astype(jnp.int32),
   )
   metrics = Metrics(
       power_w=reading[0],
-      power_cap_w=power_cap_w,
+      power_cap_w=phys.power_cap_w,
       buffer_occupancy=reading[2],
       pe_availability=reading[3],
-      latency_s=c.latency_s,
-      deadline_s=deadline_s,
+      latency_s=latency_s,
+      deadline_s=ex.deadline_s,
       temperature_c=reading[1],
-      energy_j=energy_j,
+      energy_j=phys.energy_j,
       sensor_ok=~jnp.any(dropout | spike | stuck),
       true_power_w=power_w,
       true_buffer_occupancy=occupancy,
-      true_pe_availability=pe_availability,
-      true_temperature_c=temperature_c,
-      clock_scale=clock_scale,
-      free_buffer_bytes=free_buffer,
+      true_pe_availability=ex.pe_availability,
+      true_temperature_c=phys.temperature_c,
+      clock_scale=clock,
+      free_buffer_bytes=ex.free_buffer_bytes,
       dram_bytes=c.dram_bytes,
   )
   return next_state, metrics

@@ -40,14 +40,15 @@ from aprec.emulator.batching import Batches
 
 FAULT_SCENARIO = "faults"  # contention with the severe sensor-fault preset
 SCENARIOS = (*scenarios.SCENARIOS, FAULT_SCENARIO)
+KNOWN_SCENARIOS = (*SCENARIOS, *scenarios.STUDY_SCENARIOS)
 
 
 def scenario_params(name: str, spec, ops) -> simulator.ScenarioParams:
   """``scenarios.scenario``, plus ``"faults"``: contention with severe sensor faults."""
   if name == FAULT_SCENARIO:
     return scenarios.scenario("contention", spec, ops, faults="severe")
-  if name not in scenarios.SCENARIOS:
-    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+  if name not in scenarios.SCENARIOS + scenarios.STUDY_SCENARIOS:
+    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(KNOWN_SCENARIOS)}")
   return scenarios.scenario(name, spec, ops)
 
 

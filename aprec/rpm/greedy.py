@@ -23,10 +23,16 @@ consecutive calm steps (power under ``restore_power * cap`` and occupancy under
 with the largest Δloss saved per resource added by one ladder step, never above
 ``ceiling``, and starts counting calm steps again.
 
+``greedy_deadline`` (``deadline_threshold`` set; with ``restore``) is the deadline-aware
+variant: the seed lists latency among the monitored metrics, so a step slower than
+``deadline_threshold * deadline`` counts as pressure too, and a calm step must also be
+faster than ``restore_latency * deadline``. (The seed's rule never acts on latency, so
+under contention, where co-tenants slow the chip but its power falls, it does nothing.)
+
 Example:
   >>> import jax
-  >>> Greedy(restore=True).name
-  'greedy_restore'
+  >>> Greedy(restore=True).name, Greedy(restore=True, deadline_threshold=0.95).name
+  ('greedy_restore', 'greedy_deadline')
 """
 
 from __future__ import annotations
@@ -91,10 +97,14 @@ class Greedy:
   restore_buffer: float = 0.6
   patience_steps: int = 10
   ceiling: str = "fp16"
+  deadline_threshold: float | None = None
+  restore_latency: float = 0.7
   reads_true_state: bool = False
 
   @property
   def name(self) -> str:
+    if self.deadline_threshold is not None:
+      return "greedy_deadline"
     return "greedy_restore" if self.restore else "greedy"
 
   def init(self, ctx: Context, assignment: jax.Array) -> GreedyState:
@@ -108,12 +118,16 @@ class Greedy:
     occupancy = metrics.buffer_occupancy
     # NaN readings compare False: the seed's rule does nothing on them.
     pressure = (power > self.power_threshold * cap) | (occupancy > self.buffer_threshold)
+    late = jnp.bool_(False)
+    if self.deadline_threshold is not None:
+      pressure |= metrics.latency_s > self.deadline_threshold * metrics.deadline_s
+      late = ~(metrics.latency_s < self.restore_latency * metrics.deadline_s)
     op = best_op_to_lower(ctx, modes)
     lowered = _set(modes, op, next_lower(modes)[jnp.maximum(op, 0)])
     new = jnp.where(pressure, lowered, modes)
     calm_steps = state.calm_steps
     if self.restore:
-      calm = (power < self.restore_power * cap) & (occupancy < self.restore_buffer)
+      calm = (power < self.restore_power * cap) & (occupancy < self.restore_buffer) & ~late
       calm_steps = jnp.where(calm & ~pressure, calm_steps + 1, 0)
       up = best_op_to_raise(ctx, modes, mode_index(self.ceiling))
       raised = _set(modes, up, next_higher(modes)[jnp.maximum(up, 0)])

@@ -80,11 +80,11 @@ class TrainConfig:
       raise ValueError(f"train.margin = {self.margin}; expected in [0, 0.5)")
     if not 0.0 <= self.walk_prob <= 1.0:
       raise ValueError(f"train.walk_prob = {self.walk_prob}; expected in [0, 1]")
-    bad = [s for s in self.scenarios if s not in scenarios_lib.SCENARIOS]
+    known = scenarios_lib.SCENARIOS + scenarios_lib.STUDY_SCENARIOS
+    bad = [s for s in self.scenarios if s not in known]
     if bad or not self.scenarios:
       raise ValueError(
-          f"train.scenarios = {self.scenarios}; expected a non-empty subset of "
-          f"{scenarios_lib.SCENARIOS}"
+          f"train.scenarios = {self.scenarios}; expected a non-empty subset of " f"{known}"
       )
 
 

@@ -1,0 +1,375 @@
+"""The runtime-adaptation study: does a policy that adapts beat the best fixed plan?
+
+One ``Study`` is a model deployed on an NNP under one scenario, with a candidate set
+(``lookup.planned_candidates``), a ``lookup`` table and a per-step quality measurement
+(``step_quality.StepQuality``). ``run_seed`` runs, on one scenario draw:
+
+- ``static*``: the best candidate run statically that meets the cap and the deadline on
+  >= 99 % of the steps, chosen with hindsight (``hindsight.static_star``);
+- ``hindsight``: the best per-step candidate sequence knowing the whole draw
+  (``hindsight.best_sequence``);
+- the causal policies (``oracle``, ``lookup``, ``learned``, ``greedy``, ``greedy_deadline``),
+  each from ``START_MODE``;
+
+and measures every step's task metric on its held-out batch. ``gain_recovered`` is the
+headline: ``(q(learned) - q(static*)) / (q(hindsight) - q(static*))``.
+
+Example:
+  >>> gain_recovered(0.5, 0.25, 0.75)
+  0.5
+  >>> mean_ci([1.0, 2.0, 3.0])[0]
+  2.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from aprec.emulator.formats import mode_index
+from aprec.hardware import specs
+from aprec.hardware.simulator import ScenarioParams
+from aprec.rpm import hindsight, lookup
+from aprec.rpm.context import Context, idle_state, predict, tables
+from aprec.rpm.fault_guard import guard
+from aprec.rpm.greedy import Greedy
+from aprec.rpm.learned import Learned, PolicyNet
+from aprec.rpm.loop import Trace, decision_time_us, run_episode
+from aprec.rpm.oracle import Oracle
+from aprec.rpm.policy import Policy
+from aprec.rpm.static import Static
+from aprec.rpm.step_quality import StepQuality
+
+START_MODE = "int8"
+SAFE_MODE = "int4"
+TRAIN_SEED = 0
+HELD_OUT_SEEDS = (1001, 1002, 1003, 1004, 1005)
+MAX_VIOLATION_FRAC = 0.01
+STUDY_BUFFER_BYTES = float(24 << 20)
+
+
+def study_spec() -> specs.NNPSpec:
+  """``edge_npu`` with a 24 MiB buffer (a phone-class NPU's SRAM), so MiniLM-L6's widest
+  op at 128 texts fits at INT8 on an idle chip (15.6 MiB) and co-tenants can push it out.
+
+  Example:
+    >>> study_spec().buffer_bytes / 2**20
+    24.0
+  """
+  return specs.edge_npu().replace(name="edge_npu_24mib", buffer_bytes=STUDY_BUFFER_BYTES)
+
+
+class Study(NamedTuple):
+  """One model under one scenario (module doc)."""
+
+  ctx: Context
+  params: ScenarioParams
+  candidates: np.ndarray  # [K, n_ops]
+  candidate_quality: np.ndarray  # [K, n_batches]
+  table: lookup.LookupTable
+  quality: StepQuality
+
+
+STUDY_PAIRS_EVERY = 2  # held-out batches: every 2nd test pair (128 of 256, many modules)
+
+
+def held_out_quality(model: Any, pairs_per_batch: int = 64) -> StepQuality:
+  """``StepQuality`` of a loaded retrieval model (``minilm_l6``) on every
+  ``STUDY_PAIRS_EVERY``-th pair of its test split, in batches of ``pairs_per_batch`` pairs
+  (two by default; step ``t`` runs batch ``t % 2``)."""
+  from aprec.models import docstrings
+
+  pairs = [p for p in docstrings.load_pairs() if p["split"] == "test"][::STUDY_PAIRS_EVERY]
+  split = docstrings.make_split(pairs)
+  return StepQuality(model.apply_fn, model.params, split, pairs_per_batch=pairs_per_batch)
+
+
+def embedding_delta_loss(model: Any, n_texts: int = 32) -> np.ndarray:
+  """A Δloss table ``[n_ops, n_modes]`` for an embedder without a shipped profile: the
+  profile's perturbation method with Δloss = mean ``1 - cos`` to the fp32 embeddings, on
+  the first ``n_texts / 2`` calibration pairs (queries and documents), two batches."""
+  import jax.numpy as jnp
+
+  from aprec.sensitivity import methods
+
+  ids, mask = model.data.calibration.x
+  n_pairs = len(ids) // 2
+  half = n_texts // 4
+  rows = np.r_[
+      0:half, n_pairs : n_pairs + half, half : 2 * half, n_pairs + half : n_pairs + 2 * half
+  ]
+  x = (ids[rows], mask[rows])
+  ref = np.asarray(jax.jit(model.apply_fn)(model.params, x))
+  split = lambda a: a.reshape(2, len(rows) // 2, *a.shape[1:])
+  batches = [((split(x[0])[i], split(x[1])[i]), split(ref)[i]) for i in range(2)]
+
+  def one_minus_cos(out, target):
+    return jnp.mean(1.0 - jnp.sum(out * target, -1))
+
+  profile = methods.analyze(
+      model.apply_fn, model.params, batches, methods="perturbation", loss_fn=one_minus_cos
+  )
+  return np.asarray(profile.delta_loss, np.float64)
+
+
+PROFILE_DIR = "checkpoints/minilm_l6/profile"
+TABLE_FILE = "delta_loss.npy"  # the table a study policy was trained with, in its directory
+
+
+def delta_loss_table(model: Any, quality: StepQuality, saved: Any = None) -> tuple[np.ndarray, str]:
+  """``(Δloss, source)``: a saved ``.npy`` table, else the shipped profile (its rows
+  matched to the study's ops by name), else ``embedding_delta_loss``."""
+  import pathlib
+
+  if saved is not None:
+    return np.load(saved), f"table {saved}"
+  directory = pathlib.Path(PROFILE_DIR)
+  if (directory / "profile.json").is_file():
+    from aprec.sensitivity import profile as profile_lib
+
+    profile = profile_lib.load(directory)
+    names = [op.name for op in profile.ops]
+    rows = [names.index(op.name) for op in quality.emulator.ops]
+    return np.asarray(profile.delta_loss, np.float64)[rows], f"profile {directory}"
+  return embedding_delta_loss(model), "perturbation, 1 - cos on 32 calibration texts"
+
+
+def make_study(quality: StepQuality, delta_loss: np.ndarray, scenario: str) -> Study:
+  """The study of ``quality``'s model under ``scenario`` on ``study_spec()``: candidates
+  planned, measured on every batch, and the lookup table built."""
+  from aprec.hardware import scenarios
+  from aprec.rpm.context import make_context
+
+  spec = study_spec()
+  params = scenarios.scenario(scenario, spec, quality.emulator.ops)
+  ctx = make_context(quality.emulator.ops, spec, delta_loss, float(params.step_period_s))
+  candidates = lookup.planned_candidates(ctx)
+  return Study(
+      ctx=ctx,
+      params=params,
+      candidates=candidates,
+      candidate_quality=quality.table(candidates),
+      table=lookup_table(ctx, params),
+      quality=quality,
+  )
+
+
+def lookup_table(ctx: Context, params: ScenarioParams, n_cap: int = 20, n_pe: int = 8):
+  """The lookup grid for a deployment: caps from the least to 1.3x the uniform INT8 step
+  power (geometric), PE availability in [0.1, 1], deadlines from the INT4 latency to the
+  batch period (5 geometric edges)."""
+  t = tables(ctx, idle_state(ctx))
+  power = lambda m: float(predict(ctx, t, _one_hot_uniform(ctx, m)).power_w)
+  latency = lambda m: float(predict(ctx, t, _one_hot_uniform(ctx, m)).latency_s)
+  cap_edges = np.geomspace(0.8 * power("int4"), 1.3 * power("int8"), n_cap)
+  pe_edges = np.linspace(0.1, 1.0, n_pe)
+  deadline_edges = np.geomspace(latency("int4"), float(params.step_period_s), 5)
+  return lookup.build_table(ctx, cap_edges, pe_edges, deadline_edges)
+
+
+def _one_hot_uniform(ctx: Context, mode: str):
+  import jax.numpy as jnp
+
+  from aprec.hardware.cost import one_hot
+
+  return one_hot(jnp.full((ctx.n_ops,), mode_index(mode)), jnp.float32)
+
+
+def causal_policies(learned_params: Any, hidden: int, table: lookup.LookupTable) -> dict:
+  """``{name: policy}`` of the causal policies the study compares."""
+  policies: dict[str, Policy] = {
+      "oracle": Oracle(),
+      "lookup": guard(lookup.Lookup(table=table), SAFE_MODE),
+      "greedy": guard(Greedy(), SAFE_MODE),
+      "greedy_deadline": guard(
+          Greedy(
+              restore=True,
+              deadline_threshold=0.95,
+              restore_buffer=0.8,
+              restore_power=0.75,
+              ceiling="bf16",
+          ),
+          SAFE_MODE,
+      ),
+  }
+  if learned_params is not None:
+    net = PolicyNet(hidden=hidden)
+    policies["learned"] = guard(Learned(net=net, params=learned_params), SAFE_MODE)
+    # the network's argmax alone, without the repair step: how much the network decides
+    policies["learned_net_only"] = guard(
+        Learned(net=net, params=learned_params, use_repair=False, name="learned_net_only"),
+        SAFE_MODE,
+    )
+  return policies
+
+
+def violations(trace: Trace) -> np.ndarray:
+  """Per step: over the power cap or past the deadline (ground truth)."""
+  m = trace.metrics
+  over = np.asarray(m.true_power_w) > np.asarray(m.power_cap_w)
+  late = np.asarray(m.latency_s) > np.asarray(m.deadline_s)
+  return over | late
+
+
+def _row(name: str, trace: Trace, q: np.ndarray, batch_texts: int) -> dict:
+  m = jax.tree.map(np.asarray, trace.metrics)
+  a = np.asarray(trace.assignments)
+  return {
+      "policy": name,
+      "quality": float(np.mean(q)),
+      "violation_frac": float(np.mean(violations(trace))),
+      "power_violation_frac": float(np.mean(m.true_power_w > m.power_cap_w)),
+      "deadline_miss_frac": float(np.mean(m.latency_s > m.deadline_s)),
+      "buffer_violation_frac": float(np.mean(m.true_buffer_occupancy > 1.0)),
+      "energy_per_inference_j": float(np.mean(m.energy_j) / batch_texts),
+      "mean_power_w": float(np.mean(m.true_power_w)),
+      "switches_per_step": float(np.mean(np.sum(a[1:] != a[:-1], axis=1))),
+      "distinct_assignments": int(len(np.unique(a, axis=0))),
+      "fallback_frac": float(np.mean(np.asarray(trace.fallback))),
+  }
+
+
+class SeedResult(NamedTuple):
+  rows: list[dict]
+  traces: dict[str, Trace]
+  quality: dict[str, np.ndarray]  # per step
+  hindsight_exact: bool
+
+
+def run_seed(
+    study: Study,
+    policies: Mapping[str, Policy],
+    seed: int,
+    n_steps: int,
+    *,
+    time_decisions: Sequence[str] = (),
+) -> SeedResult:
+  """Every policy and both yardsticks on one scenario draw (module doc)."""
+  ctx, params = study.ctx, study.params
+  key = jax.random.key(seed)
+  n_batches = study.quality.n_batches
+  step_batch = np.arange(n_steps) % n_batches
+  texts = 2 * study.quality.pairs_per_batch
+  rows, traces, quality = [], {}, {}
+
+  def record(name, trace, q=None):
+    q = study.quality.per_step(trace.assignments) if q is None else q
+    row = _row(name, trace, q, texts)
+    if name in time_decisions:
+      row["decision_us"] = decision_time_us(policies[name], ctx, trace)
+    rows.append(row)
+    traces[name], quality[name] = trace, q
+
+  cq = study.candidate_quality[:, step_batch]  # [K, T]
+  static_runs = [run_episode(params, ctx, Static(), c, key, n_steps) for c in study.candidates]
+  static_viol = np.array([np.mean(violations(tr)) for tr in static_runs])
+  k = hindsight.static_star(cq.mean(1), static_viol, MAX_VIOLATION_FRAC)
+  record("static*", static_runs[k], cq[k])
+  seq = hindsight.best_sequence(params, study.candidates, cq, hindsight.episode_keys(key, n_steps))
+  schedule = study.candidates[seq.choice]
+  trace = run_episode(params, ctx, lookup.Scheduled(schedule=schedule), schedule[0], key, n_steps)
+  record("hindsight", trace, cq[seq.choice, np.arange(n_steps)])
+  start = np.full(ctx.n_ops, mode_index(START_MODE), np.int32)
+  for name, policy in policies.items():
+    record(name, run_episode(params, ctx, policy, start, key, n_steps))
+  for r in rows:
+    r["seed"] = seed
+  return SeedResult(rows, traces, quality, seq.exact)
+
+
+def gain_recovered(q_learned: float, q_static: float, q_hindsight: float) -> float:
+  """``(q_learned - q_static) / (q_hindsight - q_static)`` (NaN when the gap is 0)."""
+  gap = q_hindsight - q_static
+  return float((q_learned - q_static) / gap) if gap != 0 else float("nan")
+
+
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and the half-width of its 95 % Student-t interval (NaN for one value)."""
+  v = np.asarray(values, np.float64)
+  if len(v) < 2:
+    return float(np.mean(v)), float("nan")
+  t = _T975.get(len(v) - 1, 1.96)
+  return float(np.mean(v)), float(t * np.std(v, ddof=1) / math.sqrt(len(v)))
+
+
+def stderr(values: Sequence[float]) -> float:
+  """Standard error of the mean."""
+  v = np.asarray(values, np.float64)
+  return float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+ROW_FIELDS = (
+    "quality",
+    "violation_frac",
+    "power_violation_frac",
+    "deadline_miss_frac",
+    "buffer_violation_frac",
+    "energy_per_inference_j",
+    "switches_per_step",
+    "distinct_assignments",
+    "fallback_frac",
+)
+
+
+def _layer(op_name: str) -> str:
+  parts = op_name.split("/")
+  return f"layer_{parts[1]}" if len(parts) > 1 and parts[0] == "layers" else parts[0]
+
+
+def mode_share_by_layer(assignments: np.ndarray, op_names: Sequence[str]) -> dict:
+  """``{layer: {mode: share of (step, op) entries}}`` of a policy's assignments."""
+  from aprec.emulator.formats import MODES
+
+  a = np.asarray(assignments)
+  out: dict[str, dict[str, float]] = {}
+  for layer in dict.fromkeys(_layer(n) for n in op_names):
+    cols = [i for i, n in enumerate(op_names) if _layer(n) == layer]
+    counts = np.bincount(a[:, cols].ravel(), minlength=len(MODES)) / a[:, cols].size
+    out[layer] = {MODES[m]: round(float(c), 4) for m, c in enumerate(counts) if c > 0}
+  return out
+
+
+def summarize_seeds(results: Sequence[SeedResult], op_names: Sequence[str]) -> dict:
+  """The study's numbers over seeds: mean rows per policy and the headline ratios."""
+  names = [r["policy"] for r in results[0].rows]
+  by = lambda res: {r["policy"]: r for r in res.rows}
+  rows = []
+  for name in names:
+    per = [by(res)[name] for res in results]
+    row = {"policy": name, "accuracy": None}
+    row.update({k: float(np.mean([p[k] for p in per])) for k in ROW_FIELDS})
+    row["quality_ci"] = mean_ci([p["quality"] for p in per])[1]
+    row["decision_us"] = float(per[0].get("decision_us", float("nan")))
+    rows.append(row)
+  q = {n: np.array([by(res)[n]["quality"] for res in results]) for n in names}
+  v = {n: np.array([by(res)[n]["violation_frac"] for res in results]) for n in names}
+  gains = [
+      gain_recovered(*(q[n][i] for n in ("learned", "static*", "hindsight")))
+      for i in range(len(results))
+  ]
+  gain, gain_ci = mean_ci(gains)
+  gap = q["hindsight"] - q["static*"]
+  learned_all = np.concatenate([np.asarray(res.traces["learned"].assignments) for res in results])
+  return {
+      "rows": rows,
+      "gain_recovered": gain,
+      "gain_recovered_ci": gain_ci,
+      "gain_recovered_per_seed": [float(g) for g in gains],
+      "static_star_gap": float(np.mean(gap)),
+      "static_star_gap_se": float(np.mean(gap) / stderr(gap)) if stderr(gap) > 0 else float("inf"),
+      "violations": float(np.mean(v["learned"]) - np.mean(v["oracle"])),
+      "learned_over_lookup": float(np.mean(q["learned"]) / np.mean(q["lookup"])),
+      "beats_hindsight": sorted(
+          {n for n in names if n != "hindsight" and np.any(q[n] > q["hindsight"] + 1e-12)}
+      ),
+      "hindsight_exact": all(res.hindsight_exact for res in results),
+      "learned_distinct_assignments": int(len(np.unique(learned_all, axis=0))),
+      "learned_mode_share_by_layer": mode_share_by_layer(learned_all, op_names),
+  }
