@@ -100,12 +100,10 @@ def held_out_quality(model: Any, pairs_per_batch: int = 64) -> StepQuality:
 
 
 def embedding_delta_loss(model: Any, n_texts: int = 32) -> np.ndarray:
-  """A Δloss table ``[n_ops, n_modes]`` for an embedder without a shipped profile: the
-  profile's perturbation method with Δloss = mean ``1 - cos`` to the fp32 embeddings, on
+  """A Δloss table ``[n_ops, n_modes]`` at the study's numerics: the shipped profile's
+  definition (perturbation, ``loss="cosine"``: mean ``1 - cos`` to the fp32 embeddings) on
   the first ``n_texts / 2`` calibration pairs (queries and documents), two batches, with the
   study's activation scaling."""
-  import jax.numpy as jnp
-
   from aprec.sensitivity import methods
 
   ids, mask = model.data.calibration.x
@@ -114,20 +112,15 @@ def embedding_delta_loss(model: Any, n_texts: int = 32) -> np.ndarray:
   rows = np.r_[
       0:half, n_pairs : n_pairs + half, half : 2 * half, n_pairs + half : n_pairs + 2 * half
   ]
-  x = (ids[rows], mask[rows])
-  ref = np.asarray(jax.jit(model.apply_fn)(model.params, x))
   split = lambda a: a.reshape(2, len(rows) // 2, *a.shape[1:])
-  batches = [((split(x[0])[i], split(x[1])[i]), split(ref)[i]) for i in range(2)]
-
-  def one_minus_cos(out, target):
-    return jnp.mean(1.0 - jnp.sum(out * target, -1))
-
+  ys = np.zeros((2, len(rows) // 2), np.int32)  # unused: the targets are the fp32 embeddings
+  batches = [((split(ids[rows])[i], split(mask[rows])[i]), ys[i]) for i in range(2)]
   profile = methods.analyze(
       model.apply_fn,
       model.params,
       batches,
       methods="perturbation",
-      loss_fn=one_minus_cos,
+      loss="cosine",
       activation_scaling=STUDY_ACTIVATION_SCALING,
   )
   return np.asarray(profile.delta_loss, np.float64)
@@ -138,8 +131,9 @@ TABLE_FILE = "delta_loss.npy"  # the table a study policy was trained with, in i
 
 
 def delta_loss_table(model: Any, quality: StepQuality, saved: Any = None) -> tuple[np.ndarray, str]:
-  """``(Δloss, source)``: a saved ``.npy`` table, else the shipped profile (its rows
-  matched to the study's ops by name), else ``embedding_delta_loss``."""
+  """``(Δloss, source)``: a saved ``.npy`` table, else the shipped profile when its
+  activation scaling is the study's (rows matched to the study's ops by name), else
+  ``embedding_delta_loss`` (the shipped ``minilm_l6`` profile is per token)."""
   import pathlib
 
   if saved is not None:
@@ -149,10 +143,15 @@ def delta_loss_table(model: Any, quality: StepQuality, saved: Any = None) -> tup
     from aprec.sensitivity import profile as profile_lib
 
     profile = profile_lib.load(directory)
-    names = [op.name for op in profile.ops]
-    rows = [names.index(op.name) for op in quality.emulator.ops]
-    return np.asarray(profile.delta_loss, np.float64)[rows], f"profile {directory}"
-  return embedding_delta_loss(model), "perturbation, 1 - cos on 32 calibration texts"
+    scaling = profile.details.get("numerics", {}).get("activation_scaling")
+    if scaling == STUDY_ACTIVATION_SCALING.value:
+      names = [op.name for op in profile.ops]
+      rows = [names.index(op.name) for op in quality.emulator.ops]
+      return np.asarray(profile.delta_loss, np.float64)[rows], f"profile {directory}"
+  return (
+      embedding_delta_loss(model),
+      f"perturbation, loss=cosine, {STUDY_ACTIVATION_SCALING.value}, 16 calibration pairs",
+  )
 
 
 def make_study(quality: StepQuality, delta_loss: np.ndarray, scenario: str) -> Study:
