@@ -32,10 +32,12 @@ def timeline(
   fig = figures._figure(10, 7.5)
   fig.set_layout_engine("constrained")
   ax_p, ax_l, ax_q = fig.subplots(3, 1, sharex=True)
-  first = next(iter(traces.values())).metrics
+  # Under thermal throttling each policy's cap follows its own heat: show the learned one's.
+  shown = "learned" if "learned" in traces else next(iter(traces))
+  first = traces[shown].metrics
   steps = np.arange(len(np.asarray(first.power_cap_w)))
-  ax_p.plot(steps, np.asarray(first.power_cap_w), "k-", lw=2, label="power cap")
-  ax_l.plot(steps, np.asarray(first.deadline_s) * 1e3, "k-", lw=2, label="deadline")
+  ax_p.plot(steps, np.asarray(first.power_cap_w), "k-", lw=2, label=f"power cap ({shown})")
+  ax_l.plot(steps, np.asarray(first.deadline_s) * 1e3, "k-", lw=2, label=f"deadline ({shown})")
   for name, tr in traces.items():
     m = tr.metrics
     ax_p.plot(steps, np.asarray(m.true_power_w), lw=0.8, label=name)
