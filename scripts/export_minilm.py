@@ -2,19 +2,22 @@
 
 Usage::
 
-  python scripts/export_minilm.py [--rows 128] [--repeats 10] [--out runs/bench/export_minilm.json]
+  python scripts/export_minilm.py [--plan plan.json] [--rows 128] [--repeats 10]
+      [--out runs/bench/export_minilm.json]
 
 The model takes ``(ids, mask)``; the mask is given as bool, so the emulator finds it among
 the inputs (``mask_input``) and its dynamic scales ignore padded positions, and the
-artifact does the same. The assignment (``ASSIGNMENT``) is written by hand, not planned:
-projections at int8, the two attention products of every block at bf16, the MLP's first
-projection of blocks 1-4 at int4, the values of blocks 0-2 at fp8_e4m3, the last MLP
-output at fp16. Measured on the first ``--rows`` texts of the docstring task's test split:
+artifact does the same. The assignment is a plan (``--plan``: the JSON of ``aprec plan
+minilm_l6 --budget bits=6 --json``, its ``"modes"``), or else written by hand
+(``assignment()``): projections at int8, the two attention products of every block at
+bf16, the MLP's first projection of blocks 1-4 at int4, the values of blocks 0-2 at
+fp8_e4m3, the last MLP output at fp16. Measured on the first ``--rows`` texts of the
+docstring task's test split:
 
 - op by op (``jax.disable_jit()``): the program's outputs against the emulator's on 4 rows
   (expected bitwise equal);
 - compiled: the loaded artifact (``aprec.export.load``) against ``jax.jit(emulator)``:
-  max |Δ| of the unit embeddings, mean cosine, and the time per call of each (median of
+  max |Δ| of the unit embeddings, the smallest cosine, and the time per call of each (median of
   ``--repeats`` interleaved pairs);
 - bytes: the artifact's arrays over all parameters at fp32.
 """
@@ -68,6 +71,7 @@ def _median_ms(fn, repeats: int, calls: int = 3) -> list[float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--plan", type=pathlib.Path, help="a plan's JSON (its 'modes')")
   parser.add_argument("--rows", type=int, default=128, help="test texts to run")
   parser.add_argument("--repeats", type=int, default=10, help="timed pairs of calls")
   parser.add_argument(
@@ -78,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   ids, mask = model.data.test.x
   inputs = (jnp.asarray(ids[: args.rows]), jnp.asarray(mask[: args.rows], bool))
   emu = Emulator(model.apply_fn, model.params, inputs)
-  modes = emu.assignment(assignment(), default="int8")
+  if args.plan is not None:
+    modes = emu.assignment(json.loads(args.plan.read_text())["modes"])
+  else:
+    modes = emu.assignment(assignment(), default="int8")
   print(f"{emu!r}; padding mask: input {emu.mask_input}")
 
   small = (inputs[0][:4], inputs[1][:4])
@@ -106,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   result = {
       "rows": args.rows,
+      "plan": None if args.plan is None else str(args.plan),
       "assignment": summary.assignment,
       "mask_input": emu.mask_input,
       "op_by_op_max_abs_diff_4_rows": op_by_op,

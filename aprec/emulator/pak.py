@@ -226,7 +226,7 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
     # then make the op's output NaN.
     is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
     acc = lax.cond(is_int, contraction.int_product, contraction.float_product, ql, qr)
-  out = _scale_back(
+  out = scale_back(
       acc,
       contraction.lhs_to_out(sl).astype(acc.dtype),
       contraction.rhs_to_out(sr).astype(acc.dtype),
@@ -234,10 +234,15 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
   return out, (ql, sl, qr, sr)
 
 
-def _scale_back(acc: jax.Array, lhs_scale: jax.Array, rhs_scale: jax.Array) -> jax.Array:
+def scale_back(acc: jax.Array, lhs_scale: jax.Array, rhs_scale: jax.Array) -> jax.Array:
   """``(acc · lhs_scale) · rhs_scale``, or ``(acc · rhs_scale) · lhs_scale`` where the first
   product alone leaves float32's range (one scale huge, the other tiny: the result may still
   fit). Either order is exact enough; where both fit they give the first's bits.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> scale_back(jnp.array([2.0]), jnp.array([1e30]), jnp.array([1e-30])).tolist()
+    [2.0]
   """
   out = acc * lhs_scale * rhs_scale
   fits = jnp.isfinite(out) & ((out != 0) | (acc == 0))

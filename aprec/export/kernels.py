@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_dtypes
 from jax import lax
 
-from aprec.emulator import dma, formats
+from aprec.emulator import dma, formats, pak
 from aprec.emulator.dma import Packed
 from aprec.emulator.formats import MODE_TABLE, Mode
 from aprec.emulator.pak import ProductSpec
@@ -147,8 +147,8 @@ def product(
   acc = acc.astype(dtype)
   if not m.scaled:  # the emulator's scales are exactly 1 here
     return acc
-  return (
-      acc
-      * contraction.lhs_to_out(scales[0]).astype(dtype)
-      * contraction.rhs_to_out(scales[1]).astype(dtype)
+  return pak.scale_back(
+      acc,
+      contraction.lhs_to_out(scales[0]).astype(dtype),
+      contraction.rhs_to_out(scales[1]).astype(dtype),
   )

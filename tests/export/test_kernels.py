@@ -93,3 +93,18 @@ def test_product_equals_the_pak(kind, mode):
     np.testing.assert_array_equal(
         np.asarray(kernels.product(spec, lhs, rhs, m)), np.asarray(pak.apply(spec, lhs, rhs, m))
     )
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp8_e4m3"])
+def test_product_scales_back_without_overflowing_in_the_middle(mode):
+  """A huge activation against a tiny weight: acc · lhs_scale alone leaves float32."""
+  m = formats.mode_index(mode)
+  lhs = jnp.array([[3e37, -1.0, 2e37]])
+  rhs = jnp.array([[1e-30], [2e-30], [-1e-30]])
+  eqn = jax.make_jaxpr(_dot)(lhs, rhs).jaxpr.eqns[0]
+  spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape, 2, weight_operand=1)
+  with jax.disable_jit():
+    got = kernels.product(spec, lhs, rhs, m, dma.pack(rhs, m, (1,)), weight_operand=1)
+    expected = pak.apply(spec, lhs, rhs, m)
+  assert np.isfinite(np.asarray(got)).all()
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
