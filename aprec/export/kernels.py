@@ -81,6 +81,25 @@ def weight_grid(
   return values, scale
 
 
+def _dynamic_amax(x: jax.Array, reduce_axes) -> jax.Array:
+  """``formats.amax_over(x, reduce_axes)``, bit for bit, in one pass over ``x``.
+
+  ``amax_over`` reads ``x`` twice: a max, and an explicit NaN check (XLA:CPU's max
+  reduction skips NaN for some shapes). One variadic reduction computes both. On the
+  exported digits ViT (over the emulator's time, interleaved runs): 1.03x with the two
+  passes, 0.86x without the NaN check, 0.89x with this.
+  """
+  axes = tuple(reduce_axes)
+
+  def combine(a, b):
+    return lax.max(a[0], b[0]), lax.bitwise_or(a[1], b[1])
+
+  init = (jnp.asarray(-jnp.inf, x.dtype), jnp.asarray(False))
+  amax, has_nan = lax.reduce((jnp.abs(x), jnp.isnan(x)), init, combine, axes)
+  amax, has_nan = (jnp.expand_dims(a, axes) for a in (amax, has_nan))
+  return jnp.where(has_nan, jnp.asarray(jnp.nan, x.dtype), amax)
+
+
 def _activation(
     x: jax.Array, mode: int, reduce_axes, amax: jax.Array | None
 ) -> tuple[jax.Array, jax.Array]:
@@ -95,6 +114,8 @@ def _activation(
   the same bits (``test_round_to_mode_is_the_cast``).
   """
   fmt = MODE_TABLE[mode]
+  if fmt.scaled and amax is None:
+    amax = _dynamic_amax(x, reduce_axes)
   if fmt.scaled and not fmt.is_int:
     scaled, scale = formats.scale_to_range(x, fmt, formats.range_of(x, reduce_axes, amax))
     return round_to_mode(scaled, fmt).astype(x.dtype), scale

@@ -108,3 +108,21 @@ def test_product_scales_back_without_overflowing_in_the_middle(mode):
     expected = pak.apply(spec, lhs, rhs, m)
   assert np.isfinite(np.asarray(got)).all()
   np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4", "fp8_e5m2"])
+def test_nan_and_inf_in_an_activation_as_the_pak(mode):
+  """A NaN makes its row's scale NaN, an inf its row's scale inf: as ``formats.amax_over``."""
+  m = formats.mode_index(mode)
+  lhs = jax.random.normal(jax.random.key(1), (4, 5)).at[1, 2].set(jnp.nan).at[2, 0].set(jnp.inf)
+  rhs = jax.random.normal(jax.random.key(2), (5, 3))
+  eqn = jax.make_jaxpr(_dot)(lhs, rhs).jaxpr.eqns[0]
+  spec = pak.product_spec(eqn.primitive, eqn.params, lhs.shape, rhs.shape, 2, weight_operand=1)
+  packed = dma.pack(rhs, m, (1,))
+  ours = lambda lhs: kernels.product(spec, lhs, rhs, m, packed, weight_operand=1)
+  theirs = lambda lhs: pak.apply(spec, lhs, rhs, m)
+  with jax.disable_jit():
+    expected = np.asarray(theirs(lhs))
+    np.testing.assert_array_equal(np.asarray(ours(lhs)), expected)
+  np.testing.assert_array_equal(np.asarray(jax.jit(ours)(lhs)), expected)
+  assert np.isnan(expected[1]).all() and np.isfinite(expected[[0, 3]]).all()
