@@ -39,7 +39,8 @@ def demo(
       MiniLM-L6 table; the closed-loop report, metrics and figures go in `out` itself);
       written atomically.
     models: models for the per-mode accuracy table (names or package.module:factory).
-    minilm: also measure MiniLM-L6 at every mode on 32 docstring-task test pairs.
+    minilm: also measure MiniLM-L6 at every mode and at a bits=6 plan on 32 docstring-task
+      test pairs, and run every RPM policy in its closed loop (one contention draw).
     rpm_models: models run in the closed loop with every policy.
     scenario: the simulator scenario of the closed loop.
     steps: closed-loop steps (one 32-image test batch each).

@@ -1,8 +1,10 @@
-"""``aprec demo``'s MiniLM-L6 part: the real embedder under every uniform mode, measured.
+"""``aprec demo``'s MiniLM-L6 part: the real embedder under every uniform mode and the
+planner's plan (``bits=6`` from the shipped profile), measured; then the RPM closed loop
+(``minilm_loop_demo``).
 
 Shortened for the demo's time budget: the first ``num_pairs`` pairs of the docstring task's
 test split (the full 256-pair table is ``scripts/minilm_uniform_table.py``), one compiled
-call per mode, per-tensor activation scales (the emulator's default).
+call per assignment, per-token activation scales (the emulator's default).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import pathlib
 import time
 
 from aprec import checkpoint
-from aprec.app import figures, tables
+from aprec.app import figures, inputs, tables
 from aprec.emulator.formats import MODE_TABLE, MODES
+from aprec.emulator.pak import DEFAULT_ACTIVATION_SCALING
 
 DEMO_PAIRS = 32
+PLAN_BUDGET = "bits=6"
 
 
 def run(
@@ -47,13 +51,26 @@ def write(
   model = models.load("minilm_l6")
   pairs = [p for p in docstrings.load_pairs() if p["split"] == "test"][:num_pairs]
   split = docstrings.make_split(pairs)
-  ev = RetrievalEvaluator(model.apply_fn, model.params, split, batch_rows=2 * len(pairs))
+  ev = RetrievalEvaluator(
+      model.apply_fn,
+      model.params,
+      split,
+      batch_rows=2 * len(pairs),
+      activation_scaling=DEFAULT_ACTIVATION_SCALING,  # the shipped profile's
+  )
   emu = ev.emulator
   con.print(tables.op_table(emu.ops, title=f"minilm_l6: {emu!r}"))
-  weight_elements = sum(op.weight_elements for op in emu.ops)
+  from aprec.planning import planner
+  from aprec.sensitivity import profile as profile_lib
+
+  profile = profile_lib.load(inputs.default_profile_dir("minilm_l6"), expect=emu)
+  plan = planner.plan(profile, PLAN_BUDGET)
+  assignments = [(mode, emu.assignment(mode)) for mode in MODES]
+  assignments.append((f"plan {PLAN_BUDGET}", plan.assignment))
   rows = []
-  for mode in MODES:
-    r = ev.measure(emu.assignment(mode))
+  for mode, assignment in assignments:
+    r = ev.measure(assignment)
+    bits = sum(op.weight_elements * MODE_TABLE[m].bits for op, m in zip(emu.ops, assignment))
     rows.append(
         {
             "mode": mode,
@@ -61,7 +78,7 @@ def write(
             "recall@10": r.recall_at_10,
             "MRR": r.mrr,
             "1 - cos to fp32": 1.0 - r.mean_cosine,
-            "weight KiB": weight_elements * MODE_TABLE[MODES.index(mode)].bits / 8 / 1024,
+            "weight KiB": bits / 8 / 1024,
         }
     )
   con.print(
@@ -78,7 +95,7 @@ def write(
       )
   )
   chart = figures.bar_chart(
-      list(MODES),
+      [r["mode"] for r in rows],
       [r["MRR"] for r in rows],
       out / "mrr_minilm_l6.png",
       title=f"minilm_l6: MRR over {len(pairs)} docstring pairs per mode",
@@ -86,7 +103,11 @@ def write(
       reference=rows[0]["MRR"],
       reference_label="fp32",
   )
+  from aprec.app import minilm_loop_demo
+
+  closed_loop = minilm_loop_demo.write(out, con, shown)
   summary = {
+      "closed_loop": closed_loop,
       "model": "minilm_l6",
       "num_pairs": len(pairs),
       "rows": rows,
