@@ -23,6 +23,18 @@ Prints a table and writes JSON whose ``"ratios"`` hold the headline figures:
   (perturbation, ``loss="kl"``) calibrated on the val split, validated on the test split
   (``aprec.sensitivity.validation``: all non-fp32 single-op pairs; 128 random mixed assignments).
 
+- ``sweep_over_plain_minilm_l6`` (target <= 0.6): on all-MiniLM-L6-v2 (``--minilm``, on
+  by default), the single-op perturbation sweep that computes the fp32 prefix once and
+  reruns only the model from each op's group of ops (``aprec.sensitivity.reuse``) over the
+  plain sweep of the whole model per assignment, one run each, both cold (compilation
+  included; the reuse sweep runs first, so any warm JAX cache favours the plain one). The
+  JSON records the tables' largest difference over ``max |table|`` (target <= 1e-6) and
+  whether the planner picks the same plans from both (12 bit and 12 energy budgets).
+  ``spearman_single_op_minilm_l6`` / ``spearman_additive_minilm_l6``: the reuse profile
+  (``loss="cosine"``, 1 - cos to the fp32 embeddings) validated on held-out text (the
+  docstring task's val split), with the per-mode single-op ρ in the JSON. Sizes: the first
+  ``--minilm-pairs`` pairs of each split (summaries and bodies), 64 tokens, batches of 16.
+
 The JSON's ``"models"`` also hold every method's validation scores, the same with the
 label cross-entropy (``loss="ce"``: perturbation, taylor, fisher, hessian), and each
 method's wall time relative to one fp32 forward pass over the calibration set (the method
@@ -62,6 +74,9 @@ TARGETS = {
     "sweep_speedup_over_recompile": (">=", 20.0),
     "spearman_single_op": (">=", 0.9),
     "spearman_additive": (">=", 0.85),
+    "sweep_over_plain_minilm_l6": ("<=", 0.6),
+    "spearman_single_op_minilm_l6": (">=", 0.95),
+    "spearman_additive_minilm_l6": (">=", 0.85),
 }
 CALIBRATION_SPLIT, BATCH_SIZE = sensitivity_cli.CALIBRATION_SPLIT, sensitivity_cli.CALIBRATION_BATCH
 CE_METHODS = "perturbation,taylor,fisher,hessian"
@@ -160,6 +175,81 @@ def bench_model(name: str, subset: int, console: Console) -> dict[str, Any]:
   }
 
 
+def bench_minilm(pairs: int, console: Console) -> dict[str, Any]:
+  """The reuse sweep against the plain one on MiniLM-L6, and the profile's validation."""
+  from aprec.planning import planner
+  from aprec.sensitivity import measured, reuse
+
+  model = models.load("minilm_l6")
+  cal = model.data.calibration.head(pairs)
+  val = model.data.val.head(pairs)
+  batch = sensitivity_cli.TEXT_BATCH
+  xs, ys = sensitivity.stack_batches(batching.split(cal.x, cal.y, batch))
+  obj = sensitivity.objective("cosine")
+  ts = obj.targets(model.apply_fn, model.params, xs, ys)
+  first = jax.tree.map(lambda a: a[0], xs)
+  seconds, tables = {}, {}
+  for name, sweep in (("reuse", reuse.perturbation), ("plain", measured.perturbation)):
+    console.log(f"minilm_l6: {name} sweep")
+    emu = Emulator(model.apply_fn, model.params, first)  # a fresh emulator: compiles anew
+    start = time.perf_counter()
+    tables[name] = sweep(emu, model.params, xs, ts, loss_fn=obj.loss_fn)
+    seconds[name] = time.perf_counter() - start
+  scale = float(np.abs(tables["plain"].delta_loss).max())
+  difference = float(np.abs(tables["reuse"].delta_loss - tables["plain"].delta_loss).max())
+  console.log(
+      f"minilm_l6: reuse {seconds['reuse']:.0f} s, plain {seconds['plain']:.0f} s "
+      f"(ratio {seconds['reuse'] / seconds['plain']:.3f}); tables differ by "
+      f"{difference / scale:.2e} of max |table|"
+  )
+  np.savez(
+      _REPO / "runs" / "bench" / "sensitivity_minilm_tables.npz",
+      **{name: est.delta_loss for name, est in tables.items()},
+  )
+  profiles = {
+      name: sensitivity.make_profile(
+          model="minilm_l6",
+          ops=emu.ops,
+          estimates={"perturbation": est},
+          dataset=f"docstrings/calibration[:{pairs} pairs]",
+          n_batches=len(ys),
+          batch_size=batch,
+          baseline_loss=0.0,
+          loss="cosine",
+      )
+      for name, est in tables.items()
+  }
+  same_plans = {}
+  for kind in ("bits", "energy_j"):
+    budgets = planner.default_budgets(profiles["plain"], kind)
+    plans = {
+        n: [planner.plan(p, planner.Budget(kind, b)).assignment for b in budgets]
+        for n, p in profiles.items()
+    }
+    same_plans[kind] = all(np.array_equal(a, b) for a, b in zip(plans["reuse"], plans["plain"]))
+  console.log("minilm_l6: validation on val")
+  val_result = validation.validate(
+      profiles["reuse"],
+      model.apply_fn,
+      model.params,
+      batching.split(val.x, val.y, batch),
+      dataset=f"docstrings/val[:{pairs} pairs]",
+  )
+  return {
+      "ops": len(emu.ops),
+      "texts": 2 * pairs,
+      "tokens": int(cal.x[0].shape[1]),
+      "batch_size": batch,
+      "sweep_s": seconds,
+      "sweep_over_plain": seconds["reuse"] / seconds["plain"],
+      "table_max_abs_difference": difference,
+      "table_max_abs": scale,
+      "table_difference_over_max": difference / scale,
+      "same_plans": same_plans,
+      "validation": val_result.summary(),
+  }
+
+
 def _table(result: dict[str, Any]) -> Table:
   table = Table(title="aprec sensitivity benchmark")
   for col in (
@@ -174,6 +264,8 @@ def _table(result: dict[str, Any]) -> Table:
   ):
     table.add_column(col, justify="left" if col in ("model", "method") else "right")
   for name, r in result["models"].items():
+    if "kl" not in r:  # MiniLM-L6: its own rows below the table
+      continue
     for method, s in r["kl"]["scores"].items():
       ce = r["ce"]["scores"].get(method)
       t = r["method_over_forward"].get(method)
@@ -192,7 +284,7 @@ def _table(result: dict[str, Any]) -> Table:
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", nargs="+", default=list(models.NAMES), choices=models.NAMES)
+  parser.add_argument("--models", nargs="*", default=list(models.NAMES), choices=models.NAMES)
   parser.add_argument(
       "--naive-subset",
       type=int,
@@ -202,21 +294,43 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
       "--out", type=pathlib.Path, default=_REPO / "runs" / "bench" / "sensitivity.json"
   )
+  parser.add_argument(
+      "--minilm",
+      action=argparse.BooleanOptionalAction,
+      default=True,
+      help="also bench the reuse sweep and the profile on all-MiniLM-L6-v2",
+  )
+  parser.add_argument(
+      "--minilm-pairs",
+      type=int,
+      default=sensitivity_cli.TEXT_PAIRS,
+      help="docstring-task pairs per split (2 texts each) for MiniLM-L6",
+  )
   args = parser.parse_args(argv)
   console = Console(highlight=False)
+  minilm = bench_minilm(args.minilm_pairs, console) if args.minilm else None
   per_model = {name: bench_model(name, args.naive_subset, console) for name in args.models}
   ratios: dict[str, float] = {}
   for name, r in per_model.items():
     suffix = "" if name == "digits_cnn" else "_" + name.split("_", 1)[1]
     ratios["sweep_speedup_over_recompile" + suffix] = r["sweep"]["speedup"]
     ratios["sweep_speedup_over_recompile_warm" + suffix] = r["sweep"]["speedup_warm"]
-  ratios["sweep_speedup_over_recompile"] = ratios.get(
-      "sweep_speedup_over_recompile", next(iter(ratios.values()))
-  )
+  if ratios:
+    ratios["sweep_speedup_over_recompile"] = ratios.get(
+        "sweep_speedup_over_recompile", next(iter(ratios.values()))
+    )
   for name, r in per_model.items():
     pert = r["kl"]["scores"]["perturbation"]
     ratios[f"spearman_single_op_{name}"] = pert["spearman_single_op"]
     ratios[f"spearman_additive_{name}"] = pert["spearman_additive"]
+  if minilm is not None:
+    pert = minilm["validation"]["scores"]["perturbation"]
+    ratios["sweep_over_plain_minilm_l6"] = minilm["sweep_over_plain"]
+    ratios["spearman_single_op_minilm_l6"] = pert["spearman_single_op"]
+    ratios["spearman_additive_minilm_l6"] = pert["spearman_additive"]
+    for mode in ("int8", "int4"):
+      ratios[f"spearman_single_op_{mode}_minilm_l6"] = pert["spearman_single_op_by_mode"][mode]
+    per_model["minilm_l6"] = minilm
   result = {
       "ratios": ratios,
       "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},

@@ -1,7 +1,9 @@
 """``aprec analyze`` and ``aprec plan``: sensitivity profiles and static mixed-precision plans.
 
-Profiles calibrate on the val split; validation, plans and fronts are measured on the
-held-out test split.
+Classifiers calibrate on the val split; validation, plans and fronts are measured on the
+held-out test split. A text task (``minilm_l6``'s docstring retrieval: calibration, val and
+test splits) calibrates on ``calibration``, validates on ``val`` and measures its Pareto
+front on ``test``; its profile's Δloss is ``1 - cos`` to the fp32 embeddings.
 """
 
 from __future__ import annotations
@@ -23,6 +25,46 @@ from aprec.app.cmd_model import AsJson
 # held-out data (3 val and 6 test batches): per-tensor activation scales depend on it.
 CALIBRATION_SPLIT, CALIBRATION_BATCH = "val", 60
 HELDOUT_SPLIT = "test"
+# A text task: the first TEXT_PAIRS pairs (summary and body: 2 texts each) of calibration
+# and val, in batches of TEXT_BATCH texts of 64 tokens (enough for ρ >= 0.99 on MiniLM-L6
+# in ~10 minutes on two CPU cores; per-token scales make Δloss independent of the batch).
+TEXT_SPLITS = ("calibration", "val", "test")
+TEXT_PAIRS, TEXT_BATCH = 32, 16
+
+
+def is_text_task(loaded) -> bool:
+  """Whether a loaded model's data are a text task's calibration/val/test splits."""
+  return tuple(loaded.data._fields) == TEXT_SPLITS
+
+
+def _heldout(loaded, batch_size: int, pairs: int):
+  """The held-out batches validation measures on, and their name."""
+  from aprec.emulator import batching
+
+  if is_text_task(loaded):
+    val = loaded.data.val.head(min(pairs, loaded.data.val.num_pairs))
+    return batching.split(val.x, val.y, batch_size), f"docstrings/val[:{val.num_pairs} pairs]"
+  test = getattr(loaded.data, HELDOUT_SPLIT)
+  return batching.split(test.x, test.y, batch_size), f"digits/{HELDOUT_SPLIT}"
+
+
+def front_evaluator(loaded, split: str = HELDOUT_SPLIT):
+  """The evaluator a Pareto front is measured with: accuracy for a classifier, retrieval
+  metrics (recall@k, MRR) on the whole split for a text task, at the emulator's default
+  (per-token) activation scaling, as profiles are computed."""
+  from aprec.emulator.pak import DEFAULT_ACTIVATION_SCALING
+  from aprec.emulator.retrieval_scoring import RetrievalEvaluator
+  from aprec.emulator.scoring import Evaluator
+
+  if is_text_task(loaded):
+    return RetrievalEvaluator(
+        loaded.apply_fn,
+        loaded.params,
+        getattr(loaded.data, split),
+        batch_rows=64,
+        activation_scaling=DEFAULT_ACTIVATION_SCALING,
+    )
+  return Evaluator.for_model(loaded, split)
 
 
 @contextlib.contextmanager
@@ -75,9 +117,10 @@ def analyze(
     as_json: AsJson = False,
     out: pathlib.Path | None = None,
     overwrite: bool = False,
-    loss: str = "kl",
-    split: str = CALIBRATION_SPLIT,
-    batch_size: int = CALIBRATION_BATCH,
+    loss: str | None = None,
+    split: str | None = None,
+    batch_size: int | None = None,
+    pairs: int = TEXT_PAIRS,
 ) -> None:
   """Compute a model's sensitivity profile (predicted Δloss per op and mode) and save it.
 
@@ -96,47 +139,61 @@ def analyze(
       runs/profiles/MODULE.FACTORY for your own model).
     overwrite: replace a profile already at OUT (the shipped one, by default).
     loss: what Δloss measures: `kl` (cross-entropy against the fp32 model's predictions,
-      i.e. KL(p_fp32 ‖ p_mode); label-free, low-noise) or `ce` (against the labels).
+      i.e. KL(p_fp32 ‖ p_mode); label-free, low-noise; the classifiers' default), `ce`
+      (against the labels) or `cosine` (1 - cos to the fp32 outputs: an embedding model's,
+      minilm_l6's default).
     split: calibration split: `val` (unseen in training, like the test data) or `train`
       (7x the data and a slightly better ranking, but memorised: its Δloss comes out
-      several times smaller than on unseen data).
+      several times smaller than on unseen data); `calibration` for minilm_l6 (default).
     batch_size: examples per calibration batch, also used for the held-out batches
-      (per-tensor activation scales, and so Δloss, depend on it).
+      (per-tensor activation scales, and so Δloss, depend on it); default 60 (16 texts).
+    pairs: minilm_l6: docstring pairs (2 texts each) of the calibration and val splits used.
   """
-  from aprec.emulator import batching
   from aprec.planning import planner
   from aprec.sensitivity import methods as sensitivity
   from aprec.app import figures
   from aprec.sensitivity import validation
   from aprec.sensitivity import profile as profile_lib
-  from aprec.emulator.scoring import Evaluator
 
   inputs.model_ref(model)
   out = inputs.default_profile_dir(model) if out is None else pathlib.Path(out)
   inputs.artifact_out(
       out, overwrite=overwrite, marker=profile_lib.JSON_FILE, what="sensitivity profile"
   )
-  inputs.one_of(loss, sensitivity.LOSSES, "--loss")
+  if loss is not None:
+    inputs.one_of(loss, sensitivity.LOSSES, "--loss")
   sensitivity.parse_methods(method)
-  if split == HELDOUT_SPLIT:
-    raise ValueError(
-        f"calibrating on the {HELDOUT_SPLIT} split would validate on the data "
-        "it was fitted to; use --split train or --split val"
-    )
-  if batch_size <= 0:
+  if batch_size is not None and batch_size <= 0:
     raise ValueError(f"--batch-size {batch_size}; expected a positive number of examples")
+  if pairs <= 0:
+    raise ValueError(f"--pairs {pairs}; expected a positive number of docstring pairs")
   loaded = inputs.load_model(model)
+  text = is_text_task(loaded)
+  held_out = "val" if text else HELDOUT_SPLIT
+  split = ("calibration" if text else CALIBRATION_SPLIT) if split is None else split
+  batch_size = (TEXT_BATCH if text else CALIBRATION_BATCH) if batch_size is None else batch_size
+  loss = sensitivity.default_loss(loaded) if loss is None else loss
+  if split in (held_out, HELDOUT_SPLIT):
+    raise ValueError(
+        f"calibrating on the {split} split would validate (or plan) on the data it was "
+        f"fitted to; use --split {'calibration' if text else 'train or --split val'}"
+    )
   inputs.one_of(split, tuple(s for s in loaded.data._fields if s != HELDOUT_SPLIT), "--split")
   inputs.integer_labels(loaded, split, loss)
   attachments: dict[str, Any] = {}
   with _progress(not as_json) as progress:
     prof = sensitivity.analyze_model(
-        loaded, methods=method, split=split, batch_size=batch_size, loss=loss, progress=progress
+        loaded,
+        methods=method,
+        split=split,
+        batch_size=batch_size,
+        loss=loss,
+        progress=progress,
+        num_pairs=min(pairs, getattr(loaded.data, split).num_pairs) if text else None,
     )
     summary = None
     if validate:
-      test = getattr(loaded.data, HELDOUT_SPLIT)
-      heldout = batching.split(test.x, test.y, batch_size)
+      heldout, heldout_name = _heldout(loaded, batch_size, pairs)
       extra = {}
       if "hessian" in prof.details:
         extra["hessian_weights"] = np.asarray(prof.details["hessian"]["weights_only"])
@@ -145,15 +202,14 @@ def analyze(
           loaded.apply_fn,
           loaded.params,
           heldout,
-          dataset=f"digits/{HELDOUT_SPLIT}",
+          dataset=heldout_name,
           extra_tables=extra,
           progress=progress,
       )
       summary = val.summary()
-      ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
       front = planner.pareto_front(
           prof,
-          ev,
+          front_evaluator(loaded),
           kind="bits",
           delta_fn=lambda rows: validation.measure_assignments(
               loaded.apply_fn, loaded.params, heldout, rows, loss=prof.loss
@@ -165,7 +221,10 @@ def analyze(
           json.dumps(val.to_json(), indent=2) + "\n"
       )
       attachments["validation_scatter.png"] = lambda p: figures.scatter(val, p, model=model)
-      attachments["pareto_bits.png"] = lambda p: figures.pareto(front, p, kind="bits", model=model)
+      metric = "mrr" if text else "accuracy"
+      attachments["pareto_bits.png"] = lambda p: figures.pareto(
+          front, p, kind="bits", model=model, metric=metric
+      )
   attachments["heatmap.png"] = lambda p: figures.heatmap(prof, p)
   where = profile_lib.save(prof, out, attachments=attachments, overwrite=overwrite)
   if as_json:
@@ -225,17 +284,15 @@ def plan(
     profile: the profile directory (default: where `aprec analyze MODEL` writes it).
     allow_other_weights: use a profile computed with other weights (warns).
   """
-  from aprec.emulator import batching
   from aprec.planning import planner
   from aprec.sensitivity import validation
   from aprec.sensitivity import profile as profile_lib
-  from aprec.emulator.scoring import Evaluator
   from aprec.emulator.formats import MODES
 
   inputs.model_ref(model)
   parsed = planner.parse_budget(budget)
   loaded = inputs.load_model(model)
-  ev = Evaluator.for_model(loaded, HELDOUT_SPLIT)
+  ev = front_evaluator(loaded)
   prof = profile_lib.load(
       inputs.default_profile_dir(model) if profile is None else profile,
       expect=ev.emulator.ops,
@@ -244,9 +301,9 @@ def plan(
   )
   inputs.integer_labels(loaded, HELDOUT_SPLIT, prof.loss)
   chosen = planner.plan(prof, parsed)
-  measured = ev.measure(np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment]))
-  test = getattr(loaded.data, HELDOUT_SPLIT)
-  heldout = batching.split(test.x, test.y, prof.batch_size)
+  rows = np.stack([np.zeros(len(chosen.assignment), np.int32), chosen.assignment])
+  metrics = ev.measure(rows)._asdict()
+  heldout, heldout_name = _heldout(loaded, prof.batch_size, TEXT_PAIRS)
   delta, delta_err, _ = validation.measure_assignments(
       loaded.apply_fn, loaded.params, heldout, chosen.assignment[None], loss=prof.loss
   )
@@ -259,9 +316,9 @@ def plan(
           "split": HELDOUT_SPLIT,
           "delta_loss": float(delta[0]),
           "delta_loss_stderr": float(delta_err[0]),
-          "accuracy": float(measured.accuracy[1]),
-          "ce_loss": float(measured.loss[1]),
-          "fp32_accuracy": float(measured.accuracy[0]),
+          "delta_loss_on": heldout_name,
+          **{k: float(v[1]) for k, v in metrics.items()},
+          **{f"fp32_{k}": float(v[0]) for k, v in metrics.items()},
       },
   }
   if as_json:
@@ -285,10 +342,10 @@ def plan(
       )
   )
   m = result["measured"]
+  metric = "mrr" if is_text_task(loaded) else "accuracy"
   con.print(
       f"uses {parsed.kind}={chosen.used:.6g}{'' if chosen.exact else ' (rounded grid)'}; "
       f"predicted Δ{prof.loss} {chosen.predicted_delta_loss:.4g}, measured "
-      f"{m['delta_loss']:.4g} ± {m['delta_loss_stderr']:.1g}; {HELDOUT_SPLIT} accuracy "
-      f"{m['accuracy']:.4f} "
-      f"(fp32 {m['fp32_accuracy']:.4f})"
+      f"{m['delta_loss']:.4g} ± {m['delta_loss_stderr']:.1g}; {HELDOUT_SPLIT} {metric} "
+      f"{m[metric]:.4f} (fp32 {m['fp32_' + metric]:.4f})"
   )

@@ -1,7 +1,8 @@
 """Every figure aprec draws (PNG, matplotlib's Agg canvas, no global pyplot state).
 
 Sensitivity: ``heatmap`` of a profile, ``scatter`` of predicted vs measured Δloss,
-``pareto`` of planned vs uniform assignments. Runtime: ``sim_trace`` of a simulator run,
+``pareto`` (one budget kind) and ``pareto_fronts`` (several) of planned vs uniform
+assignments. Runtime: ``sim_trace`` of a simulator run,
 ``power_vs_cap``, ``mode_heatmaps``, ``accuracy_vs_energy`` of closed-loop runs and
 ``training_curve`` of a policy. Demo: ``bar_chart``.
 """
@@ -126,38 +127,65 @@ def scatter(
   return _save(fig, path)
 
 
-def pareto(
-    points: Sequence, path: str | pathlib.Path, *, kind: str = "bits", model: str = ""
-) -> pathlib.Path:
-  """Measured accuracy against budget use, planned mixed plans beside uniform ones."""
-  fig = _figure(6.4, 4.2, dpi=120)
-  ax = fig.subplots()
+_BUDGET_LABELS = {
+    "bits": "average bits per weight",
+    "weight_bytes": "weight bytes",
+    "bops": "bit-operations per example",
+    "energy_j": "energy per example (J, cost model)",
+    "latency_s": "latency per example (s, cost model)",
+}
+_METRIC_LABELS = {"accuracy": "measured accuracy", "mrr": "measured MRR", "recall_at_1": "recall@1"}
+
+
+def _front_panel(ax, points: Sequence, kind: str, metric: str) -> None:
+  value = lambda p: p.measured_accuracy if metric == "accuracy" else p.metrics[metric]
   for group, style in (
       ("uniform", dict(marker="s", color="#C44E52", linestyle="none")),
       ("mixed", dict(marker="o", color="#4C72B0", linestyle="-")),
   ):
     pts = sorted((p for p in points if p.kind == group), key=lambda p: p.used)
-    ax.plot([p.used for p in pts], [p.measured_accuracy for p in pts], label=group, **style)
+    ax.plot([p.used for p in pts], [value(p) for p in pts], label=group, **style)
     if group == "uniform":
       for p in pts:
         ax.annotate(
-            p.label,
-            (p.used, p.measured_accuracy),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
+            p.label, (p.used, value(p)), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
-  ax.set_xscale("log", base=2)
-  ax.set_xlabel(
-      {
-          "bits": "average bits per weight",
-          "weight_bytes": "weight bytes",
-          "bops": "bit-operations per example",
-      }.get(kind, kind)
-  )
-  ax.set_ylabel("measured accuracy")
-  ax.set_title(f"{model}: planned mixed precision vs uniform")
+  ax.set_xscale("log", base=2 if kind == "bits" else 10)
+  ax.set_xlabel(_BUDGET_LABELS.get(kind, kind))
+  ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
   ax.legend(fontsize=8)
+
+
+def pareto(
+    points: Sequence,
+    path: str | pathlib.Path,
+    *,
+    kind: str = "bits",
+    model: str = "",
+    metric: str = "accuracy",
+) -> pathlib.Path:
+  """A measured metric (``accuracy``, or a ``FrontPoint.metrics`` key such as ``mrr``)
+  against budget use: planned mixed plans beside uniform ones."""
+  fig = _figure(6.4, 4.2, dpi=120)
+  _front_panel(fig.subplots(), points, kind, metric)
+  fig.axes[0].set_title(f"{model}: planned mixed precision vs uniform")
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def pareto_fronts(
+    fronts: Mapping[str, Sequence],
+    path: str | pathlib.Path,
+    *,
+    model: str = "",
+    metric: str = "accuracy",
+) -> pathlib.Path:
+  """``pareto`` side by side for several budget kinds (``{kind: points}``)."""
+  fig = _figure(6.0 * len(fronts), 4.2, dpi=120)
+  axes = np.atleast_1d(fig.subplots(1, len(fronts)))
+  for ax, (kind, points) in zip(axes, fronts.items()):
+    _front_panel(ax, points, kind, metric)
+  fig.suptitle(f"{model}: planned mixed precision vs uniform modes")
   fig.tight_layout()
   return _save(fig, path)
 

@@ -162,7 +162,17 @@ def plan(
     step = cap_units / max_units
     units = np.ceil(costs / (g * step)).astype(np.int64)
     cap_units = max_units
-  assignment = solve(values, units, cap_units)
+  try:
+    assignment = solve(values, units, cap_units)
+  except InfeasibleBudget:
+    if exact:
+      raise
+    # Rounding costs up moved the budget below the cheapest assignment, which fits it
+    # (checked above): the budget is within a grid step per op of it, so take it (ties
+    # broken by the least Δloss).
+    cost = np.where(np.isfinite(values), costs, np.iinfo(np.int64).max)
+    least = cost == cost.min(1, keepdims=True)
+    assignment = np.argmin(np.where(least, values, np.inf), axis=1).astype(np.int32)
   predicted = float(values[np.arange(len(assignment)), assignment].sum())
   return Plan(
       assignment=assignment,

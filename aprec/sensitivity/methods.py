@@ -9,6 +9,9 @@ What Δloss measures (``loss``, recorded in the profile):
   hundred examples the label cross-entropy's Δ is dominated by ``∂L/∂y·Δy``, whose sign
   is random per example, so its small values are mostly noise.
 - ``"ce"``: the mean cross-entropy against the dataset labels.
+- ``"cosine"`` (for embedding models, e.g. ``minilm_l6``): ``1 - cos`` between each
+  example's output vector and its fp32 output, mean over examples (``cosine_distance``);
+  only ``perturbation`` and ``hessian`` estimate it (its gradient vanishes at fp32).
 - a custom ``loss_fn(outputs, targets) -> scalar`` on the batches' own targets.
 
 Methods (the registry ``METHODS``, a dict from name to method), selectable and combinable
@@ -235,7 +238,7 @@ def analyze(
       the batch axis (``(ids, mask)``, a dict); ``y`` are integer labels (unused with
       ``loss="kl"``, which needs none).
     methods: one of ``METHODS``, a comma list, or ``"all"``; the first is the primary.
-    loss: ``"kl"`` or ``"ce"`` (see the module docstring).
+    loss: ``"kl"``, ``"ce"`` or ``"cosine"`` (see the module docstring).
     loss_fn: a custom ``loss_fn(logits, y) -> scalar`` batch-mean loss instead of ``loss``.
     model_name, dataset: recorded in the profile.
     chunk_size: assignments per compiled call in the perturbation sweep.

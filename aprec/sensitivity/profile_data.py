@@ -113,7 +113,8 @@ class SensitivityProfile:
     dataset: where the calibration batches came from, e.g. ``"digits/train"``.
     n_batches, batch_size: calibration batches and examples per batch.
     baseline_loss: mean fp32 loss over the calibration batches.
-    loss: what Δloss measures: ``"kl"``, ``"ce"`` or ``"custom"`` (see ``sensitivity``).
+    loss: what Δloss measures: ``"kl"``, ``"ce"``, ``"cosine"`` or ``"custom"`` (see
+      ``sensitivity``).
     versions: library versions that produced it.
     fingerprint: ``fingerprint(ops)``.
     params_hash: ``aprec.checkpoint.params_hash`` of the weights it was computed with

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from aprec.sensitivity import measured as measured_lib
+from aprec.sensitivity import reuse
 from aprec.sensitivity.objective import DEFAULT_LOSS, objective
 from aprec.typing import LossFn, Progress
 from aprec.emulator import inputs as inputs_lib
@@ -202,6 +203,40 @@ def score(
   )
 
 
+def measure_single_ops(
+    apply_fn: Callable,
+    params: Any,
+    batches: Sequence[tuple[Any, Any]],
+    *,
+    loss: str = DEFAULT_LOSS,
+    loss_fn: LossFn | None = None,
+    chunk_size: int = 32,
+    progress: Progress | None = None,
+    expect: SensitivityProfile | None = None,
+    **emulator_options: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Measured Δloss of op ``i`` alone in mode ``m`` on ``batches``: mean and standard error
+  ``(n_ops, n_modes)``, by the prefix-reuse sweep (``reuse.perturbation``; the whole model
+  per assignment where the model cannot be cut at its ops). Arguments as for
+  ``measure_assignments``."""
+  obj = objective(loss, loss_fn)
+  xs, ys = measured_lib.stack_batches(batches)
+  emulator = Emulator(apply_fn, params, inputs_lib.take(xs, 0), **emulator_options)
+  if expect is not None:
+    check_matches(expect, emulator.ops)
+    settings.check(
+        expect.numerics, emulator, what=f"the {expect.model} profile", error=ProfileError
+    )
+  ts = obj.targets(apply_fn, params, xs, ys)
+  measured_lib.baseline_losses(emulator, params, xs, ts, obj.loss_fn)
+  kwargs = dict(loss_fn=obj.loss_fn, chunk_size=chunk_size, progress=progress)
+  try:
+    est = reuse.perturbation(emulator, params, xs, ts, **kwargs)
+  except reuse.NotSegmentable:
+    est = measured_lib.perturbation(emulator, params, xs, ts, **kwargs)
+  return est.delta_loss, est.stderr
+
+
 def measure_assignments(
     apply_fn: Callable,
     params: Any,
@@ -302,30 +337,22 @@ def validate(
   if loss == "custom" and loss_fn is None:
     raise ValueError("the profile was computed with a custom loss_fn; pass the same loss_fn")
   n_ops = len(profile.ops)
-  single = measured_lib.single_op_assignments(n_ops)[1:]
   mixed = random_mixed_assignments(n_ops, n_assignments, seed=seed)
-  mean, err, (n_batches, batch_size) = measure_assignments(
-      apply_fn,
-      params,
-      batches,
-      np.concatenate([single, mixed]),
-      loss=loss,
-      loss_fn=loss_fn,
-      chunk_size=chunk_size,
-      progress=progress,
-      expect=profile,
-      **emulator_options,
+  options = dict(
+      loss=loss, loss_fn=loss_fn, chunk_size=chunk_size, progress=progress, expect=profile
   )
-  zeros = np.zeros((n_ops, 1))
-  k = len(single)
-  measured = np.concatenate([zeros, mean[:k].reshape(n_ops, -1)], 1)
-  measured_err = np.concatenate([zeros, err[:k].reshape(n_ops, -1)], 1)
+  measured, measured_err = measure_single_ops(
+      apply_fn, params, batches, **options, **emulator_options
+  )
+  mean, err, (n_batches, batch_size) = measure_assignments(
+      apply_fn, params, batches, mixed, **options, **emulator_options
+  )
   tables = {name: est.delta_loss for name, est in profile.estimates.items()}
   tables.update(extra_tables or {})
   mask = np.broadcast_to(
       np.isin(np.arange(N_MODES), [mode_index(m) for m in pair_modes]), measured.shape
   )
-  scores = {name: score(name, t, measured, mask, mixed, mean[k:]) for name, t in tables.items()}
+  scores = {name: score(name, t, measured, mask, mixed, mean) for name, t in tables.items()}
   return Validation(
       dataset=dataset,
       loss=loss,
@@ -335,8 +362,8 @@ def validate(
       measured_single=measured,
       measured_single_stderr=measured_err,
       assignments=mixed,
-      measured_additive=mean[k:],
-      measured_additive_stderr=err[k:],
+      measured_additive=mean,
+      measured_additive_stderr=err,
       predicted_single=tables,
       predicted_additive={n: additive_prediction(t, mixed) for n, t in tables.items()},
       scores=scores,

@@ -184,3 +184,59 @@ def test_energy_and_latency_budgets_match_the_cost_model_brute_force():
     assert values[np.arange(4), best].sum() == values[np.arange(4), brute].sum()
     assert total(best) / 4 <= budget * (1 + 1e-6)
     assert budgets.parse_budget(f"{kind}=1e-9@datacenter_gpu").spec_name == "datacenter_gpu"
+
+
+def test_pareto_front_of_a_retrieval_task_and_its_dominance_check(tmp_path):
+  """A front measured by a RetrievalEvaluator (a toy embedder on four docstring pairs): each
+  point carries the evaluator's metrics for its row, and ``dominated_by_uniform`` lists
+  exactly the (plan, uniform) pairs a brute-force comparison finds."""
+  import jax
+  import jax.numpy as jnp
+
+  from aprec.app import figures
+  from aprec.emulator.retrieval_scoring import RetrievalEvaluator
+  from aprec.models import docstrings
+
+  def embed(w, inputs):
+    ids, mask = inputs
+    h = jnp.tanh(jnp.take(w["table"], ids, axis=0) @ w["proj"]) @ w["out"]
+    m = mask[..., None].astype(h.dtype)
+    return (h * m).sum(-2) / m.sum(-2)
+
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  w = {
+      "table": jax.random.normal(k1, (30522, 8)),
+      "proj": jax.random.normal(k2, (8, 8)),
+      "out": jax.random.normal(k3, (8, 8)),
+  }
+  split = docstrings.make_split(docstrings.load_pairs()[:4])
+  ev = RetrievalEvaluator(embed, w, split, batch_rows=8)
+  prof = _profile(_random_values(np.random.default_rng(3), 2), ev.emulator.ops)
+  points = planner.pareto_front(prof, ev, kind="bits", budgets=[4.5, 6, 12])
+  for p in points:
+    row = np.array([mode_index(m) for m in p.modes])
+    assert p.metrics == pytest.approx(ev.measure(row)._asdict())
+    assert np.isnan(p.measured_accuracy)
+  for metric in ("mrr", "recall_at_1"):
+    expected = [
+        (p.label, u.label)
+        for p in points
+        if p.kind == "mixed"
+        for u in points
+        if u.kind == "uniform" and u.used >= p.used and u.metrics[metric] > p.metrics[metric]
+    ]
+    got = planner.dominated_by_uniform(points, metric)
+    assert [(v["plan"], v["uniform"]) for v in got] == expected
+  path = figures.pareto_fronts({"bits": points}, tmp_path / "f.png", metric="mrr")
+  assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_budget_at_the_cheapest_assignment_on_a_coarse_grid():
+  """Costs rounded up to a coarse grid can push the cheapest assignment over a budget equal
+  to its cost: the plan is then that assignment (within budget), not an error."""
+  rng = np.random.default_rng(7)
+  ops = [_op(f"op{i}", 7 + 3 * i, 5 + i) for i in range(5)]
+  prof = _profile(_random_values(rng, 5), ops)
+  cheapest = budgets.budget_used(ops, np.full(5, mode_index("int4")), "bits")
+  chosen = planner.plan(prof, f"bits={cheapest!r}", max_units=7)
+  assert not chosen.exact and chosen.modes == ("int4",) * 5 and chosen.used <= cheapest
