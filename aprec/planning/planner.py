@@ -294,15 +294,16 @@ def pareto_front(
 
 
 def dominated_by_uniform(points: Sequence[FrontPoint], metric: str) -> list[dict[str, Any]]:
-  """Planned points worse (lower ``metric``) than a uniform point that costs as much or more:
-  each violation with both labels, costs and metrics. Empty when every plan is at least as
-  good as every uniform mode of equal or higher cost.
+  """Planned points a uniform mode dominates: it costs no more (``used``) and measures a
+  higher ``metric``. Each violation with both labels, costs and metrics; empty when every
+  plan is at least as good as every uniform mode its budget allowed (those of equal or
+  lower cost), i.e. no uniform point lies above the planned front.
 
   Example:
     >>> u = FrontPoint(label="int8", kind="uniform", used=8.0, predicted_delta_loss=0.0,
     ...                measured_delta_loss=0.0, measured_accuracy=0.9, measured_ce_delta=0.0,
     ...                modes=(), metrics={"mrr": 0.9})
-    >>> m = dataclasses.replace(u, label="bits=6", kind="mixed", used=6.0, metrics={"mrr": 0.8})
+    >>> m = dataclasses.replace(u, label="bits=9", kind="mixed", used=9.0, metrics={"mrr": 0.8})
     >>> [v["uniform"] for v in dominated_by_uniform([u, m], "mrr")]
     ['int8']
   """
@@ -312,7 +313,7 @@ def dominated_by_uniform(points: Sequence[FrontPoint], metric: str) -> list[dict
     if p.kind != "mixed":
       continue
     for u in uniform:
-      if u.used >= p.used * (1 - 1e-12) and u.metrics[metric] > p.metrics[metric]:
+      if u.used <= p.used * (1 + 1e-12) and u.metrics[metric] > p.metrics[metric]:
         found.append(
             {
                 "plan": p.label,
@@ -321,6 +322,7 @@ def dominated_by_uniform(points: Sequence[FrontPoint], metric: str) -> list[dict
                 "uniform": u.label,
                 "uniform_used": u.used,
                 f"uniform_{metric}": u.metrics[metric],
+                "gap": u.metrics[metric] - p.metrics[metric],
             }
         )
   return found

@@ -223,7 +223,7 @@ def test_pareto_front_of_a_retrieval_task_and_its_dominance_check(tmp_path):
         for p in points
         if p.kind == "mixed"
         for u in points
-        if u.kind == "uniform" and u.used >= p.used and u.metrics[metric] > p.metrics[metric]
+        if u.kind == "uniform" and u.used <= p.used and u.metrics[metric] > p.metrics[metric]
     ]
     got = planner.dominated_by_uniform(points, metric)
     assert [(v["plan"], v["uniform"]) for v in got] == expected
