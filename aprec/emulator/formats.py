@@ -160,7 +160,8 @@ def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
   precision), never a ``reduce_precision``. ``reduce_precision`` flushes results below the
   format's smallest normal to zero, so FP16's subnormal range (``|x| < 2**-14``, a fixed grid
   of steps ``2**-24``) rounds explicitly; BF16 shares float32's exponent range. FP8 keeps
-  the cast (its extended range has no ``reduce_precision`` equivalent).
+  the cast here, for any float32 input (overflow included); the quantizer, whose fp8
+  values are clipped, rounds them with ``round_to_mode``.
   """
   if mode.dtype == np.float16:
     xf = x.astype(jnp.float32)
@@ -170,6 +171,36 @@ def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
   if mode.dtype == ml_dtypes.bfloat16:
     return lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
   return x.astype(mode.dtype).astype(x.dtype)
+
+
+# float32's own subnormals are what reduce_precision already produces for these formats.
+_F32_MIN_EXPONENT = -126
+
+
+def round_to_mode(x: jax.Array, mode: Mode) -> jax.Array:
+  """``x`` rounded to a float mode's grid (half to even), in x's dtype; equals the dtype cast.
+
+  Scaled formats (fp8) only ever see values clipped to ``±max_value``, so their exponent
+  range is widened by one bit: e4m3fn has no infinity and reaches 448, where an IEEE-style
+  4-bit exponent would overflow at 240. The quantizer rounds fp8 with this rather than an
+  ``f32 → fp8 → f32`` cast pair, which XLA's excess-precision pass may remove (GPU, CPU with
+  oneDNN), silently leaving the values in float32.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([1.0 + 2.0 ** -9, 300.0, 2.0 ** -8])
+    >>> round_to_mode(x, MODE_TABLE[mode_index("fp8_e4m3")]).tolist()
+    [1.0, 288.0, 0.00390625]
+  """
+  info = ml_dtypes.finfo(mode.dtype)
+  exponent_bits = info.nexp + 1 if mode.scaled else info.nexp
+  normal = lax.reduce_precision(x, exponent_bits=exponent_bits, mantissa_bits=info.nmant)
+  if info.minexp <= _F32_MIN_EXPONENT:
+    return normal
+  # Below the smallest normal the grid is evenly spaced; x / step is exact (a power of two).
+  step = 2.0 ** (info.minexp - info.nmant)
+  subnormal = jnp.round(x * (1.0 / step)) * step
+  return jnp.where(jnp.abs(x) < float(info.smallest_normal), subnormal.astype(x.dtype), normal)
 
 
 def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
@@ -245,7 +276,7 @@ def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Arr
   # Grid values are exact in any float dtype the operand may have (ints <= 127, fp8).
   if mode.is_int:
     return jnp.round(scaled).astype(x.dtype), scale  # jnp.round rounds half to even.
-  return cast_round(scaled, mode).astype(x.dtype), scale
+  return round_to_mode(scaled, mode).astype(x.dtype), scale
 
 
 def quantize(

@@ -22,41 +22,12 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 from jax import lax
 
 from aprec.emulator import dma, formats, pak
 from aprec.emulator.dma import Packed
-from aprec.emulator.formats import MODE_TABLE, Mode
+from aprec.emulator.formats import MODE_TABLE
 from aprec.emulator.pak import ProductSpec
-
-# float32's own subnormals are what reduce_precision already produces for these formats.
-_F32_MIN_EXPONENT = -126
-
-
-def round_to_mode(x: jax.Array, mode: Mode) -> jax.Array:
-  """``x`` rounded to a float mode's grid (half to even), in x's dtype; equals the dtype cast.
-
-  Scaled formats (fp8) only ever see values clipped to ``±max_value``, so their exponent
-  range is widened by one bit: e4m3fn has no infinity and reaches 448, where an IEEE-style
-  4-bit exponent would overflow at 240.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from aprec.emulator.formats import MODE_TABLE, mode_index
-    >>> x = jnp.array([1.0 + 2.0 ** -9, 300.0, 2.0 ** -8])
-    >>> round_to_mode(x, MODE_TABLE[mode_index("fp8_e4m3")]).tolist()
-    [1.0, 288.0, 0.00390625]
-  """
-  info = ml_dtypes.finfo(mode.dtype)
-  exponent_bits = info.nexp + 1 if mode.scaled else info.nexp
-  normal = lax.reduce_precision(x, exponent_bits=exponent_bits, mantissa_bits=info.nmant)
-  if info.minexp <= _F32_MIN_EXPONENT:
-    return normal
-  # Below the smallest normal the grid is evenly spaced; x / step is exact (a power of two).
-  step = 2.0 ** (info.minexp - info.nmant)
-  subnormal = jnp.round(x * (1.0 / step)) * step
-  return jnp.where(jnp.abs(x) < float(info.smallest_normal), subnormal.astype(x.dtype), normal)
 
 
 def weight_grid(
@@ -105,20 +76,17 @@ def _activation(
 ) -> tuple[jax.Array, jax.Array]:
   """An activation on the mode's grid, with the emulator's scale (``formats.quantize``'s).
 
-  Integer modes: ``formats.quantize``'s grid as int8. bf16/fp16: ``formats.quantize``
-  already rounds with ``reduce_precision``, which XLA keeps, so it is used as it is. fp8:
-  the emulator's scaling and clipping (``formats.scale_to_range``) rounded by
-  ``round_to_mode`` instead of ``formats.cast_round``'s ``f32 → fp8 → f32`` cast pair,
-  which XLA's ``SimplifyFPConversions`` may drop (GPU, or CPU with oneDNN, under the
-  default ``xla_allow_excess_precision``) and which costs 4x more on XLA:CPU; the two give
-  the same bits (``test_round_to_mode_is_the_cast``).
+  Integer modes: ``formats.quantize``'s grid as int8. Float modes: ``formats.quantize``
+  rounds with ``reduce_precision`` (fp8 through ``formats.round_to_mode``), which XLA keeps;
+  fp8 goes through its scaling and clipping here only so the activation range can come from
+  the one-pass ``_dynamic_amax``.
   """
   fmt = MODE_TABLE[mode]
   if fmt.scaled and amax is None:
     amax = _dynamic_amax(x, reduce_axes)
   if fmt.scaled and not fmt.is_int:
     scaled, scale = formats.scale_to_range(x, fmt, formats.range_of(x, reduce_axes, amax))
-    return round_to_mode(scaled, fmt).astype(x.dtype), scale
+    return formats.round_to_mode(scaled, fmt).astype(x.dtype), scale
   values, scale = formats.quantize(x, mode, reduce_axes, amax)
   return (values.astype(jnp.int8) if fmt.is_int else values), scale
 

@@ -236,3 +236,20 @@ def test_quantize_rounds_x_times_reciprocal_compiled_and_op_by_op():
   assert float(compiled[0][1, 5]) == 4.0  # round_half_even(3.5)
   scale = np.float32(111.0) * np.float32(1 / 7)
   assert np.float32(55.5) * (np.float32(1) / scale) == 3.5
+
+
+@pytest.mark.parametrize("name", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_quantizer_has_no_cast_pair_xla_could_drop(name):
+  # XLA's excess-precision pass (GPU, CPU with oneDNN) may remove f32 -> fp8 -> f32; the
+  # quantizer rounds with reduce_precision instead, and still gives the cast's bits.
+  mode = formats.mode_index(name)
+  x = jnp.asarray(F32_EXTREMES[np.isfinite(F32_EXTREMES)])
+  hlo = jax.jit(lambda v: formats.quantize(v, mode)[0]).lower(x).as_text()
+  assert "f8" not in hlo and "reduce_precision" in hlo
+  values, scale = formats.quantize(x, mode)
+  scaled = np.clip(
+      np.asarray(x) * (np.float32(1) / np.asarray(scale)),
+      -MODE_TABLE[mode].max_value,
+      MODE_TABLE[mode].max_value,
+  )
+  assert _same_bits(values, scaled.astype(MODE_TABLE[mode].dtype).astype(np.float32))

@@ -29,8 +29,8 @@ def test_round_to_mode_is_the_cast(mode):
     x = np.clip(x, -mode.max_value, mode.max_value)
   with np.errstate(over="ignore"):
     expected = x.astype(mode.dtype).astype(np.float32)
-  eager = np.asarray(kernels.round_to_mode(jnp.asarray(x), mode))
-  jitted = np.asarray(jax.jit(functools.partial(kernels.round_to_mode, mode=mode))(x))
+  eager = np.asarray(formats.round_to_mode(jnp.asarray(x), mode))
+  jitted = np.asarray(jax.jit(functools.partial(formats.round_to_mode, mode=mode))(x))
   np.testing.assert_array_equal(eager, expected)
   np.testing.assert_array_equal(jitted, expected)
 
