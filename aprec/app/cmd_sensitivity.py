@@ -8,10 +8,8 @@ front on ``test``; its profile's Δloss is ``1 - cos`` to the fp32 embeddings.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ import tyro
 
 from aprec.app import inputs, tables
 from aprec.app.cmd_model import AsJson
+from aprec.app.progress import bars as progress_bars
 
 # Calibrate on val: unseen in training like the test split (the train split is memorised,
 # so its Δloss comes out several times smaller). One batch size for calibration and
@@ -65,34 +64,6 @@ def front_evaluator(loaded, split: str = HELDOUT_SPLIT):
         activation_scaling=DEFAULT_ACTIVATION_SCALING,
     )
   return Evaluator.for_model(loaded, split)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-  """A ``progress(task, done, total)`` callback drawing rich bars on stderr (or nothing)."""
-  if not enabled:
-    yield None
-    return
-  from rich.console import Console
-  from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-  bars = Progress(
-      TextColumn("{task.description:>12}"),
-      BarColumn(),
-      MofNCompleteColumn(),
-      TimeElapsedColumn(),
-      console=Console(stderr=True),
-      transient=False,
-  )
-  tasks: dict[str, Any] = {}
-
-  def update(task: str, done: int, total: int) -> None:
-    if task not in tasks:
-      tasks[task] = bars.add_task(task, total=total)
-    bars.update(tasks[task], completed=done, total=total)
-
-  with bars:
-    yield update
 
 
 def _validation_rows(summary: dict) -> list[dict]:
@@ -181,7 +152,7 @@ def analyze(
   inputs.one_of(split, tuple(s for s in loaded.data._fields if s != HELDOUT_SPLIT), "--split")
   inputs.integer_labels(loaded, split, loss)
   attachments: dict[str, Any] = {}
-  with _progress(not as_json) as progress:
+  with progress_bars(not as_json) as progress:
     prof = sensitivity.analyze_model(
         loaded,
         methods=method,
