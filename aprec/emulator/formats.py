@@ -1,13 +1,18 @@
 """Precision modes of a processing element and the arithmetic of each.
 
-One table, ``MODE_TABLE``, describes every mode; everything else indexes it. A mode fixes
-the number format of both operands of an op and its accumulator.
+One table, ``MODE_TABLE`` (defined in ``modes``, re-exported here), describes every mode;
+everything else indexes it. A mode fixes the number format of both operands of an op and its
+accumulator.
 
 Float modes round exactly like the real dtype casts (they *are* the casts). Integer modes
 are symmetric: ``q = clip(round_half_even(x * (1 / scale)), -qmax, qmax)`` with
 ``scale = amax * (1 / qmax)``; an all-zero tensor gets ``scale = 1`` and quantizes to zeros.
 FP8 modes are scaled the same way (``scale = amax * (1 / max_value)``) and saturate, as deployed
 FP8 pipelines do; BF16 and FP16 are plain casts (overflow gives inf, like the cast).
+
+With a traced mode, ``quantize`` is one branch-free computation whose per-mode constants come
+from a single row of ``MODE_PARAMS``, bit for bit the static (Python-int) path: XLA compiles
+one quantizer instead of seven ``lax.switch`` branches.
 
 Example:
   >>> import jax.numpy as jnp
@@ -19,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Sequence
 
@@ -29,124 +33,23 @@ import ml_dtypes
 import numpy as np
 from jax import lax
 
-
-class Kind(str, enum.Enum):
-  FLOAT = "float"
-  INT = "int"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Mode:
-  """One precision mode of a processing element.
-
-  Attributes:
-    name: the mode's name, e.g. ``"fp8_e4m3"``.
-    bits: storage bits per element.
-    kind: ``Kind.FLOAT`` or ``Kind.INT``.
-    exponent_bits, mantissa_bits: float layout (0 and ``bits - 1`` for integers).
-    accumulator: ``"fp32"`` or ``"int32"``.
-    max_value: largest finite magnitude (``qmax`` for integers).
-    scaled: whether operands are scaled to the format's range before rounding.
-    dtype: the numpy/ml_dtypes dtype whose cast defines the rounding (None for ints).
-  """
-
-  name: str
-  bits: int
-  kind: Kind
-  exponent_bits: int
-  mantissa_bits: int
-  accumulator: str
-  max_value: float
-  scaled: bool
-  dtype: np.dtype | None
-
-  @property
-  def is_int(self) -> bool:
-    return self.kind is Kind.INT
-
-
-def _float_mode(name: str, dtype, *, scaled: bool) -> Mode:
-  info = ml_dtypes.finfo(dtype)
-  return Mode(
-      name=name,
-      bits=info.bits,
-      kind=Kind.FLOAT,
-      exponent_bits=info.nexp,
-      mantissa_bits=info.nmant,
-      accumulator="fp32",
-      max_value=float(info.max),
-      scaled=scaled,
-      dtype=np.dtype(dtype),
-  )
-
-
-def _int_mode(name: str, bits: int) -> Mode:
-  return Mode(
-      name=name,
-      bits=bits,
-      kind=Kind.INT,
-      exponent_bits=0,
-      mantissa_bits=bits - 1,
-      accumulator="int32",
-      max_value=float(2 ** (bits - 1) - 1),
-      scaled=True,
-      dtype=None,
-  )
-
-
-MODE_TABLE: tuple[Mode, ...] = (
-    _float_mode("fp32", np.float32, scaled=False),
-    _float_mode("bf16", ml_dtypes.bfloat16, scaled=False),
-    _float_mode("fp16", np.float16, scaled=False),
-    _float_mode("fp8_e4m3", ml_dtypes.float8_e4m3fn, scaled=True),
-    _float_mode("fp8_e5m2", ml_dtypes.float8_e5m2, scaled=True),
-    _int_mode("int8", 8),
-    _int_mode("int4", 4),
-)
-MODES: tuple[str, ...] = tuple(m.name for m in MODE_TABLE)
-N_MODES = len(MODES)
-
-# Per-mode constants as arrays, so a traced mode index can look them up.
-MODE_BITS = np.array([m.bits for m in MODE_TABLE], np.int32)
-MODE_IS_INT = np.array([m.is_int for m in MODE_TABLE], bool)
-MODE_MAX_VALUE = np.array([m.max_value for m in MODE_TABLE], np.float32)
-MODE_SCALED = np.array([m.scaled for m in MODE_TABLE], bool)
-
-
-def mode_index(name: str) -> int:
-  """Index of a mode in ``MODE_TABLE``; raises ``ValueError`` naming the known modes."""
-  try:
-    return MODES.index(name)
-  except ValueError:
-    raise ValueError(f"unknown precision mode {name!r}; known modes: {', '.join(MODES)}") from None
-
-
-def mode_indices(names: Sequence[str]) -> np.ndarray:
-  """An int32 assignment array from mode names."""
-  return np.array([mode_index(n) for n in names], np.int32)
-
-
-def lookup_index(mode: jax.Array | int) -> tuple[jax.Array, jax.Array]:
-  """``(index, valid)``: a traced mode index made safe for table lookups, and its validity.
-
-  Every per-mode lookup goes through this, so they agree on an out-of-range index: it reads
-  row 0 and ``valid`` is False (callers turn the result into NaN). Plain indexing would
-  wrap ``-1`` to the last row while ``lax.switch`` clamps it to the first.
-  """
-  mode = jnp.asarray(mode, jnp.int32)
-  valid = (mode >= 0) & (mode < N_MODES)
-  return jnp.where(valid, mode, 0), valid
-
-
-def static_mode(mode: int) -> Mode:
-  """The mode with a Python index; raises ``ValueError`` for an index out of range."""
-  if not 0 <= int(mode) < N_MODES:
-    raise ValueError(
-        f"mode index {int(mode)} is out of range; valid indices are "
-        f"0..{N_MODES - 1} ({', '.join(MODES)})"
-    )
-  return MODE_TABLE[int(mode)]
-
+from aprec.emulator.modes import _F32_MIN_EXPONENT
+from aprec.emulator.modes import MODE_BITS as MODE_BITS
+from aprec.emulator.modes import MODE_IS_INT as MODE_IS_INT
+from aprec.emulator.modes import MODE_MAX_VALUE as MODE_MAX_VALUE
+from aprec.emulator.modes import MODE_PARAMS as MODE_PARAMS
+from aprec.emulator.modes import MODE_SCALED as MODE_SCALED
+from aprec.emulator.modes import MODE_TABLE as MODE_TABLE
+from aprec.emulator.modes import PARAM_COLUMNS as PARAM_COLUMNS
+from aprec.emulator.modes import MODES as MODES
+from aprec.emulator.modes import N_MODES as N_MODES
+from aprec.emulator.modes import Kind as Kind
+from aprec.emulator.modes import Mode as Mode
+from aprec.emulator.modes import lookup_index as lookup_index
+from aprec.emulator.modes import mode_index as mode_index
+from aprec.emulator.modes import mode_indices as mode_indices
+from aprec.emulator.modes import mode_params
+from aprec.emulator.modes import static_mode as static_mode
 
 # --------------------------------------------------------------------------------------
 # Rounding primitives, one per format family.
@@ -171,10 +74,6 @@ def cast_round(x: jax.Array, mode: Mode) -> jax.Array:
   if mode.dtype == ml_dtypes.bfloat16:
     return lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
   return x.astype(mode.dtype).astype(x.dtype)
-
-
-# float32's own subnormals are what reduce_precision already produces for these formats.
-_F32_MIN_EXPONENT = -126
 
 
 def round_to_mode(x: jax.Array, mode: Mode) -> jax.Array:
@@ -279,6 +178,52 @@ def _quantize_static(x: jax.Array, mode: Mode, amax: jax.Array) -> tuple[jax.Arr
   return round_to_mode(scaled, mode).astype(x.dtype), scale
 
 
+# --------------------------------------------------------------------------------------
+# The traced quantizer: one computation for every mode, its constants one table row.
+
+
+def _round_mantissa(x: jax.Array, drop: jax.Array) -> jax.Array:
+  """float32 ``x`` rounded half to even to ``23 - drop`` mantissa bits (``drop >= 1``).
+
+  The bit trick of XLA's ``reduce_precision``: add ``2**(drop-1) - 1`` plus the lowest kept
+  bit to the bits, then clear the dropped bits. A carry out of the mantissa bumps the
+  exponent, which is the correct rounding (up to inf at float32's top). Unlike
+  ``reduce_precision`` it neither checks a narrower exponent range nor keeps NaN: callers do.
+  """
+  last = jnp.left_shift(jnp.uint32(1), drop)  # the lowest kept mantissa bit
+  bias = jnp.right_shift(last, jnp.uint32(1)) - jnp.uint32(1)
+  bits = lax.bitcast_convert_type(x, jnp.uint32)
+  lowest_kept = jnp.right_shift(bits, drop) & jnp.uint32(1)
+  rounded = (bits + bias + lowest_kept) & (jnp.uint32(0) - last)
+  return lax.bitcast_convert_type(rounded, jnp.float32)
+
+
+def _quantize_traced(x, mode, reduce_axes, amax):
+  """``_quantize_static`` for a traced mode, without branches: see ``quantize``."""
+  index, valid = lookup_index(mode)
+  # One row lookup; `index` is in range already, so no wrap-around of negative indices.
+  row = lax.dynamic_index_in_dim(jnp.asarray(mode_params(x.dtype)), index, keepdims=False)
+  inv_max, scaled, clip, drop, threshold, inv_step, step, overflow = (
+      row[i] for i in range(len(PARAM_COLUMNS))
+  )
+  scaled = scaled > 0
+  rng = range_of(x, reduce_axes, amax).astype(jnp.float32)
+  tiny = np.finfo(np.float32).tiny
+  scale = jnp.where(rng < tiny, jnp.float32(1), jnp.maximum(rng * inv_max, tiny))
+  scale = jnp.where(scaled, scale, jnp.float32(1))
+  xf = x.astype(jnp.float32)
+  # A select, not a multiply by 1: XLA:CPU would flush subnormal operands of a product.
+  xs = jnp.where(scaled, jnp.clip(xf * (jnp.float32(1) / scale), -clip, clip), xf)
+  magnitude = jnp.abs(xs)
+  on_grid = jnp.round(xs * inv_step) * step
+  rounded = jnp.where(magnitude < threshold, on_grid, _round_mantissa(xs, drop.astype(jnp.uint32)))
+  # ±inf at and above `overflow`; a NaN fails the comparison too and stays NaN.
+  rounded = jnp.where(magnitude < overflow, rounded, xs * jnp.float32(jnp.inf))
+  values = jnp.where(index == mode_index("fp32"), x, rounded.astype(x.dtype))
+  nan = jnp.asarray(jnp.nan, values.dtype)
+  return jnp.where(valid, values, nan), jnp.where(valid, scale, jnp.float32(jnp.nan))
+
+
 def quantize(
     x: jax.Array,
     mode: jax.Array | int,
@@ -286,6 +231,17 @@ def quantize(
     amax: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Quantize ``x`` to the mode with (possibly traced) index ``mode``.
+
+  A Python ``mode`` runs that mode's own code (``_quantize_static``, the reference). A traced
+  one runs a single branch-free computation for every mode, parametrised by the mode's row
+  of ``MODE_PARAMS``, and gives the same bits: in float32, (scaled modes) ``x · (1/scale)``
+  clipped to ``±max_value``; then values below the format's smallest normal (fp16, fp8) round
+  on its fixed subnormal grid as ``round(x / step) · step`` (an integer mode is that grid
+  with step 1 everywhere); the rest round half to even to the mode's mantissa bits by
+  ``reduce_precision``'s bit trick (``_round_mantissa``), the same operation on the same
+  bits, so it equals ``reduce_precision`` and hence the dtype cast; fp16 sends magnitudes
+  from 65520 up to ±inf as its cast does (the bit trick alone would keep 65536); fp32
+  returns ``x`` itself. The result is cast back to x's dtype.
 
   Args:
     x: a float array.
@@ -300,25 +256,23 @@ def quantize(
     ``(values, scale)`` with ``x ≈ values * scale``; ``scale`` keeps the reduced dims as
     size 1. Unscaled modes (fp32, bf16, fp16) return a scale of ones. A traced ``mode``
     outside ``0..N_MODES-1`` gives NaN values and scales (a Python one raises).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> x = jnp.array([1.0 + 2.0 ** -11, 70000.0, 2.0 ** -20])
+    >>> values, _ = jax.jit(quantize)(x, mode_index("fp16"))  # a traced mode
+    >>> values.tolist()
+    [1.0, inf, 9.5367431640625e-07]
   """
   if reduce_axes is None:
     reduce_axes = tuple(range(x.ndim))
-  keep_shape = tuple(1 if i in reduce_axes else d for i, d in enumerate(x.shape))
-
-  def branch(m: Mode):
-    def run(x):
-      if not m.scaled:
-        return _quantize_static(x, m, jnp.zeros(keep_shape, jnp.float32))
-      return _quantize_static(x, m, range_of(x, reduce_axes, amax))
-
-    return run
-
   if isinstance(mode, (int, np.integer)):
-    return branch(static_mode(mode))(x)
-  index, valid = lookup_index(mode)
-  values, scale = lax.switch(index, [branch(m) for m in MODE_TABLE], x)
-  nan = jnp.asarray(jnp.nan, values.dtype)
-  return jnp.where(valid, values, nan), jnp.where(valid, scale, jnp.float32(jnp.nan))
+    m = static_mode(mode)
+    if not m.scaled:
+      keep_shape = tuple(1 if i in reduce_axes else d for i, d in enumerate(x.shape))
+      return _quantize_static(x, m, jnp.zeros(keep_shape, jnp.float32))
+    return _quantize_static(x, m, range_of(x, reduce_axes, amax))
+  return _quantize_traced(x, mode, tuple(reduce_axes), amax)
 
 
 def in_range_mask(x: jax.Array, mode: jax.Array | int, scale: jax.Array) -> jax.Array:

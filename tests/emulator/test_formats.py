@@ -253,3 +253,48 @@ def test_fp8_quantizer_has_no_cast_pair_xla_could_drop(name):
       MODE_TABLE[mode].max_value,
   )
   assert _same_bits(values, scaled.astype(MODE_TABLE[mode].dtype).astype(np.float32))
+
+
+_SPECIALS = np.array(
+    [0.0, np.inf, np.nan, 65504.0, 65519.99, 65520.0, 2.0**-14, 2.0**-24, 2.0**-25, 1e-40]
+    + [448.0, 449.0, 57344.0, 3e38, 1.0 + 2**-8, 1.0 + 3 * 2**-8, 0.5, 2.5],
+    np.float32,
+)
+
+
+def _traced_vs_static_operands():
+  rng = np.random.default_rng(0)
+  normals = [rng.standard_normal((24, 9)) * s for s in (1e-8, 1e-5, 1e-2, 1, 1e2, 1e4, 1e6)]
+  specials = np.concatenate([_SPECIALS, -_SPECIALS])
+  # Every special value once in each row and each column, next to ordinary values.
+  mixed = rng.standard_normal((specials.size, specials.size)) * 10
+  mixed[np.arange(specials.size), rng.permutation(specials.size)] = specials
+  return [np.asarray(x, np.float32) for x in [*normals, specials[None, :], mixed]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.float16])
+def test_traced_quantize_is_the_static_path_bit_for_bit(dtype):
+  # The traced path is one branch-free computation; the static path runs each mode's own
+  # code (casts, reduce_precision, jnp.round). One compilation per shape serves every mode,
+  # every axis choice and both a tensor's own and a calibrated range.
+  traced = jax.jit(formats.quantize, static_argnums=2)
+  modes = range(-1, len(MODES) + 1)  # -1 and N_MODES: out of range, NaN
+  checked = 0
+  for x in _traced_vs_static_operands():
+    with np.errstate(over="ignore"):  # float16: 1e6 and 3e38 become inf
+      x = jnp.asarray(x.astype(dtype))
+    for axes in [(0,), (1,), (0, 1)]:
+      calibrated = jnp.float32(3.0)
+      for amax in (None, calibrated):
+        for m in modes:
+          values, scale = traced(x, jnp.int32(m), axes, amax)
+          assert values.dtype == x.dtype and scale.dtype == jnp.float32
+          if not 0 <= m < len(MODES):
+            assert np.isnan(np.asarray(values, np.float32)).all()
+            assert np.isnan(np.asarray(scale)).all()
+            continue
+          ref_values, ref_scale = formats.quantize(x, m, axes, amax)
+          assert _same_bits(values, ref_values), (MODES[m], axes, amax, dtype)
+          assert _same_bits(scale, ref_scale), (MODES[m], axes, amax, dtype)
+          checked += 1
+  assert checked == 9 * 3 * 2 * len(MODES)
