@@ -103,7 +103,7 @@ def run_study(name, model, args, result, con) -> None:
   for scenario in args.study_scenarios:
     t0 = time.perf_counter()
     s = study.make_study(quality, table, scenario)
-    policies = study.causal_policies(learned, int(meta["hidden"]), s.table)
+    policies = study.causal_policies(learned, int(meta["hidden"]), s.table, s.candidates)
     per_seed = []
     for i, seed in enumerate(args.seeds):
       res = study.run_seed(

@@ -33,8 +33,7 @@ def write(out: pathlib.Path, con: Any, shown: pathlib.Path) -> dict:
   table, source = study.delta_loss_table(model, quality, policy_dir / study.TABLE_FILE)
   learned, meta = policy_io.load(policy_dir, quality.emulator)
   s = study.make_study(quality, table, DEMO_SCENARIO)
-  policies = study.causal_policies(learned, int(meta["hidden"]), s.table)
-  policies.pop("learned_net_only")  # the study's diagnostic, not a policy to deploy
+  policies = study.causal_policies(learned, int(meta["hidden"]), s.table, s.candidates)
   res = study.run_seed(s, policies, DEMO_SEED, DEMO_STEPS)
   op_names = [op.name for op in quality.emulator.ops]
   tag = f"minilm_l6_{DEMO_SCENARIO}"

@@ -47,9 +47,15 @@ def planned_candidates(
     anchors: tuple[str, str] = ("int8", "int4"),
     fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.6),
     uniform: tuple[str, ...] = ("bf16", "fp8_e4m3", "int8", "int4"),
+    states: tuple[tuple[float, float], ...] = ((1.0, 1.0),),
 ) -> np.ndarray:
   """``[K, n_ops]`` int32: a plan per fraction ``f`` of the way from the low anchor's
-  (power, latency) to the high anchor's (both budgets at once), then uniform modes.
+  (power, latency) to the high anchor's (both budgets at once), for each hardware state of
+  ``states`` (``(PE share, free-buffer share)``; the default: an idle chip), then uniform
+  modes; deduplicated, ordered by predicted Δloss.
+
+  The anchors' budgets are always an idle chip's; a busier state prices the same budgets
+  with fewer PEs or less buffer, so its plans are the ones that fit there (co-tenants).
 
   Example:
     >>> import numpy as np
@@ -61,14 +67,16 @@ def planned_candidates(
     (1, 1)
   """
   (p_hi, l_hi), (p_lo, l_lo) = (_uniform_power_latency(ctx, m) for m in anchors)
-  t = tables(ctx, idle_state(ctx))
   plans = []
-  for f in fractions:
-    cap = jnp.float32(p_lo + f * (p_hi - p_lo))
-    deadline = jnp.float32(l_lo + f * (l_hi - l_lo))
-    modes, feasible = best_assignment(ctx, t, cap, deadline, jnp.float32(ctx.spec.buffer_bytes))
-    if bool(feasible):
-      plans.append(np.asarray(modes, np.int32))
+  for pe, buffer_share in states:
+    buffer = jnp.float32(ctx.spec.buffer_bytes * buffer_share)
+    t = tables(ctx, HardwareState(jnp.float32(pe), buffer, jnp.float32(1.0)))
+    for f in fractions:
+      cap = jnp.float32(p_lo + f * (p_hi - p_lo))
+      deadline = jnp.float32(l_lo + f * (l_hi - l_lo))
+      modes, feasible = best_assignment(ctx, t, cap, deadline, buffer)
+      if bool(feasible):
+        plans.append(np.asarray(modes, np.int32))
   plans += [np.full(ctx.n_ops, mode_index(m), np.int32) for m in uniform]
   plans = np.unique(np.stack(plans), axis=0)
   idx = np.arange(ctx.n_ops)[None]

@@ -11,7 +11,8 @@ Example:
   >>> import tempfile
   >>> import jax, numpy as np
   >>> from aprec.hardware.fit import dot_op
-  >>> from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
+  >>> from aprec.rpm import selector
+from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
   >>> ops = [dot_op(8, 16, 4)]
   >>> example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((1, N_PER_OP), np.float32))
   >>> params = PolicyNet(hidden=8).init(jax.random.key(0), example)
@@ -37,12 +38,26 @@ from aprec import checkpoint
 from aprec.emulator import settings
 from aprec.emulator.ops import Op
 from aprec.sensitivity.profile import fingerprint
+from aprec.rpm import selector
 from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
 from aprec.versions import library_versions
 
 JSON_FILE = "policy.json"
 PARAMS_DIR = "params"
 CURVE_FILE = "training_curve.json"
+
+
+def _per_op(hidden: int, n_ops: int):
+  example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((n_ops, N_PER_OP), np.float32))
+  return PolicyNet(hidden=hidden), example
+
+
+def _plan_selector(hidden: int, n_ops: int):
+  return selector.SelectorNet(hidden=hidden), selector.example_features(1)
+
+
+# kind -> (hidden, n_ops) -> (network, example input): the template ``load`` restores into
+KINDS = {"per_op": _per_op, "plan_selector": _plan_selector}
 
 
 class PolicyCheckpointError(ValueError):
@@ -61,6 +76,7 @@ def save(
     overwrite: bool = False,
     attachments: Mapping[str, Callable[[pathlib.Path], Any]] | None = None,
     numerics: Any = None,
+    kind: str = "per_op",
 ) -> pathlib.Path:
   """Writes a policy through ``write_directory``; returns the absolute directory.
 
@@ -68,8 +84,12 @@ def save(
   curve PNG). Raises ``ArtifactExistsError`` for a policy already there without
   ``overwrite`` and ``DirectoryLockedError`` while another process writes it. ``numerics``
   is the emulator (or its ``settings.of``) whose sensitivity table the policy was trained
-  on; ``load`` refuses the policy for an emulator with other settings.
+  on; ``load`` refuses the policy for an emulator with other settings. ``kind`` names the
+  network: ``"per_op"`` (``learned.PolicyNet``) or ``"plan_selector"``
+  (``selector.SelectorNet``).
   """
+  if kind not in KINDS:
+    raise ValueError(f"kind = {kind!r}; expected one of {sorted(KINDS)}")
   import orbax.checkpoint as ocp
 
   meta = {
@@ -78,6 +98,7 @@ def save(
       "n_ops": len(ops),
       "op_names": [op.name for op in ops],
       "hidden": hidden,
+      "kind": kind,
       "config": config,
       "numerics": settings.of(numerics if numerics is not None else settings.LEGACY),
       "versions": library_versions(),
@@ -140,9 +161,10 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any) -> t
         what=f"the policy at {directory}",
         error=PolicyCheckpointError,
     )
-  n_ops = len(expect_ops)
-  net = PolicyNet(hidden=int(meta["hidden"]))
-  example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((n_ops, N_PER_OP), np.float32))
+  kind = meta.get("kind", "per_op")  # policies saved before kinds existed are per-op
+  if kind not in KINDS:
+    raise PolicyCheckpointError(f"the policy at {directory} has unknown kind {kind!r}")
+  net, example = KINDS[kind](int(meta["hidden"]), len(expect_ops))
   abstract = jax.eval_shape(net.init, jax.random.key(0), example)
   try:
     with ocp.StandardCheckpointer() as ckpt:

@@ -38,7 +38,7 @@ from aprec.rpm import hindsight, lookup
 from aprec.rpm.context import Context, idle_state, predict, tables
 from aprec.rpm.fault_guard import guard
 from aprec.rpm.greedy import Greedy
-from aprec.rpm.learned import Learned, PolicyNet
+from aprec.rpm.selector import Selector, SelectorNet
 from aprec.rpm.loop import Trace, decision_time_us, run_episode
 from aprec.rpm.oracle import Oracle
 from aprec.rpm.policy import Policy
@@ -51,6 +51,9 @@ TRAIN_SEED = 0
 HELD_OUT_SEEDS = (1001, 1002, 1003, 1004, 1005)
 MAX_VIOLATION_FRAC = 0.01
 STUDY_BUFFER_BYTES = float(24 << 20)
+# Hardware states (PE share, free-buffer share) the candidate plans are made for: an idle
+# chip, then fewer PEs and less buffer (co-tenants), so every scenario's moments have plans.
+PLAN_STATES = ((1.0, 1.0), (0.75, 1.0), (0.5, 1.0), (0.35, 1.0), (1.0, 0.6), (0.5, 0.5))
 # Per-tensor activation scales: what an edge NPU's static quantization supports, and where
 # MiniLM-L6's retrieval quality depends on which ops run int4 (per token, the task metric
 # stays flat until ~40 of the 48 ops are int4, within the noise of 128 queries).
@@ -167,7 +170,7 @@ def make_study(quality: StepQuality, delta_loss: np.ndarray, scenario: str) -> S
   spec = study_spec()
   params = scenarios.scenario(scenario, spec, quality.emulator.ops)
   ctx = make_context(quality.emulator.ops, spec, delta_loss, float(params.step_period_s))
-  candidates = lookup.planned_candidates(ctx)
+  candidates = lookup.planned_candidates(ctx, states=PLAN_STATES)
   return Study(
       ctx=ctx,
       params=params,
@@ -199,8 +202,11 @@ def _one_hot_uniform(ctx: Context, mode: str):
   return one_hot(jnp.full((ctx.n_ops,), mode_index(mode)), jnp.float32)
 
 
-def causal_policies(learned_params: Any, hidden: int, table: lookup.LookupTable) -> dict:
-  """``{name: policy}`` of the causal policies the study compares."""
+def causal_policies(
+    selector_params: Any, hidden: int, table: lookup.LookupTable, plans: np.ndarray
+) -> dict:
+  """``{name: policy}`` of the causal policies the study compares; ``learned`` is the plan
+  selector (``aprec.rpm.selector``) over ``plans`` (the study's candidates)."""
   policies: dict[str, Policy] = {
       "oracle": Oracle(),
       "lookup": guard(lookup.Lookup(table=table), SAFE_MODE),
@@ -216,14 +222,9 @@ def causal_policies(learned_params: Any, hidden: int, table: lookup.LookupTable)
           SAFE_MODE,
       ),
   }
-  if learned_params is not None:
-    net = PolicyNet(hidden=hidden)
-    policies["learned"] = guard(Learned(net=net, params=learned_params), SAFE_MODE)
-    # the network's argmax alone, without the repair step: how much the network decides
-    policies["learned_net_only"] = guard(
-        Learned(net=net, params=learned_params, use_repair=False, name="learned_net_only"),
-        SAFE_MODE,
-    )
+  if selector_params is not None:
+    net = SelectorNet(hidden=hidden)
+    policies["learned"] = guard(Selector(net=net, params=selector_params, plans=plans), SAFE_MODE)
   return policies
 
 
