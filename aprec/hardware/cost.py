@@ -199,24 +199,24 @@ def _tensor_bytes(ops: OpArrays, dtype) -> tuple[jax.Array, jax.Array, jax.Array
 
 
 @jax.jit
-def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -> Cost:
-  """The pure, jitted cost of mode probabilities ``probs[op, mode]`` (no validation).
+class ModeTables(NamedTuple):
+  """Every op priced in every mode under one state, ``[n_ops, n_modes]`` each: what ``cost``
+  takes the expectation of."""
 
-  Differentiable in ``probs`` and every numeric field of ``spec`` and ``state``; composes
-  with ``vmap`` (over assignments, states or specs) and ``grad``. Use ``checked_cost`` for
-  checked inputs.
+  latency_s: jax.Array
+  compute_s: jax.Array
+  memory_s: jax.Array
+  energy_j: jax.Array
+  dram_bytes: jax.Array
+  working_set_bytes: jax.Array
 
-  Example:
-    >>> from aprec.hardware.specs import edge_npu
-    >>> from aprec.emulator.ops import Op
-    >>> op = Op(name="d", kind="dot_general", lhs_shape=(8, 16), rhs_shape=(16, 4),
-    ...         out_shape=(8, 4), weight_operand=1, macs=512, contraction_size=16)
-    >>> spec = edge_npu()
-    >>> c = cost(op_arrays([op]), one_hot([5]), spec, nominal_state(spec))
-    >>> c.op_latency_s.shape
-    (1,)
+
+def mode_tables(ops: OpArrays, spec: NNPSpec, state: HardwareState, dtype=jnp.float32) -> ModeTables:
+  """The per-(op, mode) tables of the cost model (module doc) under ``state``.
+
+  ``cost`` of a one-hot assignment reads these tables' entries; policies that price many
+  assignments compute them once and gather.
   """
-  dtype = probs.dtype
   f = lambda x: jnp.asarray(x, dtype)
   weight_b, act_b, out_b = _tensor_bytes(ops, dtype)
   working = weight_b + act_b + out_b  # [n_ops, n_modes]
@@ -250,6 +250,30 @@ def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -
       + converted_b * f(spec.dma_conversion_energy_per_byte_j)
       + f(spec.static_power_w) * latency_s
   )
+  return ModeTables(latency_s, compute_s, memory_s, energy_j, dram_b, working)
+
+
+def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -> Cost:
+  """The pure, jitted cost of mode probabilities ``probs[op, mode]`` (no validation).
+
+  Differentiable in ``probs`` and every numeric field of ``spec`` and ``state``; composes
+  with ``vmap`` (over assignments, states or specs) and ``grad``. Use ``checked_cost`` for
+  checked inputs.
+
+  Example:
+    >>> from aprec.hardware.specs import edge_npu
+    >>> from aprec.emulator.ops import Op
+    >>> op = Op(name="d", kind="dot_general", lhs_shape=(8, 16), rhs_shape=(16, 4),
+    ...         out_shape=(8, 4), weight_operand=1, macs=512, contraction_size=16)
+    >>> spec = edge_npu()
+    >>> c = cost(op_arrays([op]), one_hot([5]), spec, nominal_state(spec))
+    >>> c.op_latency_s.shape
+    (1,)
+  """
+  t = mode_tables(ops, spec, state, probs.dtype)
+  free = jnp.asarray(state.free_buffer_bytes, probs.dtype)
+  latency_s, energy_j, working = t.latency_s, t.energy_j, t.working_set_bytes
+  compute_s, memory_s, dram_b = t.compute_s, t.memory_s, t.dram_bytes
 
   expect = lambda table: jnp.sum(probs * table, axis=-1)
   op_latency_s = expect(latency_s)

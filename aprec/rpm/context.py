@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.hardware.cost import HardwareState, OpArrays, cost, one_hot, op_arrays
+from aprec.hardware.cost import HardwareState, OpArrays, mode_tables, op_arrays
 from aprec.emulator.formats import MODES, N_MODES, mode_index
 from aprec.hardware.specs import NNPSpec
 from aprec.emulator.ops import Op
@@ -157,15 +157,14 @@ class Tables(NamedTuple):
 
 
 def tables(ctx: Context, state: HardwareState) -> Tables:
-  """Prices every (op, mode) under ``state`` (one vmapped cost-model call)."""
-
-  def per_mode(m):
-    c = cost(ctx.ops, one_hot(jnp.full((ctx.n_ops,), m), jnp.float32), ctx.spec, state)
-    return c.op_latency_s, c.op_energy_j, c.op_working_set_bytes
-
-  lat, energy, working = jax.vmap(per_mode, out_axes=1)(jnp.arange(N_MODES))
+  """Prices every (op, mode) under ``state`` (the cost model's per-mode tables, once)."""
+  t = mode_tables(ctx.ops, ctx.spec, state)
   static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
-  return Tables(latency_s=lat, dynamic_energy_j=energy - static * lat, working_set_bytes=working)
+  return Tables(
+      latency_s=t.latency_s,
+      dynamic_energy_j=t.energy_j - static * t.latency_s,
+      working_set_bytes=t.working_set_bytes,
+  )
 
 
 def idle_state(ctx: Context) -> HardwareState:
