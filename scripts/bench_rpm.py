@@ -92,7 +92,7 @@ def run_study(name, model, args, result, con) -> None:
   table, source = study.delta_loss_table(
       model, quality, args.table or (trained_with if trained_with.is_file() else None)
   )
-  learned, meta = policy_io.load(policy_dir, quality.emulator)
+  learned, meta = policy_io.load(policy_dir, quality.emulator, kind="plan_selector")
   result["study"][name] = {
       "delta_loss_source": source,
       "policy": str(policy_dir),
@@ -190,7 +190,7 @@ def main() -> None:
       continue
     table, source = sensitivity_table(model, default_profile_dir(name))
     d0 = deploy(model, args.scenarios[0], table=table, profile_source=source)
-    params, meta = policy_io.load(shipped_policy_dir(name), d0.emulator.ops)
+    params, meta = policy_io.load(shipped_policy_dir(name), d0.emulator.ops, kind="per_op")
     policies = make_policies(POLICIES, learned_params=params, hidden=int(meta["hidden"]))
     result["closed_loop_steps_per_s"][name] = {
         p: steps_per_second(d0, policies[p][0], 2000) for p in ("greedy", "learned", "oracle")

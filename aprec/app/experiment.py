@@ -184,7 +184,7 @@ def run_experiment(
       )
       if "learned" in cfg.policies:
         if cfg.policy_checkpoint:
-          learned_params, meta = policy_io.load(cfg.policy_checkpoint, d0.emulator)
+          learned_params, meta = policy_io.load(cfg.policy_checkpoint, d0.emulator, kind="per_op")
           hidden = int(meta["hidden"])
         else:
           task = bar.add_task("training the learned policy", total=cfg.train.steps)

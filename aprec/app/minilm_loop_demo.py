@@ -31,7 +31,7 @@ def write(out: pathlib.Path, con: Any, shown: pathlib.Path) -> dict:
   quality = study.held_out_quality(model, pairs_per_batch=DEMO_PAIRS, num_pairs=DEMO_PAIRS)
   policy_dir = shipped_policy_dir("minilm_l6")
   table, source = study.delta_loss_table(model, quality, policy_dir / study.TABLE_FILE)
-  learned, meta = policy_io.load(policy_dir, quality.emulator)
+  learned, meta = policy_io.load(policy_dir, quality.emulator, kind="plan_selector")
   s = study.make_study(quality, table, DEMO_SCENARIO)
   policies = study.causal_policies(learned, int(meta["hidden"]), s.table, s.candidates)
   res = study.run_seed(s, policies, DEMO_SEED, DEMO_STEPS)

@@ -105,7 +105,7 @@ def write(
       bar.update(task, description=f"{name}: loading the policy")
       policy_note = ""
       try:
-        params, meta = policy_io.load(shipped_policy_dir(name), d.emulator)
+        params, meta = policy_io.load(shipped_policy_dir(name), d.emulator, kind="per_op")
         hidden = int(meta["hidden"])
         policy_note = f"shipped policy {shipped_policy_dir(name)}"
       except (FileNotFoundError, ValueError) as err:

@@ -211,7 +211,9 @@ class ModeTables(NamedTuple):
   working_set_bytes: jax.Array
 
 
-def mode_tables(ops: OpArrays, spec: NNPSpec, state: HardwareState, dtype=jnp.float32) -> ModeTables:
+def mode_tables(
+    ops: OpArrays, spec: NNPSpec, state: HardwareState, dtype=jnp.float32
+) -> ModeTables:
   """The per-(op, mode) tables of the cost model (module doc) under ``state``.
 
   ``cost`` of a one-hot assignment reads these tables' entries; policies that price many

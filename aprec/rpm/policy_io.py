@@ -116,13 +116,17 @@ def save(
   return pathlib.Path(directory).expanduser().resolve()
 
 
-def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any) -> tuple[Any, dict]:
+def load(
+    directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any, kind: str | None = None
+) -> tuple[Any, dict]:
   """``(params, metadata)`` of the policy at ``directory``, checked against ``expect_ops``
-  (the ops, or an ``Emulator``: then its activation scaling and STE are checked too).
+  (the ops, or an ``Emulator``: then its activation scaling and STE are checked too) and,
+  when given, ``kind`` (``"per_op"`` or ``"plan_selector"``).
 
   Raises:
     FileNotFoundError: no policy there.
-    PolicyCheckpointError: damaged, trained for another op table or other emulator settings.
+    PolicyCheckpointError: damaged, trained for another op table or other emulator
+      settings, or of another kind than ``kind``.
   """
   emulator = expect_ops if hasattr(expect_ops, "ops") else None
   expect_ops = tuple(getattr(expect_ops, "ops", expect_ops))
@@ -161,10 +165,15 @@ def load(directory: str | os.PathLike[str], expect_ops: Sequence[Op] | Any) -> t
         what=f"the policy at {directory}",
         error=PolicyCheckpointError,
     )
-  kind = meta.get("kind", "per_op")  # policies saved before kinds existed are per-op
-  if kind not in KINDS:
-    raise PolicyCheckpointError(f"the policy at {directory} has unknown kind {kind!r}")
-  net, example = KINDS[kind](int(meta["hidden"]), len(expect_ops))
+  saved_kind = meta.get("kind", "per_op")  # policies saved before kinds existed are per-op
+  if saved_kind not in KINDS:
+    raise PolicyCheckpointError(f"the policy at {directory} has unknown kind {saved_kind!r}")
+  if kind is not None and saved_kind != kind:
+    raise PolicyCheckpointError(
+        f"the policy at {directory} is a {saved_kind} network; this needs a {kind} policy "
+        f"({'aprec train-policy' if kind == 'per_op' else 'scripts/train_minilm_policy.py'})"
+    )
+  net, example = KINDS[saved_kind](int(meta["hidden"]), len(expect_ops))
   abstract = jax.eval_shape(net.init, jax.random.key(0), example)
   try:
     with ocp.StandardCheckpointer() as ckpt:

@@ -107,5 +107,9 @@ def test_selector_checkpoint_round_trip(tmp_path, spec):
   restored, meta = policy_io.load(tmp_path / "p", OPS)
   assert meta["kind"] == "plan_selector"
   assert jax.tree.all(jax.tree.map(np.array_equal, params, restored))
+  with pytest.raises(
+      policy_io.PolicyCheckpointError, match="plan_selector network; this needs a per_op"
+  ):
+    policy_io.load(tmp_path / "p", OPS, kind="per_op")
   with pytest.raises(ValueError, match="kind"):
     policy_io.save(tmp_path / "q", params, model="toy", ops=OPS, hidden=8, config={}, kind="x")
