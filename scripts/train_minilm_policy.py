@@ -48,10 +48,7 @@ def main() -> None:
   ops = quality.emulator.ops
   params = [scenarios.scenario(s, spec, ops) for s in scenarios.STUDY_SCENARIOS]
   ctxs = [make_context(ops, spec, table, float(p.step_period_s)) for p in params]
-  banks = [
-      lookup.planned_candidates(c, fractions=study.PLAN_FRACTIONS, states=study.PLAN_STATES)
-      for c in ctxs
-  ]
+  banks = [lookup.planned_candidates(c, states=study.PLAN_STATES) for c in ctxs]
   config = train_selector.SelectorConfig(
       steps=args.steps, penalty=args.penalty, seed=study.TRAIN_SEED
   )
@@ -70,7 +67,6 @@ def main() -> None:
           **dataclasses.asdict(config),
           "scenarios": list(scenarios.STUDY_SCENARIOS),
           "plan_states": [list(s) for s in study.PLAN_STATES],
-          "plan_fractions": list(study.PLAN_FRACTIONS),
           "delta_loss_source": source,
       },
       history=result.history,

@@ -54,8 +54,6 @@ STUDY_BUFFER_BYTES = float(24 << 20)
 # Hardware states (PE share, free-buffer share) the candidate plans are made for: an idle
 # chip, then fewer PEs and less buffer (co-tenants), so every scenario's moments have plans.
 PLAN_STATES = ((1.0, 1.0), (0.75, 1.0), (0.5, 1.0), (0.35, 1.0), (1.0, 0.6), (0.5, 0.5))
-# Budgets between the int4 (0) and int8 (1) anchors the plans are made for, every 5 %.
-PLAN_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(21)) + (1.25, 1.6)
 # Per-tensor activation scales: what an edge NPU's static quantization supports, and where
 # MiniLM-L6's retrieval quality depends on which ops run int4 (per token, the task metric
 # stays flat until ~40 of the 48 ops are int4, within the noise of 128 queries).
@@ -172,7 +170,7 @@ def make_study(quality: StepQuality, delta_loss: np.ndarray, scenario: str) -> S
   spec = study_spec()
   params = scenarios.scenario(scenario, spec, quality.emulator.ops)
   ctx = make_context(quality.emulator.ops, spec, delta_loss, float(params.step_period_s))
-  candidates = lookup.planned_candidates(ctx, fractions=PLAN_FRACTIONS, states=PLAN_STATES)
+  candidates = lookup.planned_candidates(ctx, states=PLAN_STATES)
   return Study(
       ctx=ctx,
       params=params,
