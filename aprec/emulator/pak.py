@@ -216,11 +216,35 @@ def contraction_size(primitive_name: str, params: dict, lhs_shape, rhs_shape) ->
 # The kernel.
 
 
+def known_mode(mode) -> int | None:
+  """The mode as a Python int when its value is known while tracing (op by op, or a
+  constant assignment under ``jit``) and valid; None for a traced or out-of-range mode.
+
+  A known mode runs the static quantizer and product (``formats.quantize`` with an int):
+  bit for bit what the traced path computes (``tests/emulator/test_formats.py``), with a
+  few operations instead of every mode's arithmetic, which makes op-by-op runs (each
+  operation dispatched on its own) several times faster.
+
+  Example:
+    >>> known_mode(jnp.int32(5)), known_mode(jnp.int32(9))
+    (5, None)
+  """
+  if isinstance(mode, jax.core.Tracer):
+    return None
+  value = int(mode)
+  return value if 0 <= value < formats.N_MODES else None
+
+
 def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
-  ql, sl = formats.quantize(lhs, mode, contraction.lhs_reduce_axes, lhs_amax)
-  qr, sr = formats.quantize(rhs, mode, contraction.rhs_reduce_axes, rhs_amax)
+  known = known_mode(mode)
+  m = mode if known is None else known
+  ql, sl = formats.quantize(lhs, m, contraction.lhs_reduce_axes, lhs_amax)
+  qr, sr = formats.quantize(rhs, m, contraction.rhs_reduce_axes, rhs_amax)
   if not contraction.int_dot:  # float32 holds these integer products exactly (see above)
     acc = contraction.float_product(ql, qr)
+  elif known is not None:
+    product = contraction.int_product if formats.MODE_IS_INT[known] else contraction.float_product
+    acc = product(ql, qr)
   else:
     # An out-of-range mode reads row 0 (fp32) here as in ``quantize``, whose NaN values
     # then make the op's output NaN.

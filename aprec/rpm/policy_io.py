@@ -11,8 +11,7 @@ Example:
   >>> import tempfile
   >>> import jax, numpy as np
   >>> from aprec.hardware.fit import dot_op
-  >>> from aprec.rpm import selector
-from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
+  >>> from aprec.rpm.learned import N_GLOBAL, N_PER_OP, Features, PolicyNet
   >>> ops = [dot_op(8, 16, 4)]
   >>> example = Features(np.zeros(N_GLOBAL, np.float32), np.zeros((1, N_PER_OP), np.float32))
   >>> params = PolicyNet(hidden=8).init(jax.random.key(0), example)
