@@ -72,13 +72,15 @@ def test_demo_checks_every_argument_before_any_work(tmp_path, argv, message, cap
 
 
 def test_failed_demo_rerun_leaves_the_earlier_demo_whole(tmp_path, monkeypatch, capsys):
-  from aprec.app import demo, rpm_demo
+  from aprec.app import demo, minilm_demo, rpm_demo
 
   out = tmp_path / "demo"
   with checkpoint.write_directory(out, marker="summary.json") as stage:
     (stage / "summary.json").write_text('{"old": true}')
     (stage / "metrics.jsonl").write_text('{"step": 0}\n')
-  monkeypatch.setattr(demo, "write", lambda d, *a, **k: (d.mkdir(), (d / "x").write_text("")))
+  write_stub = lambda d, *a, **k: (d.mkdir(), (d / "x").write_text(""))
+  monkeypatch.setattr(demo, "write", write_stub)
+  monkeypatch.setattr(minilm_demo, "write", write_stub)  # its own test: test_minilm_demo.py
 
   def fail(directory, *args, **kwargs):
     (directory / "metrics.jsonl").write_text("")  # what the old demo did before failing
