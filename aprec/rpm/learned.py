@@ -107,6 +107,18 @@ def features(ctx: Context, metrics: Any, modes: jax.Array) -> tuple[Features, Ta
   )
 
 
+def pooled_mlp(hidden: int, rows: jax.Array, globals_: jax.Array) -> jax.Array:
+  """``[n, hidden]`` features of a set of ``rows`` ``[n, k]``: a shared MLP over each row with
+  the ``globals_`` appended, then one more layer over each row and the set's mean, so the
+  result is permutation-equivariant over rows. Called inside a linen ``nn.compact`` method
+  (its three ``Dense`` layers are that module's ``Dense_0..2``)."""
+  g = jnp.broadcast_to(globals_[None, :], (rows.shape[0], globals_.shape[0]))
+  h = nn.gelu(nn.Dense(hidden)(jnp.concatenate([rows, g], axis=1)))
+  h = nn.gelu(nn.Dense(hidden)(h))
+  pooled = jnp.broadcast_to(jnp.mean(h, axis=0, keepdims=True), h.shape)
+  return nn.gelu(nn.Dense(hidden)(jnp.concatenate([h, pooled], axis=1)))
+
+
 class PolicyNet(nn.Module):
   """Per-op MLP with a mean-pooled summary of all ops → ``[n_ops, n_modes]`` logits."""
 
@@ -114,12 +126,7 @@ class PolicyNet(nn.Module):
 
   @nn.compact
   def __call__(self, f: Features) -> jax.Array:
-    n_ops = f.per_op.shape[0]
-    g = jnp.broadcast_to(f.globals[None, :], (n_ops, f.globals.shape[0]))
-    h = nn.gelu(nn.Dense(self.hidden)(jnp.concatenate([f.per_op, g], axis=1)))
-    h = nn.gelu(nn.Dense(self.hidden)(h))
-    pooled = jnp.broadcast_to(jnp.mean(h, axis=0, keepdims=True), h.shape)
-    h = nn.gelu(nn.Dense(self.hidden)(jnp.concatenate([h, pooled], axis=1)))
+    h = pooled_mlp(self.hidden, f.per_op, f.globals)  # Dense_0..2, then the head: Dense_3
     logits = nn.Dense(N_MODES)(h)
     return jnp.where(jnp.asarray(ON_LADDER)[None, :], logits, -1e9)
 

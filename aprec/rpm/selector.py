@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from aprec.hardware.cost import one_hot
 from aprec.rpm.context import Context, Tables, predict, tables
+from aprec.rpm.learned import pooled_mlp
 from aprec.rpm.observe import estimate_state
 
 N_GLOBAL = 9
@@ -139,12 +140,7 @@ class SelectorNet(nn.Module):
 
   @nn.compact
   def __call__(self, f: PlanFeatures) -> jax.Array:
-    n = f.per_plan.shape[0]
-    g = jnp.broadcast_to(f.globals[None, :], (n, f.globals.shape[0]))
-    h = nn.gelu(nn.Dense(self.hidden)(jnp.concatenate([f.per_plan, g], axis=1)))
-    h = nn.gelu(nn.Dense(self.hidden)(h))
-    pooled = jnp.broadcast_to(jnp.mean(h, axis=0, keepdims=True), h.shape)
-    h = nn.gelu(nn.Dense(self.hidden)(jnp.concatenate([h, pooled], axis=1)))
+    h = pooled_mlp(self.hidden, f.per_plan, f.globals)  # Dense_0..2, then the head: Dense_3
     return nn.Dense(1)(h)[:, 0]
 
 
