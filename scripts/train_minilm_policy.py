@@ -37,6 +37,9 @@ def main() -> None:
   )
   ap.add_argument("--steps", type=int, default=train_selector.SelectorConfig.steps)
   ap.add_argument("--penalty", type=float, default=train_selector.SelectorConfig.penalty)
+  ap.add_argument(
+      "--switch-weight", type=float, default=train_selector.SelectorConfig.switch_weight
+  )
   ap.add_argument("--overwrite", action="store_true")
   args = ap.parse_args()
   start = time.perf_counter()
@@ -50,7 +53,10 @@ def main() -> None:
   ctxs = [make_context(ops, spec, table, float(p.step_period_s)) for p in params]
   banks = [lookup.planned_candidates(c, states=study.PLAN_STATES) for c in ctxs]
   config = train_selector.SelectorConfig(
-      steps=args.steps, penalty=args.penalty, seed=study.TRAIN_SEED
+      steps=args.steps,
+      penalty=args.penalty,
+      switch_weight=args.switch_weight,
+      seed=study.TRAIN_SEED,
   )
   samples = train_selector.collect(ctxs[0], params, banks, config)
   print(f"collected {samples.cost.shape} samples ({time.perf_counter() - start:.0f} s)")

@@ -86,21 +86,20 @@ STUDY_PAIRS_EVERY = 2  # held-out batches: every 2nd test pair (128 of 256, many
 
 
 def held_out_quality(
-    model: Any, pairs_per_batch: int = 64, num_pairs: int | None = None
+    model: Any, pairs_per_batch: int = 64, num_pairs: int | None = None, split: str = "test"
 ) -> StepQuality:
   """``StepQuality`` of a loaded retrieval model (``minilm_l6``) on every
-  ``STUDY_PAIRS_EVERY``-th pair of its test split (the first ``num_pairs`` of them, default
-  all), in batches of ``pairs_per_batch`` pairs (two by default; step ``t`` runs batch
-  ``t % 2``)."""
+  ``STUDY_PAIRS_EVERY``-th pair of its ``split`` (the test split by default; ``"val"`` for
+  choosing among policies), the first ``num_pairs`` of them (default all), in batches of
+  ``pairs_per_batch`` pairs (two by default; step ``t`` runs batch ``t % 2``)."""
   from aprec.models import docstrings
 
-  pairs = [p for p in docstrings.load_pairs() if p["split"] == "test"][::STUDY_PAIRS_EVERY]
+  pairs = [p for p in docstrings.load_pairs() if p["split"] == split][::STUDY_PAIRS_EVERY]
   pairs = pairs[:num_pairs]
-  split = docstrings.make_split(pairs)
   return StepQuality(
       model.apply_fn,
       model.params,
-      split,
+      docstrings.make_split(pairs),
       pairs_per_batch=pairs_per_batch,
       activation_scaling=STUDY_ACTIVATION_SCALING,
   )

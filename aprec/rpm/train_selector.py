@@ -10,6 +10,7 @@ draw (switching cost from what ran included). So every sample labels every plan:
 
   cost[k] = Δloss[k] / max(Δloss) + penalty * (over cap or past deadline or buffer spilled)[k]
             + shaping * (relu(P[k] / cap - 1 + margin) + relu(L[k] / deadline - 1 + margin))
+            + switch_weight * (share of ops plan k changes from the plan that ran)
 
 (Δloss over the bank's largest, so ``penalty`` is in units of the whole quality range: the
 default makes one violation cost ten times the gap between the best and the worst plan.)
@@ -52,6 +53,7 @@ class SelectorConfig:
   penalty: float = 10.0
   shaping: float = 1.0
   margin: float = 0.02
+  switch_weight: float = 0.0
   episodes_per_scenario: int = 8
   episode_steps: int = 300
   walk_prob: float = 0.4
@@ -64,7 +66,7 @@ class SelectorConfig:
         raise ValueError(f"selector.{name} = {getattr(self, name)!r}; expected > 0")
     if self.episode_steps < 2:
       raise ValueError(f"selector.episode_steps = {self.episode_steps}; expected >= 2")
-    for name in ("penalty", "shaping", "margin"):
+    for name in ("penalty", "shaping", "margin", "switch_weight"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"selector.{name} = {getattr(self, name)!r}; expected >= 0")
     if not (0 <= self.walk_prob <= 1 and 0 <= self.jump_prob <= 1):
@@ -124,10 +126,12 @@ def _episode_samples(ctx, params, plans, walk, key, cfg: SelectorConfig):
       m.latency_s / m.deadline_s - 1.0 + cfg.margin
   )
   dl = plan_costs(ctx, _any_tables(ctx), plans).delta_loss
+  changed = jnp.mean(plans[None, :, :] != assignments[:-1, None, :], axis=-1)
   cost = (
       dl[None, :] / jnp.maximum(jnp.max(dl), 1e-12)
       + cfg.penalty * violated.astype(jnp.float32)
       + cfg.shaping * shaping
+      + cfg.switch_weight * changed
   )
   return SelectorSamples(feats, cost, violated)
 
