@@ -81,7 +81,10 @@ def main() -> None:
         per_seed.append(study.gain_recovered(q["learned"], q["static*"], q["hindsight"]))
       gains[name] = float(np.mean(per_seed))
     gains["mean"] = float(np.mean([gains[n] for n in studies]))
-    out["policies"][str(directory)] = {"switch_weight": meta["config"].get("switch_weight"), **gains}
+    out["policies"][str(directory)] = {
+        "switch_weight": meta["config"].get("switch_weight"),
+        **gains,
+    }
     print(directory, {k: round(v, 3) for k, v in gains.items()})
   best = max(out["policies"], key=lambda d: out["policies"][d]["mean"])
   out["best"] = best
