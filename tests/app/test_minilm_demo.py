@@ -1,6 +1,6 @@
 """Tests for aprec/app/minilm_demo.py and minilm_loop_demo.py: ``aprec demo``'s MiniLM part
 end to end, shortened (4 pairs, 6 closed-loop steps), with its numbers checked against
-independent computations."""
+independent computations. (One test: it compiles MiniLM-L6's emulator twice, ~40 s cold.)"""
 
 from __future__ import annotations
 
