@@ -174,8 +174,8 @@ class Selector:
           "plans=lookup.planned_candidates(ctx)"
       )
     plans = jnp.asarray(self.plans, jnp.int32)
-    if plans.ndim != 2 or plans.shape[1] != ctx.n_ops:
-      raise ValueError(f"plans have shape {plans.shape}; expected (n_plans, {ctx.n_ops})")
+    if plans.ndim != 2 or plans.shape[1] != ctx.n_ops or plans.shape[0] == 0:
+      raise ValueError(f"plans have shape {plans.shape}; expected (n_plans >= 1, {ctx.n_ops})")
     return SelectorState(ctx, self.params, plans, jnp.asarray(assignment, jnp.int32))
 
   def decide(self, ctx: Context, params: Any, plans: jax.Array, metrics: Any, ran: jax.Array):

@@ -72,6 +72,8 @@ def test_selector_runs_the_best_scoring_plan(spec):
   np.testing.assert_array_equal(np.asarray(got), plans[int(np.argmax(scores))])
   with pytest.raises(ValueError, match="plans have shape"):
     Selector(net=net, params=params, plans=plans[:, :2]).init(ctx, plans[0])
+  with pytest.raises(ValueError, match="n_plans >= 1"):
+    Selector(net=net, params=params, plans=plans[:0]).init(ctx, plans[0])
   with pytest.raises(ValueError, match="trained parameters"):
     Selector(net=net).init(ctx, plans[0])
 
