@@ -215,6 +215,7 @@ def bench_minilm(pairs: int, console: Console) -> dict[str, Any]:
       f"{ratio:.3f}; process CPU time ratio {cpu_ratio:.3f}); tables differ by "
       f"{difference / scale:.2e} of max |table|"
   )
+  (_REPO / "runs" / "bench").mkdir(parents=True, exist_ok=True)  # a fresh clone has none
   np.savez(
       _REPO / "runs" / "bench" / "sensitivity_minilm_tables.npz",
       **{name: est.delta_loss for name, est in tables.items()},
