@@ -56,9 +56,25 @@ class Limits(NamedTuple):
   free_buffer_bytes: jax.Array
 
 
-def _safe(x, default):
+def finite_or(x, default) -> jax.Array:
+  """``x`` as float32 with NaN and infinite entries replaced by ``default``."""
   x = jnp.asarray(x, jnp.float32)
   return jnp.where(jnp.isfinite(x), x, default)
+
+
+def reading_features(metrics: Any, state, cap, deadline, buffer_bytes) -> list[jax.Array]:
+  """The readings every learned policy sees, normalised (NaN readings as defaults): power /
+  cap, buffer occupancy, PE availability, latency / deadline, temperature / 100, and the
+  estimated clock scale and free-buffer fraction."""
+  return [
+      finite_or(metrics.power_w, 0.0) / cap,
+      finite_or(metrics.buffer_occupancy, 0.0),
+      finite_or(metrics.pe_availability, 1.0),
+      finite_or(metrics.latency_s, 0.0) / deadline,
+      finite_or(metrics.temperature_c, 25.0) / 100.0,
+      state.clock_scale,
+      state.free_buffer_bytes / buffer_bytes,
+  ]
 
 
 def features(ctx: Context, metrics: Any, modes: jax.Array) -> tuple[Features, Tables, Limits]:
@@ -66,8 +82,8 @@ def features(ctx: Context, metrics: Any, modes: jax.Array) -> tuple[Features, Ta
   probs = one_hot(modes, jnp.float32)
   state = estimate_state(ctx, metrics, probs)
   t = tables(ctx, state)
-  cap = _safe(metrics.power_cap_w, 1.0)
-  deadline = _safe(metrics.deadline_s, ctx.step_period_s)
+  cap = finite_or(metrics.power_cap_w, 1.0)
+  deadline = finite_or(metrics.deadline_s, ctx.step_period_s)
   static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
   energy_budget = jnp.maximum((cap - static) * ctx.step_period_s, 1e-12)
   idle_fp16 = predict(
@@ -75,17 +91,8 @@ def features(ctx: Context, metrics: Any, modes: jax.Array) -> tuple[Features, Ta
   ).power_w
   buffer_bytes = jnp.asarray(ctx.spec.buffer_bytes, jnp.float32)
   g = jnp.stack(
-      [
-          _safe(metrics.power_w, 0.0) / cap,
-          _safe(metrics.buffer_occupancy, 0.0),
-          _safe(metrics.pe_availability, 1.0),
-          _safe(metrics.latency_s, 0.0) / deadline,
-          _safe(metrics.temperature_c, 25.0) / 100.0,
-          state.clock_scale,
-          state.free_buffer_bytes / buffer_bytes,
-          cap / idle_fp16,
-          deadline / ctx.step_period_s,
-      ]
+      [*reading_features(metrics, state, cap, deadline, buffer_bytes), cap / idle_fp16]
+      + [deadline / ctx.step_period_s]
   )
   squash = lambda x: jnp.log1p(jnp.clip(x, 0.0, 1e3))
   per_op = jnp.concatenate(

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from aprec.hardware.cost import one_hot
 from aprec.rpm.context import Context, Tables, predict, tables
-from aprec.rpm.learned import pooled_mlp
+from aprec.rpm.learned import finite_or, pooled_mlp, reading_features
 from aprec.rpm.observe import estimate_state
 
 N_GLOBAL = 9
@@ -90,19 +90,14 @@ def plan_costs(ctx: Context, t: Tables, plans: jax.Array) -> PlanCosts:
   )
 
 
-def _safe(x, default):
-  x = jnp.asarray(x, jnp.float32)
-  return jnp.where(jnp.isfinite(x), x, default)
-
-
 def features(ctx: Context, metrics: Any, ran: jax.Array, plans: jax.Array) -> PlanFeatures:
   """Features of one step's readings, ``ran`` the assignment that produced them."""
   probs = one_hot(ran, jnp.float32)
   state = estimate_state(ctx, metrics, probs)
   t = tables(ctx, state)
   costs = plan_costs(ctx, t, plans)
-  cap = jnp.maximum(_safe(metrics.power_cap_w, 1.0), 1e-3)
-  deadline = jnp.maximum(_safe(metrics.deadline_s, ctx.step_period_s), 1e-9)
+  cap = jnp.maximum(finite_or(metrics.power_cap_w, 1.0), 1e-3)
+  deadline = jnp.maximum(finite_or(metrics.deadline_s, ctx.step_period_s), 1e-9)
   free = jnp.maximum(state.free_buffer_bytes, 1.0)
   buffer_bytes = jnp.asarray(ctx.spec.buffer_bytes, jnp.float32)
   predicted_now = predict(ctx, t, probs).power_w
@@ -117,18 +112,12 @@ def features(ctx: Context, metrics: Any, ran: jax.Array, plans: jax.Array) -> Pl
       ],
       axis=1,
   )
+  measured_over_predicted = finite_or(metrics.power_w, predicted_now) / jnp.maximum(
+      predicted_now, 1e-6
+  )
   g = jnp.stack(
-      [
-          _safe(metrics.power_w, 0.0) / cap,
-          _safe(metrics.buffer_occupancy, 0.0),
-          _safe(metrics.pe_availability, 1.0),
-          _safe(metrics.latency_s, 0.0) / deadline,
-          _safe(metrics.temperature_c, 25.0) / 100.0,
-          state.clock_scale,
-          state.free_buffer_bytes / buffer_bytes,
-          deadline / ctx.step_period_s,
-          _safe(metrics.power_w, predicted_now) / jnp.maximum(predicted_now, 1e-6),
-      ]
+      [*reading_features(metrics, state, cap, deadline, buffer_bytes), deadline / ctx.step_period_s]
+      + [measured_over_predicted]
   )
   return PlanFeatures(jnp.clip(g, -10.0, 10.0), jnp.clip(per_plan, -10.0, 10.0))
 
