@@ -55,32 +55,27 @@ def main() -> None:
   ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/minilm/selection.json"))
   args = ap.parse_args()
   model = models.load("minilm_l6")
-  ops = study.held_out_quality(model).emulator.ops
+  val = study.held_out_quality(model, split="val")  # its emulator also gives the op table
+  ops = val.emulator.ops
   spec = study.study_spec()
-  studies = {}
-  for name in scenarios.STUDY_SCENARIOS:
-    params = scenarios.scenario(name, spec, ops)
-    result = {}
-    studies[name] = (params, result)
+  scenario_params = {n: scenarios.scenario(n, spec, ops) for n in scenarios.STUDY_SCENARIOS}
   out = {"seeds": list(SELECTION_SEEDS), "quality": args.quality, "policies": {}}
-  val = study.held_out_quality(model, split="val") if args.quality == "val" else None
   for directory in args.policies:
     params_net, meta = policy_io.load(directory, ops, kind="plan_selector")
     table = np.load(directory / study.TABLE_FILE)
-    quality = val if val is not None else ProfileQuality(table)
+    quality = val if args.quality == "val" else ProfileQuality(table)
     gains = {}
-    for name, (params, _) in studies.items():
+    for name, params in scenario_params.items():
       ctx = make_context(ops, spec, table, float(params.step_period_s))
       candidates = lookup.planned_candidates(ctx, states=study.PLAN_STATES)
       s = study.Study(ctx, params, candidates, quality.table(candidates), None, quality)
-      policies = study.causal_policies(params_net, int(meta["hidden"]), None, candidates)
-      policies = {"learned": policies["learned"]}
+      policies = {"learned": study.learned_policy(params_net, int(meta["hidden"]), candidates)}
       per_seed = []
       for seed in SELECTION_SEEDS:
         q = {r["policy"]: r["quality"] for r in study.run_seed(s, policies, seed, args.steps).rows}
         per_seed.append(study.gain_recovered(q["learned"], q["static*"], q["hindsight"]))
       gains[name] = float(np.mean(per_seed))
-    gains["mean"] = float(np.mean([gains[n] for n in studies]))
+    gains["mean"] = float(np.mean([gains[n] for n in scenario_params]))
     out["policies"][str(directory)] = {
         "switch_weight": meta["config"].get("switch_weight"),
         **gains,

@@ -198,7 +198,6 @@ def _tensor_bytes(ops: OpArrays, dtype) -> tuple[jax.Array, jax.Array, jax.Array
   return weight, activation, output
 
 
-@jax.jit
 class ModeTables(NamedTuple):
   """Every op priced in every mode under one state, ``[n_ops, n_modes]`` each: what ``cost``
   takes the expectation of."""
@@ -255,6 +254,7 @@ def mode_tables(
   return ModeTables(latency_s, compute_s, memory_s, energy_j, dram_b, working)
 
 
+@jax.jit
 def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -> Cost:
   """The pure, jitted cost of mode probabilities ``probs[op, mode]`` (no validation).
 
@@ -274,27 +274,25 @@ def cost(ops: OpArrays, probs: jax.Array, spec: NNPSpec, state: HardwareState) -
   """
   t = mode_tables(ops, spec, state, probs.dtype)
   free = jnp.asarray(state.free_buffer_bytes, probs.dtype)
-  latency_s, energy_j, working = t.latency_s, t.energy_j, t.working_set_bytes
-  compute_s, memory_s, dram_b = t.compute_s, t.memory_s, t.dram_bytes
-
   expect = lambda table: jnp.sum(probs * table, axis=-1)
-  op_latency_s = expect(latency_s)
-  op_energy_j = expect(energy_j)
-  op_working = expect(working)
+  op_latency_s = expect(t.latency_s)
+  op_energy_j = expect(t.energy_j)
+  op_working = expect(t.working_set_bytes)
+  op_dram_bytes = expect(t.dram_bytes)
   total_latency_s = jnp.sum(op_latency_s)
   total_energy_j = jnp.sum(op_energy_j)
   peak_buffer_bytes = jnp.max(op_working)
   return Cost(
       op_latency_s=op_latency_s,
-      op_compute_s=expect(compute_s),
-      op_memory_s=expect(memory_s),
+      op_compute_s=expect(t.compute_s),
+      op_memory_s=expect(t.memory_s),
       op_energy_j=op_energy_j,
-      op_dram_bytes=expect(dram_b),
+      op_dram_bytes=op_dram_bytes,
       op_working_set_bytes=op_working,
       latency_s=total_latency_s,
       energy_j=total_energy_j,
       power_w=total_energy_j / total_latency_s,
-      dram_bytes=jnp.sum(expect(dram_b)),
+      dram_bytes=jnp.sum(op_dram_bytes),
       peak_buffer_bytes=peak_buffer_bytes,
       buffer_occupancy=peak_buffer_bytes / jnp.maximum(free, 1.0),
   )

@@ -183,14 +183,18 @@ class Predicted(NamedTuple):
   delta_loss: jax.Array
 
 
+def step_power_w(ctx: Context, dynamic_energy_j: jax.Array, latency_s: jax.Array) -> jax.Array:
+  """A step's power: its dynamic energy plus static power over ``max(period, latency)``."""
+  static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
+  duration = jnp.maximum(ctx.step_period_s, latency_s)
+  return (dynamic_energy_j + static * duration) / duration
+
+
 def predict(ctx: Context, t: Tables, probs: jax.Array) -> Predicted:
   """Step power, latency, peak working set and Δloss of mode probabilities ``[n_ops, n_modes]``
   (one-hot for a hard assignment); differentiable in ``probs``."""
   latency = jnp.sum(probs * t.latency_s)
-  dynamic = jnp.sum(probs * t.dynamic_energy_j)
-  static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
-  duration = jnp.maximum(ctx.step_period_s, latency)
-  power = (dynamic + static * duration) / duration
+  power = step_power_w(ctx, jnp.sum(probs * t.dynamic_energy_j), latency)
   peak = jnp.max(jnp.sum(probs * t.working_set_bytes, axis=-1))
   return Predicted(
       power_w=power, latency_s=latency, peak_bytes=peak, delta_loss=jnp.sum(probs * ctx.delta_loss)

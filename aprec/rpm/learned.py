@@ -90,10 +90,8 @@ def features(ctx: Context, metrics: Any, modes: jax.Array) -> tuple[Features, Ta
       ctx, tables(ctx, idle_state(ctx)), one_hot(jnp.full((ctx.n_ops,), 2), jnp.float32)
   ).power_w
   buffer_bytes = jnp.asarray(ctx.spec.buffer_bytes, jnp.float32)
-  g = jnp.stack(
-      [*reading_features(metrics, state, cap, deadline, buffer_bytes), cap / idle_fp16]
-      + [deadline / ctx.step_period_s]
-  )
+  readings = reading_features(metrics, state, cap, deadline, buffer_bytes)
+  g = jnp.stack([*readings, cap / idle_fp16, deadline / ctx.step_period_s])
   squash = lambda x: jnp.log1p(jnp.clip(x, 0.0, 1e3))
   per_op = jnp.concatenate(
       [

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from aprec.hardware.cost import one_hot
-from aprec.rpm.context import Context, Tables, predict, tables
+from aprec.rpm.context import Context, Tables, predict, step_power_w, tables
 from aprec.rpm.learned import finite_or, pooled_mlp, reading_features
 from aprec.rpm.observe import estimate_state
 
@@ -79,11 +79,8 @@ def plan_costs(ctx: Context, t: Tables, plans: jax.Array) -> PlanCosts:
   """
   idx = jnp.arange(ctx.n_ops)[None, :]
   latency = jnp.sum(t.latency_s[idx, plans], axis=1)
-  dynamic = jnp.sum(t.dynamic_energy_j[idx, plans], axis=1)
-  static = jnp.asarray(ctx.spec.static_power_w, jnp.float32)
-  duration = jnp.maximum(ctx.step_period_s, latency)
   return PlanCosts(
-      power_w=(dynamic + static * duration) / duration,
+      power_w=step_power_w(ctx, jnp.sum(t.dynamic_energy_j[idx, plans], axis=1), latency),
       latency_s=latency,
       peak_bytes=jnp.max(t.working_set_bytes[idx, plans], axis=1),
       delta_loss=jnp.sum(ctx.delta_loss[idx, plans], axis=1),
@@ -115,10 +112,8 @@ def features(ctx: Context, metrics: Any, ran: jax.Array, plans: jax.Array) -> Pl
   measured_over_predicted = finite_or(metrics.power_w, predicted_now) / jnp.maximum(
       predicted_now, 1e-6
   )
-  g = jnp.stack(
-      [*reading_features(metrics, state, cap, deadline, buffer_bytes), deadline / ctx.step_period_s]
-      + [measured_over_predicted]
-  )
+  readings = reading_features(metrics, state, cap, deadline, buffer_bytes)
+  g = jnp.stack([*readings, deadline / ctx.step_period_s, measured_over_predicted])
   return PlanFeatures(jnp.clip(g, -10.0, 10.0), jnp.clip(per_plan, -10.0, 10.0))
 
 

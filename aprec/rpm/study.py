@@ -222,9 +222,14 @@ def causal_policies(
       ),
   }
   if selector_params is not None:
-    net = SelectorNet(hidden=hidden)
-    policies["learned"] = guard(Selector(net=net, params=selector_params, plans=plans), SAFE_MODE)
+    policies["learned"] = learned_policy(selector_params, hidden, plans)
   return policies
+
+
+def learned_policy(selector_params: Any, hidden: int, plans: np.ndarray) -> Policy:
+  """The study's ``learned`` policy: the plan selector over ``plans``, fault-guarded."""
+  net = SelectorNet(hidden=hidden)
+  return guard(Selector(net=net, params=selector_params, plans=plans), SAFE_MODE)
 
 
 def violations(trace: Trace) -> np.ndarray:
