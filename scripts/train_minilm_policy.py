@@ -40,6 +40,10 @@ def main() -> None:
   ap.add_argument(
       "--switch-weight", type=float, default=train_selector.SelectorConfig.switch_weight
   )
+  ap.add_argument(
+      "--dagger-rounds", type=int, default=train_selector.SelectorConfig.dagger_rounds
+  )
+  ap.add_argument("--explore", type=float, default=train_selector.SelectorConfig.explore)
   ap.add_argument("--overwrite", action="store_true")
   args = ap.parse_args()
   start = time.perf_counter()
@@ -56,11 +60,14 @@ def main() -> None:
       steps=args.steps,
       penalty=args.penalty,
       switch_weight=args.switch_weight,
+      dagger_rounds=args.dagger_rounds,
+      explore=args.explore,
       seed=study.TRAIN_SEED,
   )
-  samples = train_selector.collect(ctxs[0], params, banks, config)
-  print(f"collected {samples.cost.shape} samples ({time.perf_counter() - start:.0f} s)")
-  result = train_selector.train(samples, config)
+  result, samples = train_selector.train_dagger(
+      ctxs[0], params, banks, config, progress=lambda r, h: print(f"DAgger round {r}: {h}")
+  )
+  print(f"{samples.cost.shape[0]} samples ({time.perf_counter() - start:.0f} s)")
   print(f"trained in {result.seconds:.0f} s; last: {result.history[-1]}")
   policy_io.save(
       args.out,

@@ -58,6 +58,8 @@ class SelectorConfig:
   episode_steps: int = 300
   walk_prob: float = 0.4
   jump_prob: float = 0.05
+  dagger_rounds: int = 0
+  explore: float = 0.1
   seed: int = 0
 
   def __post_init__(self):
@@ -69,8 +71,10 @@ class SelectorConfig:
     for name in ("penalty", "shaping", "margin", "switch_weight"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"selector.{name} = {getattr(self, name)!r}; expected >= 0")
-    if not (0 <= self.walk_prob <= 1 and 0 <= self.jump_prob <= 1):
-      raise ValueError("selector.walk_prob and jump_prob must lie in [0, 1]")
+    if not (0 <= self.walk_prob <= 1 and 0 <= self.jump_prob <= 1 and 0 <= self.explore <= 1):
+      raise ValueError("selector.walk_prob, jump_prob and explore must lie in [0, 1]")
+    if self.dagger_rounds < 0:
+      raise ValueError(f"selector.dagger_rounds = {self.dagger_rounds}; expected >= 0")
 
 
 class SelectorSamples(NamedTuple):
@@ -95,19 +99,45 @@ def plan_walk(rng: np.random.Generator, n_plans: int, n_steps: int, cfg: Selecto
   return out
 
 
-def _episode_samples(ctx, params, plans, walk, key, cfg: SelectorConfig):
-  """Samples of one episode: the loop of ``loop.run_episode`` with the walk as policy."""
-  keys = jax.random.split(key, (walk.shape[0], 2))
-  assignments = plans[walk]
+def _walk_rollout(params, plans, walk, keys):
+  """Runs the plans ``walk`` picks: ``(states, metrics)`` per step."""
 
   def body(s, xs):
     k, a = xs
-    s_next, m = simulator.step(s, a, k[0], params)
+    s_next, m = simulator.step(s, a, k, params)
     return s_next, (s, m)
 
-  _, (states, metrics) = jax.lax.scan(body, simulator.init_state(params), (keys, assignments))
-  # Decision after step t: its readings and what ran; labelled by step t + 1 run from the
-  # same state with the same draw, for every plan.
+  _, (states, metrics) = jax.lax.scan(body, simulator.init_state(params), (keys, plans[walk]))
+  return states, metrics, plans[walk]
+
+
+def _policy_rollout(ctx, params, plans, net_params, keys, explore_keys, cfg: SelectorConfig):
+  """Runs the selector ``net_params`` itself (DAgger: the states its own choices lead to),
+  with probability ``cfg.explore`` a random plan instead: ``(states, metrics, ran)``."""
+  net = SelectorNet(hidden=cfg.hidden)
+  n_plans = plans.shape[0]
+
+  def body(carry, xs):
+    s, k_plan = carry
+    k, ke = xs
+    a = plans[k_plan]
+    s_next, m = simulator.step(s, a, k, params)
+    best = jnp.argmax(net.apply(net_params, features(ctx, m, a, plans)))
+    ka, kb = jax.random.split(ke)
+    random_plan = jax.random.randint(kb, (), 0, n_plans)
+    k_next = jnp.where(jax.random.uniform(ka) < cfg.explore, random_plan, best)
+    return (s_next, k_next), (s, m, a)
+
+  start = jnp.asarray(0, jnp.int32)
+  _, (states, metrics, ran) = jax.lax.scan(
+      body, (simulator.init_state(params), start), (keys, explore_keys)
+  )
+  return states, metrics, ran
+
+
+def _label(ctx, params, plans, states, metrics, assignments, keys, cfg: SelectorConfig):
+  """Samples of one rollout: decision after step t (its readings and what ran), every plan
+  labelled by step t + 1 run from the same state with the same draw."""
   now = jax.tree.map(lambda x: x[:-1], metrics)
   state_next = jax.tree.map(lambda x: x[1:], states)
   feats = jax.vmap(lambda m, a: features(ctx, m, a, plans))(now, assignments[:-1])
@@ -116,7 +146,7 @@ def _episode_samples(ctx, params, plans, walk, key, cfg: SelectorConfig):
     _, m = jax.vmap(lambda p: simulator.step(s, p, k, params))(plans)
     return m
 
-  m = jax.vmap(verdicts)(state_next, keys[1:, 0])
+  m = jax.vmap(verdicts)(state_next, keys[1:])
   over = m.true_power_w > m.power_cap_w
   late = m.latency_s > m.deadline_s
   spilled = m.true_buffer_occupancy > 1.0
@@ -136,28 +166,52 @@ def _episode_samples(ctx, params, plans, walk, key, cfg: SelectorConfig):
   return SelectorSamples(feats, cost, violated)
 
 
+def _episode_samples(ctx, params, plans, walk, key, cfg: SelectorConfig):
+  """Samples of one episode under the random walk ``walk`` over ``plans``."""
+  keys = jax.random.split(key, (walk.shape[0], 2))
+  states, metrics, ran = _walk_rollout(params, plans, walk, keys[:, 0])
+  return _label(ctx, params, plans, states, metrics, ran, keys[:, 0], cfg)
+
+
+def _policy_samples(ctx, params, plans, net_params, key, cfg: SelectorConfig):
+  """Samples of one episode run by the selector ``net_params`` (``_policy_rollout``)."""
+  keys = jax.random.split(key, (cfg.episode_steps, 2))
+  states, metrics, ran = _policy_rollout(ctx, params, plans, net_params, keys[:, 0], keys[:, 1], cfg)
+  return _label(ctx, params, plans, states, metrics, ran, keys[:, 0], cfg)
+
+
 def collect(
     ctx: Context,
     scenario_params: Sequence[simulator.ScenarioParams],
     plans: Sequence[np.ndarray],
     cfg: SelectorConfig,
+    *,
+    net_params: Any = None,
+    round_index: int = 0,
 ) -> SelectorSamples:
   """Samples from every scenario (its own bank ``plans[i]``, padded to one size by repeating
-  its last plan) under random plan walks (module doc)."""
+  its last plan) under random plan walks (module doc), or, given ``net_params``, run by
+  that selector with ``cfg.explore`` random choices (a DAgger round; ``round_index`` picks
+  fresh draws of the training seed)."""
   n_max = max(len(p) for p in plans)
-  rng = np.random.default_rng(cfg.seed)
+  rng = np.random.default_rng(cfg.seed if round_index == 0 else [cfg.seed, round_index])
   key = jax.random.key(cfg.seed)
+  if round_index:
+    key = jax.random.fold_in(key, round_index)
   run = jax.jit(_episode_samples, static_argnames=("cfg",))
+  run_policy = jax.jit(_policy_samples, static_argnames=("cfg",))
   parts = []
   for params, bank in zip(scenario_params, plans):
     bank = np.asarray(bank, np.int32)
     padded = np.concatenate([bank, np.repeat(bank[-1:], n_max - len(bank), axis=0)])
     for _ in range(cfg.episodes_per_scenario):
       key, k = jax.random.split(key)
-      walk = plan_walk(rng, len(bank), cfg.episode_steps, cfg)
-      parts.append(
-          run(ctx, params.replace(name=""), jnp.asarray(padded), jnp.asarray(walk), k, cfg)
-      )
+      p, bank_j = params.replace(name=""), jnp.asarray(padded)
+      if net_params is None:
+        walk = plan_walk(rng, len(bank), cfg.episode_steps, cfg)
+        parts.append(run(ctx, p, bank_j, jnp.asarray(walk), k, cfg))
+      else:
+        parts.append(run_policy(ctx, p, bank_j, net_params, k, cfg))
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
@@ -167,7 +221,9 @@ class SelectorResult(NamedTuple):
   seconds: float
 
 
-def train(samples: SelectorSamples, cfg: SelectorConfig) -> SelectorResult:
+def train(
+    samples: SelectorSamples, cfg: SelectorConfig, init_params: Any = None
+) -> SelectorResult:
   """Adam on the expected cost under the softmax of the scores (module doc).
 
   Example:
@@ -190,7 +246,7 @@ def train(samples: SelectorSamples, cfg: SelectorConfig) -> SelectorResult:
   net = SelectorNet(hidden=cfg.hidden)
   key = jax.random.key(cfg.seed + 1)
   example = jax.tree.map(lambda x: x[0], samples.features)
-  params = jax.jit(net.init)(key, example)
+  params = jax.jit(net.init)(key, example) if init_params is None else init_params
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(cfg.learning_rate))
   opt_state = opt.init(params)
   n = samples.cost.shape[0]
@@ -221,3 +277,29 @@ def train(samples: SelectorSamples, cfg: SelectorConfig) -> SelectorResult:
     if i % 10 == 0 or i == cfg.steps - 1:
       history.append({"step": i, "objective": float(loss), **{k: float(v) for k, v in aux.items()}})
   return SelectorResult(params, history, time.perf_counter() - start)
+
+
+def train_dagger(
+    ctx: Context,
+    scenario_params: Sequence[simulator.ScenarioParams],
+    plans: Sequence[np.ndarray],
+    cfg: SelectorConfig,
+    progress: Any = None,
+) -> tuple[SelectorResult, SelectorSamples]:
+  """Trains on random walks, then ``cfg.dagger_rounds`` times adds the samples of the
+  selector's own episodes (``collect(net_params=...)``) and trains on (continues from the
+  last parameters) everything gathered so far: the states the trained policy reaches, not
+  only those random walks do, are labelled (DAgger; Ross et al., 2011)."""
+  samples = collect(ctx, scenario_params, plans, cfg)
+  result = train(samples, cfg)
+  history = [dict(h, round=0) for h in result.history]
+  seconds = result.seconds
+  for r in range(1, cfg.dagger_rounds + 1):
+    more = collect(ctx, scenario_params, plans, cfg, net_params=result.params, round_index=r)
+    samples = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), samples, more)
+    result = train(samples, cfg, init_params=result.params)
+    history += [dict(h, round=r) for h in result.history]
+    seconds += result.seconds
+    if progress is not None:
+      progress(r, history[-1])
+  return SelectorResult(result.params, history, seconds), samples

@@ -3,6 +3,7 @@ the argmax decision, a selector that learns to keep within the cap, checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import jax
@@ -98,6 +99,48 @@ def test_trained_selector_keeps_within_the_cap_and_beats_the_cheapest_plan(spec)
   assert violations(best).mean() > 0.2
   assert violations(learned).mean() < 0.5 * violations(best).mean()
   assert dl(learned) < dl(cheapest)
+
+
+def test_dagger_rollout_runs_the_selector_as_the_closed_loop_does(spec):
+  """Without exploration, a DAgger episode runs exactly the plans the selector picks in
+  ``run_episode``, and its labels are the simulator's verdicts on the steps that ran."""
+  params, ctx = deployment("thermal_swing", OPS, spec)
+  plans = jnp.asarray(planned_candidates(ctx, states=((1.0, 1.0), (0.5, 0.5))))
+  net = SelectorNet(hidden=8)
+  net_params = net.init(jax.random.key(4), example_features(plans.shape[0]))
+  cfg = train_selector.SelectorConfig(hidden=8, episode_steps=40, explore=0.0)
+  key = jax.random.key(21)
+  samples = train_selector._policy_samples(ctx, params.replace(name=""), plans, net_params, key, cfg)
+  policy = Selector(net=net, params=net_params, plans=plans)
+  trace = run_episode(params, ctx, policy, plans[0], key, 40)
+  ran = np.asarray(trace.assignments)
+  picked = [int(np.flatnonzero((np.asarray(plans) == a).all(1))[0]) for a in ran[1:]]
+  assert len(set(picked)) > 1  # the untrained net's choice moves with the readings
+  np.testing.assert_array_equal(
+      np.asarray(samples.violated)[np.arange(39), picked], violations(trace)[1:]
+  )
+  explored = train_selector._policy_samples(
+      ctx, params.replace(name=""), plans, net_params, key, dataclasses.replace(cfg, explore=1.0)
+  )
+  assert not np.array_equal(np.asarray(explored.cost), np.asarray(samples.cost))
+
+
+def test_dagger_rounds_add_the_policys_own_samples(spec):
+  params, ctx = deployment("contention", OPS, spec)
+  plans = planned_candidates(ctx)
+  cfg = train_selector.SelectorConfig(
+      steps=20, batch_size=16, hidden=8, episodes_per_scenario=1, episode_steps=30,
+      dagger_rounds=2,
+  )  # fmt: skip
+  result, samples = train_selector.train_dagger(ctx, [params], [plans], cfg)
+  walk_only = train_selector.collect(ctx, [params], [plans], cfg)
+  assert samples.cost.shape[0] == 3 * walk_only.cost.shape[0]
+  np.testing.assert_array_equal(samples.cost[:29], walk_only.cost)  # round 0: the walk
+  assert [h["round"] for h in result.history][-1] == 2
+  with pytest.raises(ValueError, match="dagger_rounds"):
+    train_selector.SelectorConfig(dagger_rounds=-1)
+  with pytest.raises(ValueError, match="explore"):
+    train_selector.SelectorConfig(explore=1.5)
 
 
 def test_selector_checkpoint_round_trip(tmp_path, spec):
