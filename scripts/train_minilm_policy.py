@@ -40,9 +40,7 @@ def main() -> None:
   ap.add_argument(
       "--switch-weight", type=float, default=train_selector.SelectorConfig.switch_weight
   )
-  ap.add_argument(
-      "--dagger-rounds", type=int, default=train_selector.SelectorConfig.dagger_rounds
-  )
+  ap.add_argument("--dagger-rounds", type=int, default=train_selector.SelectorConfig.dagger_rounds)
   ap.add_argument("--explore", type=float, default=train_selector.SelectorConfig.explore)
   ap.add_argument("--overwrite", action="store_true")
   args = ap.parse_args()

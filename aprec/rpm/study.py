@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -44,6 +43,12 @@ from aprec.rpm.oracle import Oracle
 from aprec.rpm.policy import Policy
 from aprec.rpm.static import Static
 from aprec.rpm.step_quality import StepQuality
+from aprec.rpm.study_summary import ROW_FIELDS as ROW_FIELDS  # re-exported: the study's API
+from aprec.rpm.study_summary import gain_recovered as gain_recovered
+from aprec.rpm.study_summary import mean_ci as mean_ci
+from aprec.rpm.study_summary import mode_share_by_layer as mode_share_by_layer
+from aprec.rpm.study_summary import stderr as stderr
+from aprec.rpm.study_summary import summarize_seeds as summarize_seeds
 
 START_MODE = "int8"
 SAFE_MODE = "int4"
@@ -276,125 +281,43 @@ def run_seed(
   """Every policy and both yardsticks on one scenario draw (module doc)."""
   ctx, params = study.ctx, study.params
   key = jax.random.key(seed)
-  n_batches = study.quality.n_batches
-  step_batch = np.arange(n_steps) % n_batches
-  texts = 2 * study.quality.pairs_per_batch
-  rows, traces, quality = [], {}, {}
-
-  def record(name, trace, q=None):
-    q = study.quality.per_step(trace.assignments) if q is None else q
-    row = _row(name, trace, q, texts)
-    if name in time_decisions:
-      row["decision_us"] = decision_time_us(policies[name], ctx, trace)
-    rows.append(row)
-    traces[name], quality[name] = trace, q
-
-  cq = study.candidate_quality[:, step_batch]  # [K, T]
+  cq = study.candidate_quality[:, np.arange(n_steps) % study.quality.n_batches]  # [K, T]
   static_runs = [run_episode(params, ctx, Static(), c, key, n_steps) for c in study.candidates]
   static_viol = np.array([np.mean(violations(tr)) for tr in static_runs])
   k = hindsight.static_star(cq.mean(1), static_viol, MAX_VIOLATION_FRAC)
-  record("static*", static_runs[k], cq[k])
   seq = hindsight.best_sequence(params, study.candidates, cq, hindsight.episode_keys(key, n_steps))
   schedule = study.candidates[seq.choice]
   trace = run_episode(params, ctx, lookup.Scheduled(schedule=schedule), schedule[0], key, n_steps)
-  record("hindsight", trace, cq[seq.choice, np.arange(n_steps)])
-  start = np.full(ctx.n_ops, mode_index(START_MODE), np.int32)
-  for name, policy in policies.items():
-    record(name, run_episode(params, ctx, policy, start, key, n_steps))
-  for r in rows:
-    r["seed"] = seed
+  yardsticks = {
+      "static*": (static_runs[k], cq[k]),
+      "hindsight": (trace, cq[seq.choice, np.arange(n_steps)]),
+  }
+  causal = run_policies(study, policies, seed, n_steps, time_decisions=time_decisions)
+  rows = [_row(n, tr, q, 2 * study.quality.pairs_per_batch) for n, (tr, q) in yardsticks.items()]
+  rows = [dict(r, seed=seed) for r in rows] + causal.rows
+  traces = {n: tr for n, (tr, _) in yardsticks.items()} | causal.traces
+  quality = {n: q for n, (_, q) in yardsticks.items()} | causal.quality
   return SeedResult(rows, traces, quality, seq.exact)
 
 
-def gain_recovered(q_learned: float, q_static: float, q_hindsight: float) -> float:
-  """``(q_learned - q_static) / (q_hindsight - q_static)`` (NaN when the gap is 0)."""
-  gap = q_hindsight - q_static
-  return float((q_learned - q_static) / gap) if gap != 0 else float("nan")
-
-
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and the half-width of its 95 % Student-t interval (NaN for one value)."""
-  v = np.asarray(values, np.float64)
-  if len(v) < 2:
-    return float(np.mean(v)), float("nan")
-  t = _T975.get(len(v) - 1, 1.96)
-  return float(np.mean(v)), float(t * np.std(v, ddof=1) / math.sqrt(len(v)))
-
-
-def stderr(values: Sequence[float]) -> float:
-  """Standard error of the mean."""
-  v = np.asarray(values, np.float64)
-  return float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-
-
-ROW_FIELDS = (
-    "quality",
-    "violation_frac",
-    "power_violation_frac",
-    "deadline_miss_frac",
-    "buffer_violation_frac",
-    "energy_per_inference_j",
-    "switches_per_step",
-    "distinct_assignments",
-    "fallback_frac",
-)
-
-
-def _layer(op_name: str) -> str:
-  parts = op_name.split("/")
-  return f"layer_{parts[1]}" if len(parts) > 1 and parts[0] == "layers" else parts[0]
-
-
-def mode_share_by_layer(assignments: np.ndarray, op_names: Sequence[str]) -> dict:
-  """``{layer: {mode: share of (step, op) entries}}`` of a policy's assignments."""
-  from aprec.emulator.formats import MODES
-
-  a = np.asarray(assignments)
-  out: dict[str, dict[str, float]] = {}
-  for layer in dict.fromkeys(_layer(n) for n in op_names):
-    cols = [i for i, n in enumerate(op_names) if _layer(n) == layer]
-    counts = np.bincount(a[:, cols].ravel(), minlength=len(MODES)) / a[:, cols].size
-    out[layer] = {MODES[m]: round(float(c), 4) for m, c in enumerate(counts) if c > 0}
-  return out
-
-
-def summarize_seeds(results: Sequence[SeedResult], op_names: Sequence[str]) -> dict:
-  """The study's numbers over seeds: mean rows per policy and the headline ratios."""
-  names = [r["policy"] for r in results[0].rows]
-  by = lambda res: {r["policy"]: r for r in res.rows}
-  rows = []
-  for name in names:
-    per = [by(res)[name] for res in results]
-    row = {"policy": name, "accuracy": None}
-    row.update({k: float(np.mean([p[k] for p in per])) for k in ROW_FIELDS})
-    row["quality_ci"] = mean_ci([p["quality"] for p in per])[1]
-    row["decision_us"] = float(per[0].get("decision_us", float("nan")))
-    rows.append(row)
-  q = {n: np.array([by(res)[n]["quality"] for res in results]) for n in names}
-  v = {n: np.array([by(res)[n]["violation_frac"] for res in results]) for n in names}
-  gains = [
-      gain_recovered(*(q[n][i] for n in ("learned", "static*", "hindsight")))
-      for i in range(len(results))
-  ]
-  gain, gain_ci = mean_ci(gains)
-  gap = q["hindsight"] - q["static*"]
-  learned_all = np.concatenate([np.asarray(res.traces["learned"].assignments) for res in results])
-  return {
-      "rows": rows,
-      "gain_recovered": gain,
-      "gain_recovered_ci": gain_ci,
-      "gain_recovered_per_seed": [float(g) for g in gains],
-      "static_star_gap": float(np.mean(gap)),
-      "static_star_gap_se": float(np.mean(gap) / stderr(gap)) if stderr(gap) > 0 else float("inf"),
-      "violations": float(np.mean(v["learned"]) - np.mean(v["oracle"])),
-      "learned_over_lookup": float(np.mean(q["learned"]) / np.mean(q["lookup"])),
-      "beats_hindsight": sorted(
-          {n for n in names if n != "hindsight" and np.any(q[n] > q["hindsight"] + 1e-12)}
-      ),
-      "hindsight_exact": all(res.hindsight_exact for res in results),
-      "learned_distinct_assignments": int(len(np.unique(learned_all, axis=0))),
-      "learned_mode_share_by_layer": mode_share_by_layer(learned_all, op_names),
-  }
+def run_policies(
+    study: Study,
+    policies: Mapping[str, Policy],
+    seed: int,
+    n_steps: int,
+    *,
+    time_decisions: Sequence[str] = (),
+) -> SeedResult:
+  """The causal ``policies`` alone on one draw, each from ``START_MODE`` (no yardsticks)."""
+  ctx, key = study.ctx, jax.random.key(seed)
+  start = np.full(ctx.n_ops, mode_index(START_MODE), np.int32)
+  rows, traces, quality = [], {}, {}
+  for name, policy in policies.items():
+    trace = run_episode(study.params, ctx, policy, start, key, n_steps)
+    q = study.quality.per_step(trace.assignments)
+    row = _row(name, trace, q, 2 * study.quality.pairs_per_batch)
+    if name in time_decisions:
+      row["decision_us"] = decision_time_us(policy, ctx, trace)
+    rows.append(dict(row, seed=seed))
+    traces[name], quality[name] = trace, q
+  return SeedResult(rows, traces, quality, True)

@@ -176,7 +176,9 @@ def _episode_samples(ctx, params, plans, walk, key, cfg: SelectorConfig):
 def _policy_samples(ctx, params, plans, net_params, key, cfg: SelectorConfig):
   """Samples of one episode run by the selector ``net_params`` (``_policy_rollout``)."""
   keys = jax.random.split(key, (cfg.episode_steps, 2))
-  states, metrics, ran = _policy_rollout(ctx, params, plans, net_params, keys[:, 0], keys[:, 1], cfg)
+  states, metrics, ran = _policy_rollout(
+      ctx, params, plans, net_params, keys[:, 0], keys[:, 1], cfg
+  )
   return _label(ctx, params, plans, states, metrics, ran, keys[:, 0], cfg)
 
 
@@ -221,9 +223,7 @@ class SelectorResult(NamedTuple):
   seconds: float
 
 
-def train(
-    samples: SelectorSamples, cfg: SelectorConfig, init_params: Any = None
-) -> SelectorResult:
+def train(samples: SelectorSamples, cfg: SelectorConfig, init_params: Any = None) -> SelectorResult:
   """Adam on the expected cost under the softmax of the scores (module doc).
 
   Example:

@@ -110,7 +110,9 @@ def test_dagger_rollout_runs_the_selector_as_the_closed_loop_does(spec):
   net_params = net.init(jax.random.key(4), example_features(plans.shape[0]))
   cfg = train_selector.SelectorConfig(hidden=8, episode_steps=40, explore=0.0)
   key = jax.random.key(21)
-  samples = train_selector._policy_samples(ctx, params.replace(name=""), plans, net_params, key, cfg)
+  samples = train_selector._policy_samples(
+      ctx, params.replace(name=""), plans, net_params, key, cfg
+  )
   policy = Selector(net=net, params=net_params, plans=plans)
   trace = run_episode(params, ctx, policy, plans[0], key, 40)
   ran = np.asarray(trace.assignments)
