@@ -58,7 +58,7 @@ class SelectorConfig:
   episode_steps: int = 300
   walk_prob: float = 0.4
   jump_prob: float = 0.05
-  dagger_rounds: int = 0
+  dagger_rounds: int = 5
   explore: float = 0.1
   seed: int = 0
 
