@@ -25,6 +25,11 @@ are the CPU run's). Lower is better for every ratio:
   output channel, activations per tensor, ``scale = absmax / 127``. The JSON also holds
   qwix's default granularity (activations per example/token, ``absmax / 127.5``) as
   ``ours_over_qwix_default``, and the relative logit differences ours/qwix/fp32.
+- ``ours_over_qwix_minilm_l6`` (target <= 1.0): the same peer comparison on a real model,
+  all-MiniLM-L6-v2 with its real weights (``scripts/bench_minilm.py``: uniform ``int8``,
+  activations per token, against qwix's int8 at its default granularity, on 64 test texts;
+  both outputs' mean 1 - cos to fp32 in the JSON's ``"minilm"``). Run alone with
+  ``--only minilm``; ``all`` runs it last.
 - ``compiles_per_100_switches`` (expect 1): XLA compilations while switching 100 times
   among 10 random per-layer assignments (fp32 / int8 / fp8_e4m3 per layer) through one
   ``jax.jit(emulator)``, starting cold. ``qwix_compiles_per_100_switches``: the same
@@ -100,6 +105,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "sweep_over_loop": ("<=", 1.0),
     "sweep_over_loop_vit": ("<=", 1.0),
     "ours_over_qwix": ("<=", 1.0),
+    "ours_over_qwix_minilm_l6": ("<=", 1.0),
     "compiles_per_100_switches": ("<=", 1.0),
     "export_over_emulator": ("<=", 1.0),
     "export_over_emulator_vit": ("<=", 1.0),
@@ -1121,7 +1127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--cpu-only", action="store_true", help="skip the accelerator run")
   parser.add_argument(
       "--only",
-      choices=("all", "export", "scan"),
+      choices=("all", "export", "scan", "minilm"),
       default="all",
       help="run one part and merge its ratios into an existing --out JSON",
   )
@@ -1136,6 +1142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       devices.append(jax.devices()[0])
     return main_scan_only(args, devices, console)
 
+  if args.only == "minilm":
+    return main_minilm(args, console)
   cnn = load_model("digits_cnn", wait_s=args.wait, untrained=args.untrained)
   vit = load_model("digits_vit", wait_s=args.wait, untrained=args.untrained)
   devices = [jax.devices("cpu")[0]]
@@ -1176,6 +1184,29 @@ def main(argv: Sequence[str] | None = None) -> int:
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
   console.print(f"wrote {args.out} in {result['setup']['wall_s']} s")
+  return main_minilm(args, console)
+
+
+def main_minilm(args: argparse.Namespace, console: Console) -> int:
+  """``--only minilm`` (and the end of ``all``): the peer comparison on all-MiniLM-L6-v2's
+  real weights, ours at uniform int8 against qwix's int8 (``scripts/bench_minilm.py``:
+  ``ours_over_qwix_minilm_l6`` and both outputs' 1 - cos to fp32), merged into ``args.out``."""
+  import bench_minilm  # noqa: PLC0415 (a sibling script; loads the real model)
+
+  result = json.loads(args.out.read_text()) if args.out.exists() else {}
+  minilm = bench_minilm.measure(repeats=max(3, min(args.repeats, 7)))
+  ratios = minilm["ratios"]
+  result.setdefault("ratios", {}).update(ratios)
+  result.setdefault("targets", {}).update(
+      {k: f"{op} {v}" for k, (op, v) in TARGETS.items() if k in ratios}
+  )
+  result.setdefault("met", {}).update(
+      {k: ratios[k] <= v for k, (_, v) in TARGETS.items() if k in ratios}
+  )
+  result["minilm"] = minilm
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+  console.print(f"merged the MiniLM-L6 ratios into {args.out}")
   return 0
 
 

@@ -74,16 +74,11 @@ def ratio(num: list[float], den: list[float]) -> float:
   return statistics.median(a / b for a, b in zip(num, den))
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rows", type=int, default=64)
-  parser.add_argument("--repeats", type=int, default=7)
-  parser.add_argument("--calls", type=int, default=2)
-  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/bench/minilm.json"))
-  args = parser.parse_args()
+def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
+  """The comparison (module doc) as the JSON ``main`` writes; prints a table."""
   model = models.load("minilm_l6")
   params = model.params
-  x = tuple(jnp.asarray(a[: args.rows]) for a in model.data.test.x)
+  x = tuple(jnp.asarray(a[:rows]) for a in model.data.test.x)
   fp32 = jax.jit(model.apply_fn)
   emus = {
       s: aprec.Emulator(model.apply_fn, params, x, activation_scaling=s) for s in ActivationScaling
@@ -103,7 +98,7 @@ def main() -> None:
     start = time.perf_counter()
     outputs[k] = jax.block_until_ready(f())
     compile_s[k] = round(time.perf_counter() - start, 2)
-  s = interleaved(fns, args.repeats, args.calls)
+  s = interleaved(fns, repeats, calls)
   ms = {k: 1e3 * statistics.median(v) for k, v in s.items()}
   fidelity = {k: one_minus_cos(outputs[k], outputs["fp32"]) for k in fns if k != "fp32"}
   ratios = {
@@ -120,28 +115,32 @@ def main() -> None:
     )
   for k, v in ratios.items():
     print(f"{k:40s} {v:.3f}")
+  return {
+      "ratios": ratios,
+      "ms_per_call": ms,
+      "one_minus_cos_vs_fp32": fidelity,
+      "first_call_s": compile_s,
+      "rows": rows,
+      "tokens": int(x[0].shape[1]),
+      "repeats": repeats,
+      "calls_per_sample": calls,
+      "platform": jax.devices()[0].platform,
+      "device_kind": jax.devices()[0].device_kind,
+      "machine": platform.machine(),
+      "qwix": "QtProvider, int8 weights and activations, module_path='.*' (default granularity)",
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rows", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--calls", type=int, default=2)
+  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/bench/minilm.json"))
+  args = parser.parse_args()
+  result = measure(args.rows, args.repeats, args.calls)
   args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(
-      json.dumps(
-          {
-              "ratios": ratios,
-              "ms_per_call": ms,
-              "one_minus_cos_vs_fp32": fidelity,
-              "first_call_s": compile_s,
-              "rows": args.rows,
-              "tokens": int(x[0].shape[1]),
-              "repeats": args.repeats,
-              "calls_per_sample": args.calls,
-              "platform": jax.devices()[0].platform,
-              "device_kind": jax.devices()[0].device_kind,
-              "machine": platform.machine(),
-              "qwix": "QtProvider, int8 weights and activations, "
-              "module_path='.*' (default granularity)",
-          },
-          indent=1,
-      )
-      + "\n"
-  )
+  args.out.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {args.out}")
 
 
