@@ -73,18 +73,20 @@ def main() -> None:
     for name, params in scenario_params.items():
       ctx = make_context(ops, spec, table, float(params.step_period_s))
       candidates = lookup.planned_candidates(ctx, states=study.PLAN_STATES)
-      lookup_table = study.lookup_table(ctx, params)
-      s = study.Study(ctx, params, candidates, quality.table(candidates), lookup_table, quality)
-      causal = study.causal_policies(None, 0, lookup_table, candidates)
+      s = study.Study(ctx, params, candidates, quality.table(candidates), None, quality)
       learned = {"learned": study.learned_policy(params_net, int(meta["hidden"]), candidates)}
+      missing = [k for k in SELECTION_SEEDS if (table.tobytes(), name, k) not in baselines]
+      if missing:  # the yardsticks, oracle and lookup: once per Δloss table and draw
+        causal = study.causal_policies(None, 0, study.lookup_table(ctx, params), candidates)
+        pols = {n: causal[n] for n in ("oracle", "lookup")}
+        for seed in missing:
+          rows = study.run_seed(s, pols, seed, args.steps).rows
+          baselines[table.tobytes(), name, seed] = {
+              r["policy"]: (r["quality"], r["violation_frac"]) for r in rows
+          }
       gains, extra, over_lookup = [], [], []
       for seed in SELECTION_SEEDS:
-        key = (table.tobytes(), name, seed)
-        if key not in baselines:
-          pols = {n: causal[n] for n in ("oracle", "lookup")}
-          rows = study.run_seed(s, pols, seed, args.steps).rows
-          baselines[key] = {r["policy"]: (r["quality"], r["violation_frac"]) for r in rows}
-        base = baselines[key]
+        base = baselines[table.tobytes(), name, seed]
         (row,) = study.run_policies(s, learned, seed, args.steps).rows
         gains.append(study.gain_recovered(row["quality"], base["static*"][0], base["hindsight"][0]))
         extra.append(row["violation_frac"] - base["oracle"][1])

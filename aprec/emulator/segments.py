@@ -13,8 +13,8 @@ outputs). It provides
 
 A change in group ``g`` then runs group ``g`` (its segment and glue, as one piece) switched
 and every later group, one piece each, at fp32. (One piece per group rather than one per
-segment and one per glue: fewer per-row values move between compiled calls; the bench's
-MiniLM-L6 sweep went from 118 s to 100 s.)
+segment and one per glue: fewer per-row values move between compiled calls; timed ad hoc
+on the bench's MiniLM-L6 sweep, 118 s before and 100 s after.)
 Pieces of identical structure (the blocks of a transformer) share one function object, so
 one compilation: the sweep compiles the mode switches of one block, not of every block
 (the switches are what makes the emulator slow to compile), and fp32 blocks once each.

@@ -320,4 +320,4 @@ def run_policies(
       row["decision_us"] = decision_time_us(policy, ctx, trace)
     rows.append(dict(row, seed=seed))
     traces[name], quality[name] = trace, q
-  return SeedResult(rows, traces, quality, True)
+  return SeedResult(rows, traces, quality, hindsight_exact=True)  # no hindsight run here

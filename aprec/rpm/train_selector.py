@@ -39,7 +39,7 @@ import optax
 
 from aprec.hardware import simulator
 from aprec.rpm.context import Context
-from aprec.rpm.selector import PlanFeatures, SelectorNet, features
+from aprec.rpm.selector import PlanFeatures, Selector, SelectorNet, features
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,7 +100,7 @@ def plan_walk(rng: np.random.Generator, n_plans: int, n_steps: int, cfg: Selecto
 
 
 def _walk_rollout(params, plans, walk, keys):
-  """Runs the plans ``walk`` picks: ``(states, metrics)`` per step."""
+  """Runs the plans ``walk`` picks: ``(states, metrics, ran)`` per step."""
 
   def body(s, xs):
     k, a = xs
@@ -114,24 +114,19 @@ def _walk_rollout(params, plans, walk, keys):
 def _policy_rollout(ctx, params, plans, net_params, keys, explore_keys, cfg: SelectorConfig):
   """Runs the selector ``net_params`` itself (DAgger: the states its own choices lead to),
   with probability ``cfg.explore`` a random plan instead: ``(states, metrics, ran)``."""
-  net = SelectorNet(hidden=cfg.hidden)
-  n_plans = plans.shape[0]
+  selector = Selector(net=SelectorNet(hidden=cfg.hidden))
 
   def body(carry, xs):
-    s, k_plan = carry
+    s, a = carry
     k, ke = xs
-    a = plans[k_plan]
     s_next, m = simulator.step(s, a, k, params)
-    best = jnp.argmax(net.apply(net_params, features(ctx, m, a, plans)))
+    chosen = selector.decide(ctx, net_params, plans, m, a)
     ka, kb = jax.random.split(ke)
-    random_plan = jax.random.randint(kb, (), 0, n_plans)
-    k_next = jnp.where(jax.random.uniform(ka) < cfg.explore, random_plan, best)
-    return (s_next, k_next), (s, m, a)
+    random_plan = plans[jax.random.randint(kb, (), 0, plans.shape[0])]
+    return (s_next, jnp.where(jax.random.uniform(ka) < cfg.explore, random_plan, chosen)), (s, m, a)
 
-  start = jnp.asarray(0, jnp.int32)
-  _, (states, metrics, ran) = jax.lax.scan(
-      body, (simulator.init_state(params), start), (keys, explore_keys)
-  )
+  carry = (simulator.init_state(params), plans[0])
+  _, (states, metrics, ran) = jax.lax.scan(body, carry, (keys, explore_keys))
   return states, metrics, ran
 
 
