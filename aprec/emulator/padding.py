@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aprec.emulator import formats
+
 MASK_NAMES = ("mask", "attention_mask", "padding_mask")
 
 
@@ -42,11 +44,15 @@ def find_mask(paths_and_leaves) -> int | None:
 
 
 def masked_amax(x: jax.Array, mask: jax.Array, reduce_axes: Sequence[int]) -> jax.Array | None:
-  """``max |x|`` over ``reduce_axes`` counting only real positions; None if ``x`` has none.
+  """``max |x|`` over ``reduce_axes`` counting only real positions; None where the mask
+  cannot matter.
 
   ``x``'s positions are its axis 0 (batch, as ``mask``'s) and its first later axis of
   ``mask``'s length (tokens: ``(batch, tokens, ...)`` activations, ``(batch, heads, queries,
-  keys)`` attention weights). A tensor without such axes keeps its own dynamic range.
+  keys)`` attention weights). A tensor without such axes keeps its own dynamic range, and
+  so does one whose scales are never shared across positions (neither axis is reduced
+  over, as with per-token scales): a padded position's scale then covers that position
+  alone, and skipping the mask saves a pass over the tensor.
 
   Example:
     >>> import jax.numpy as jnp
@@ -58,12 +64,12 @@ def masked_amax(x: jax.Array, mask: jax.Array, reduce_axes: Sequence[int]) -> ja
   if x.ndim < 2 or x.shape[0] != batch:
     return None
   axis = next((a for a in range(1, x.ndim) if x.shape[a] == positions), None)
-  if axis is None:
+  if axis is None or not {0, axis} & set(reduce_axes):
     return None
   shape = [1] * x.ndim
   shape[0], shape[axis] = batch, positions
   real = jnp.reshape(jnp.asarray(mask) != 0, shape)
-  return jnp.max(jnp.where(real, jnp.abs(x), 0), axis=tuple(reduce_axes), keepdims=True)
+  return formats.amax_over(x, reduce_axes, where=real)
 
 
 def operand_amax(
@@ -78,14 +84,18 @@ def operand_amax(
   The weight (``weight_operand``) gets None: its own per-channel range. Each activation
   gets its calibrated range (``calibrated``, this op's ``(2,)`` row of
   ``Emulator.calibrate``) if given, else its range over real positions under a padding
-  ``mask`` (``masked_amax``), else None (its own dynamic range).
+  ``mask`` where a scale is shared across positions (``masked_amax``), else None (its own
+  dynamic range).
 
   Example:
     >>> import jax.numpy as jnp
     >>> x, w = jnp.array([[[1.0], [9.0]]]), jnp.ones((1, 3))  # (batch, positions, 1), weight
-    >>> lhs, rhs = operand_amax(((2,), (0,)), (x, w), 1, mask=jnp.array([[True, False]]))
+    >>> mask = jnp.array([[True, False]])
+    >>> lhs, rhs = operand_amax(((1, 2), (0,)), (x, w), 1, mask=mask)  # shared across positions
     >>> lhs.ravel().tolist(), rhs
-    ([1.0, 0.0], None)
+    ([1.0], None)
+    >>> operand_amax(((2,), (0,)), (x, w), 1, mask=mask)  # per position: the mask cannot matter
+    [None, None]
     >>> operand_amax(((2,), (0,)), (x, w), 1, calibrated=jnp.array([4.0, 5.0]))[0].tolist()
     4.0
   """

@@ -77,10 +77,10 @@ class ProductSpec:
   def float_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     return self.primitive.bind(lhs, rhs, **self.params)
 
-  def int_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+  def int_product(self, lhs: jax.Array, rhs: jax.Array, *, as_int32=False) -> jax.Array:
     params = dict(self.params, preferred_element_type=jnp.int32)
     acc = self.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
-    return acc.astype(self.float_product_dtype(lhs, rhs))
+    return acc if as_int32 else acc.astype(self.float_product_dtype(lhs, rhs))
 
   def float_product_dtype(self, lhs: jax.Array, rhs: jax.Array) -> Any:
     preferred = self.params.get("preferred_element_type")
@@ -184,9 +184,24 @@ def product_spec(
   else:
     raise ValueError(f"the PAK handles dot_general and conv_general_dilated, not {primitive.name}")
   exact = k * _INT8_MAX_PRODUCT < _F32_EXACT_INTEGERS
-  int_dot = not exact or (primitive.name == "dot_general" and k >= INT_DOT_MIN_CONTRACTION)
+  int_dot = not exact
+  if primitive.name == "dot_general" and not int_dot:
+    # Both products are exact here, so this only picks the faster. Symbolic sizes (an
+    # exported program's batch) count as 1.
+    (_, rhs_contracting), (_, rhs_batch) = params["dimension_numbers"]
+    known = lambda dims: math.prod(d for d in dims if isinstance(d, int))
+    rhs_free = [
+        d for a, d in enumerate(rhs_shape) if a not in rhs_batch and a not in rhs_contracting
+    ]
+    macs = known(lhs_shape) * known(rhs_free)
+    int_dot = k >= INT_DOT_MIN_CONTRACTION or macs >= INT_DOT_MIN_MACS
   return ProductSpec(
-      primitive, dict(params), *layout, ste=STE(ste), int_exact_in_float=exact, int_dot=int_dot
+      primitive,
+      dict(params),
+      *layout,
+      ste=STE(ste),
+      int_exact_in_float=exact,
+      int_dot=int_dot,
   )
 
 
@@ -199,8 +214,12 @@ _F32_EXACT_INTEGERS = 2**24
 # int8 over the fp32 forward): MiniLM-L6's projections (K = 384, 1536) run 0.72x with
 # int8 x int8 -> int32 dots against 0.91x multiplying the grid values in float32; the
 # digits ViT's small dots (K <= 64) run 1.6-1.9x with int8 dots against 1.2-1.4x. So
-# integer modes use the int8 dot from this contraction size up (convolutions keep float).
+# integer modes use the int8 dot from this contraction size up (convolutions keep float),
+# and in products of this many multiply-accumulates or more whatever their K: MiniLM-L6's
+# attention products (K = 32, 64; 1e8 MACs at 64 texts of 64 tokens) took 48 ms of its
+# forward in float32 against 20 ms as int8 dots (the digits ViT's stay below 2.2e6).
 INT_DOT_MIN_CONTRACTION = 256
+INT_DOT_MIN_MACS = 2**24
 
 
 def contraction_size(primitive_name: str, params: dict, lhs_shape, rhs_shape) -> int:
@@ -231,45 +250,111 @@ def known_mode(mode) -> int | None:
   return value if 0 <= value < formats.N_MODES else None
 
 
-def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax):
+def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax, *, residuals=True):
+  """``(out, (ql, sl, qr, sr))``: the product in ``mode`` and its quantized operands
+  (``out`` alone without ``residuals``: the primal pass never keeps them).
+
+  A known mode runs its own code. A traced one branches once (``lax.cond``) between the
+  integer modes (their quantizer only, and the int32 product) and the float modes (the
+  branch-free quantizer and the float product): the integer side skips the float formats'
+  rounding. Both give the known mode's bits. The scales multiply the accumulator outside
+  the branch, where XLA fuses them with what the model does next (a bias, an activation).
+  """
   known = known_mode(mode)
-  m = mode if known is None else known
-  ql, sl = formats.quantize(lhs, m, contraction.lhs_reduce_axes, lhs_amax)
-  qr, sr = formats.quantize(rhs, m, contraction.rhs_reduce_axes, rhs_amax)
-  if not contraction.int_dot:  # float32 holds these integer products exactly (see above)
-    acc = contraction.float_product(ql, qr)
-  elif known is not None:
-    int_mode = formats.MODE_IS_INT[known]
-    acc = (contraction.int_product if int_mode else contraction.float_product)(ql, qr)
-  else:  # an out-of-range mode reads row 0 (fp32); quantize's NaN values make the output NaN
+  if known is None:
+    # The ranges do not depend on the mode: taken before the branch, identical ones (one
+    # activation feeding several ops) are computed once.
+    lhs_amax = formats.range_of(lhs, contraction.lhs_reduce_axes, lhs_amax)
+    rhs_amax = formats.range_of(rhs, contraction.rhs_reduce_axes, rhs_amax)
+  args = (lhs, rhs, known if known is not None else mode, lhs_amax, rhs_amax)
+  if known is not None:
+    acc, sl, sr, quantized = _product(contraction, *args, None, residuals)
+  else:
+    # An out-of-range mode reads row 0 (fp32, a float mode); quantize's NaNs make it NaN.
     is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
-    acc = lax.cond(is_int, contraction.int_product, contraction.float_product, ql, qr)
+    # The branches' results share one type. With a float32 accumulator it is int32: the
+    # integer side's product as it is, the float side's as its bits. Converted after the
+    # branch, the accumulator fuses with the scaling; a conversion inside would take its
+    # own pass over the output.
+    as_bits = contraction.int_dot and contraction.float_product_dtype(lhs, rhs) == jnp.float32
+
+    def branch(integer):
+      def run(*a):
+        acc, sl, sr, quantized = _product(contraction, *a, integer, residuals, as_int32=as_bits)
+        if as_bits and not integer:
+          acc = lax.bitcast_convert_type(acc, jnp.int32)
+        return acc, sl, sr, quantized
+
+      return run
+
+    acc, sl, sr, quantized = lax.cond(is_int, branch(True), branch(False), *args)
+    if as_bits:
+      acc = jnp.where(is_int, acc.astype(jnp.float32), lax.bitcast_convert_type(acc, jnp.float32))
   out = scale_back(
       acc,
       contraction.lhs_to_out(sl).astype(acc.dtype),
       contraction.rhs_to_out(sr).astype(acc.dtype),
   )
-  return out, (ql, sl, qr, sr)
+  return (out, (quantized[0], sl, quantized[1], sr)) if residuals else out
+
+
+def _product(
+    contraction: ProductSpec,
+    lhs,
+    rhs,
+    mode,
+    lhs_amax,
+    rhs_amax,
+    integer,
+    residuals,
+    *,
+    as_int32=False,
+):
+  """``(acc, lhs_scale, rhs_scale, (ql, qr) or ())`` for a known mode (``integer`` None) or
+  a traced one of one family: the operands quantized and their product, not yet scaled
+  (with ``as_int32``, an int32 product stays int32)."""
+  quantize = formats.quantize_integer if integer else formats.quantize
+  ql, sl = quantize(lhs, mode, contraction.lhs_reduce_axes, lhs_amax)
+  qr, sr = quantize(rhs, mode, contraction.rhs_reduce_axes, rhs_amax)
+  if integer is None:
+    integer = formats.MODE_IS_INT[mode]
+  if integer and contraction.int_dot:
+    acc = contraction.int_product(ql, qr, as_int32=as_int32)
+  else:  # float modes, and integer ones where float32 holds their products exactly
+    acc = contraction.float_product(ql, qr)
+  return acc, sl, sr, ((ql, qr) if residuals else ())
 
 
 def scale_back(acc: jax.Array, lhs_scale: jax.Array, rhs_scale: jax.Array) -> jax.Array:
-  """``(acc · lhs_scale) · rhs_scale``, or ``(acc · rhs_scale) · lhs_scale`` where the first
-  product alone leaves float32's range (one scale huge, the other tiny: the result may still
-  fit). Either order is exact enough; where both fit they give the first's bits.
+  """``(acc · lhs_scale) · rhs_scale``, with the scales first rebalanced by a power of two.
+
+  ``lhs_scale · 2**-e`` and ``rhs_scale · 2**e``, where ``2**e`` is the largest lhs scale's
+  power of two: exact, so wherever neither product leaves the normal range the result is
+  ``(acc · lhs_scale) · rhs_scale`` bit for bit, and the first product can no longer overflow
+  on the way to a result that fits (a huge activation against a tiny weight: ``acc ·
+  lhs_scale`` alone would exceed float32). Only where one operand's scales span more than
+  float32's exponent range (one row ~1e-38 of another) does a product still underflow.
+
+  Two multiplies per element and no select, which XLA fuses into the product's epilogue; a
+  per-element check (``isfinite``, then the other order) costs a second pass over the
+  output, a sixth of MiniLM-L6's int8 forward on XLA:CPU.
 
   Example:
     >>> import jax.numpy as jnp
     >>> scale_back(jnp.array([2.0]), jnp.array([1e30]), jnp.array([1e-30])).tolist()
     [2.0]
   """
-  out = acc * lhs_scale * rhs_scale
-  fits = jnp.isfinite(out) & ((out != 0) | (acc == 0))
-  return jnp.where(fits, out, acc * rhs_scale * lhs_scale)
+  # 2**e and 2**-e are normal numbers of acc's dtype (float16: |e| <= 13).
+  limit = -jnp.finfo(acc.dtype).minexp - 1
+  _, exponent = jnp.frexp(jnp.max(lhs_scale).astype(jnp.float32))
+  e = jnp.clip(exponent - 1, -limit, limit)
+  power = lambda k: lax.bitcast_convert_type((k + 127) << 23, jnp.float32).astype(acc.dtype)
+  return acc * (lhs_scale * power(-e)) * (rhs_scale * power(e))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _pak(contraction, lhs, rhs, mode, lhs_amax, rhs_amax):
-  return _forward(contraction, lhs, rhs, mode, lhs_amax, rhs_amax)[0]
+  return _forward(contraction, lhs, rhs, mode, lhs_amax, rhs_amax, residuals=False)
 
 
 @_pak.defjvp

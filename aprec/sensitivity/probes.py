@@ -125,10 +125,10 @@ def _static_pak(
   # The PAK's own choice: the int32 product, or the float one where it is provably equal.
   use_int = formats.MODE_TABLE[mode].is_int and contraction.int_dot
   acc = (contraction.int_product if use_int else contraction.float_product)(ql, qr)
-  out = (
-      acc
-      * contraction.lhs_to_out(sl).astype(acc.dtype)
-      * contraction.rhs_to_out(sr).astype(acc.dtype)
+  out = pak.scale_back(
+      acc,
+      contraction.lhs_to_out(sl).astype(acc.dtype),
+      contraction.rhs_to_out(sr).astype(acc.dtype),
   )
   return out, (ql * sl).astype(lhs.dtype) - lhs, (qr * sr).astype(rhs.dtype) - rhs
 

@@ -298,3 +298,34 @@ def test_traced_quantize_is_the_static_path_bit_for_bit(dtype):
           assert _same_bits(scale, ref_scale), (MODES[m], axes, amax, dtype)
           checked += 1
   assert checked == 9 * 3 * 2 * len(MODES)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.float16])
+def test_integer_quantizer_is_the_static_path_bit_for_bit(dtype):
+  # pak's integer branch quantizes with quantize_integer: for the integer modes it must be
+  # quantize's own result, on normal values, the specials and calibrated ranges.
+  traced = jax.jit(formats.quantize_integer, static_argnums=2)
+  for x in _traced_vs_static_operands():
+    with np.errstate(over="ignore"):
+      x = jnp.asarray(x.astype(dtype))
+    for axes in [(0,), (1,), (0, 1)]:
+      for amax in (None, jnp.float32(3.0)):
+        for name in ("int8", "int4"):
+          m = formats.mode_index(name)
+          values, scale = traced(x, jnp.int32(m), axes, amax)
+          ref_values, ref_scale = formats.quantize(x, m, axes, amax)
+          assert values.dtype == x.dtype
+          assert _same_bits(values, ref_values) and _same_bits(scale, ref_scale), (name, axes)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_element_makes_its_range_nan_compiled(bad):
+  # The range is one max and one sum of x - x, fused by XLA: a NaN or an infinity anywhere
+  # in a group makes that group's range NaN and leaves the other groups' exact maxima.
+  x = np.array(jax.random.normal(jax.random.key(5), (64, 384)), np.float32)
+  rows = [0, 17, 63]
+  x[rows, [5, 200, 383]] = bad
+  amax = np.asarray(jax.jit(formats.amax_over, static_argnums=1)(x, (1,)))[:, 0]
+  assert np.isnan(amax[rows]).all()
+  others = np.setdiff1d(np.arange(64), rows)
+  np.testing.assert_array_equal(amax[others], np.max(np.abs(x[others]), axis=1))

@@ -291,3 +291,69 @@ def test_scale_back_does_not_overflow_in_the_middle(name):
   )
   assert np.isfinite(ref).all()
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-6)
+
+
+def _bdot_spec(x, w):
+  """Spec of the batched product ``bmk,bkn->bmn`` (both operands activations, per token)."""
+  dn = (((2,), (1,)), ((0,), (0,)))
+  prim, params, out_ndim = pak._params_of(lambda a, b: lax.dot_general(a, b, dn), x, w)
+  return pak.product_spec(prim, params, x.shape, w.shape, out_ndim, weight_operand=None)
+
+
+def test_large_products_use_int_dots_whatever_their_k():
+  # Attention-sized batched products (K = 32, 2**24 MACs and more) run as int8 dots; small
+  # ones multiply float32 grid values. Both are exact, so both equal the int64 product.
+  rng = np.random.default_rng(0)
+  for batch, expect_int in ((16, True), (1, False)):
+    x = rng.standard_normal((batch, 128, 32)).astype(np.float32)
+    w = rng.standard_normal((batch, 32, 256)).astype(np.float32)
+    spec = _bdot_spec(x, w)
+    assert spec.int_exact_in_float and spec.int_dot == expect_int
+    for mode in (INT8, INT4):
+      ql, sl = _np_quant(x, MODE_TABLE[mode], (2,))  # one scale per row of x
+      qr, sr = _np_quant(w, MODE_TABLE[mode], (1,))  # one per column of w
+      acc = np.einsum("bmk,bkn->bmn", ql, qr)  # int64
+      ref = (acc.astype(np.float32) * sl) * sr
+      for m in (jnp.int32(mode), mode):  # traced, then known
+        ours = jax.jit(pak.apply, static_argnums=(0, 3) if isinstance(m, int) else 0)(spec, x, w, m)
+        np.testing.assert_array_equal(np.asarray(ours), ref)
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_traced_modes_are_the_known_modes_bit_for_bit(batch):
+  # The traced kernel branches once between the integer and the float modes, and carries a
+  # float accumulator across the branch as int32 bits: every mode, and an out-of-range
+  # one, must give exactly what that mode's own (known-mode) code gives.
+  rng = np.random.default_rng(batch)
+  x = (rng.standard_normal((batch, 128, 32)) * 3).astype(np.float32)
+  w = rng.standard_normal((batch, 32, 256)).astype(np.float32)
+  spec = _bdot_spec(x, w)
+  traced = jax.jit(pak.apply, static_argnums=0)
+  for m in range(len(MODES)):
+    known = jax.jit(pak.apply, static_argnums=(0, 3))(spec, x, w, m)
+    ours = traced(spec, x, w, jnp.int32(m))
+    assert np.array_equal(np.asarray(ours).view(np.uint32), np.asarray(known).view(np.uint32))
+  assert np.isnan(np.asarray(traced(spec, x, w, jnp.int32(len(MODES))))).all()
+
+
+def test_scale_back_is_the_first_order_product_bit_for_bit():
+  # Rebalancing the scales by a power of two is exact: in the normal range the result is
+  # (acc * lhs_scale) * rhs_scale, bit for bit, as float32 NumPy computes it.
+  rng = np.random.default_rng(1)
+  acc = rng.integers(-(2**20), 2**20, (64, 48)).astype(np.float32)
+  ls = np.exp2(rng.uniform(-40, 40, (64, 1))).astype(np.float32)
+  rs = np.exp2(rng.uniform(-40, 40, (1, 48))).astype(np.float32)
+  ours = np.asarray(jax.jit(pak.scale_back)(acc, ls, rs))
+  assert np.array_equal(ours.view(np.uint32), ((acc * ls) * rs).view(np.uint32))
+
+
+@pytest.mark.parametrize("lhs_huge", [True, False])
+def test_scale_back_stays_finite_where_the_result_fits(lhs_huge):
+  # One scale near float32's top and the other near its bottom: the first product alone
+  # leaves the range in one order or the other; the float64 result fits.
+  big, small = np.float32(2.0**120), np.float32(2.0**-110)
+  ls, rs = (big, small) if lhs_huge else (small, big)
+  acc = np.array([[3.0e6, -5.0e5, 0.0, 1.0]], np.float32)
+  ours = np.asarray(jax.jit(pak.scale_back)(acc, np.full((1, 1), ls), np.full((1, 4), rs)))
+  ref = acc.astype(np.float64) * float(ls) * float(rs)
+  np.testing.assert_allclose(ours, ref, rtol=1e-6)
