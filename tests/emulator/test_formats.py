@@ -46,11 +46,6 @@ F32_EXTREMES = np.array(
     np.float32,
 )
 
-f32_arrays = hnp.arrays(
-    np.float32,
-    hnp.array_shapes(max_dims=2, max_side=16),
-    elements=st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
-)
 _quantize = jax.jit(formats.quantize, static_argnums=2)
 
 
@@ -84,8 +79,17 @@ def test_float_cast_bit_exact_on_extremes(mode):
   assert _same_bits(ours, ref)
 
 
+# Casts are elementwise, so one shape serves (and one compilation per mode): hypothesis
+# draws the values, NaN, infinities and subnormals included.
+f32_vectors = hnp.arrays(
+    np.float32,
+    (64,),
+    elements=st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
+)
+
+
 @settings(max_examples=60, deadline=None)
-@given(x=f32_arrays)
+@given(x=f32_vectors)
 def test_float_casts_bit_exact_property(x):
   for mode in FLOAT_MODES:
     ref = x.astype(mode.dtype).astype(np.float32)
@@ -93,7 +97,7 @@ def test_float_casts_bit_exact_property(x):
 
 
 @settings(max_examples=40, deadline=None)
-@given(x=f32_arrays)
+@given(x=f32_vectors)
 def test_unscaled_quantize_is_the_cast(x):
   for name in ("fp32", "bf16", "fp16"):
     m = formats.mode_index(name)
@@ -119,7 +123,7 @@ def _ref_scaled(x, mode, reduce_axes):
 # (denormals-are-zero) where NumPy divides them; casts above do cover subnormals.
 finite_arrays = hnp.arrays(
     np.float32,
-    st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    st.tuples(st.sampled_from([1, 2, 5]), st.sampled_from([1, 3, 6])),  # 9 compiled shapes
     elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False),
 )
 
