@@ -11,11 +11,14 @@ scale the output back to the common format. Here:
    ``K * 127**2 < 2**24``), float modes as a float32-accumulated product of the rounded
    operands (whose pairwise products are exact in float32);
 3. the accumulator is multiplied by ``lhs_scale`` then ``rhs_scale`` laid out along the
-   output (the other order where the first product alone would leave float32's range).
+   output, the two first rebalanced by an exact power of two (``scale_back``), so the first
+   product cannot overflow on the way to a result that fits.
 
-The mode is a traced int32, so switching precision never recompiles. Gradients use the
-straight-through estimator: the tangent of the product is the product's tangent at the
-dequantized operands (optionally masked to the clipping range).
+The mode is a traced int32, so switching precision never recompiles: one ``lax.cond`` per
+op picks the integer side (its quantizer, the int8 product) or the float side (the
+branch-free quantizer of every float format); both give a known mode's bits. Gradients
+use the straight-through estimator: the tangent of the product is the product's tangent at
+the dequantized operands (optionally masked to the clipping range).
 
 At mode ``fp32`` the original primitive runs on the original operands and the scales are
 exactly 1, so the result is bit-identical to the unemulated op.

@@ -163,12 +163,12 @@ def test_parameter_leaf_of_wrong_shape_names_the_leaf(cnn):
 # --- 13.12 A constant assignment rounds like a traced one ----------------------------
 
 
-def _constant_vs_traced(emu, params, x):
-  """Outputs for every uniform assignment as compile-time constants, and traced."""
-  constants = [emu.assignment(name) for name in MODES]
+def _constant_vs_traced(emu, params, x, modes=MODES):
+  """Outputs for every uniform assignment in ``modes`` as compile-time constants, and traced."""
+  constants = [emu.assignment(name) for name in modes]
   as_constants = jax.jit(lambda p, x: [emu(p, x, a) for a in constants])(params, x)
   traced = jax.jit(emu)
-  return [(name, c, traced(params, x, a)) for name, c, a in zip(MODES, as_constants, constants)]
+  return [(name, c, traced(params, x, a)) for name, c, a in zip(modes, as_constants, constants)]
 
 
 def test_constant_and_traced_assignments_agree_bitwise_small_model(cnn):
@@ -183,7 +183,10 @@ def test_constant_and_traced_assignments_agree_bitwise_digits_vit():
   model = models.load("digits_vit")
   x = model.data.test.x[:8]
   emu = Emulator(model.apply_fn, model.params, x)
-  for name, constant, traced in _constant_vs_traced(emu, model.params, x):
+  # One mode per path of the kernel (the small model above runs all seven): fp32's original
+  # primitive, an unscaled cast, a scaled float format, the integer branch's int8 dots.
+  modes = ("fp32", "bf16", "fp8_e4m3", "int8")
+  for name, constant, traced in _constant_vs_traced(emu, model.params, x, modes):
     assert _same_bits(constant, traced), name
 
 
