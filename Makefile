@@ -25,13 +25,11 @@ demo: $(STAMP)
 	$(BIN)/aprec demo --overwrite
 
 # pytest-xdist: one worker per core (at most 4); JAX compiles on one core per process.
-# --dist loadscope keeps each module's tests on one worker, so its module fixtures (models,
-# emulators, exports) are built once, not once per worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -n auto --maxprocesses 4 --dist loadscope
+	$(BIN)/python -m pytest tests -n auto --maxprocesses 4
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -n auto --maxprocesses 4 --dist loadscope -m "not slow"
+	$(BIN)/python -m pytest tests -n auto --maxprocesses 4 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check aprec tests scripts
