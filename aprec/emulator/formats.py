@@ -110,11 +110,14 @@ def scale_from_amax(amax: jax.Array, max_value: float) -> jax.Array:
   ``amax`` below the smallest normal float32 counts as zero (XLA on CPU flushes subnormals
   anyway), so a zero tensor quantizes to zeros, never NaN, and the scale never underflows.
   """
+  return _scale(amax, np.float32(1.0 / max_value))
+
+
+def _scale(amax: jax.Array, inv_max: jax.Array) -> jax.Array:
+  """``scale_from_amax`` with ``inv_max`` the float32 ``1 / max_value`` (traced or not)."""
   amax = amax.astype(jnp.float32)
   tiny = np.finfo(np.float32).tiny
-  return jnp.where(
-      amax < tiny, jnp.float32(1), jnp.maximum(amax * np.float32(1.0 / max_value), tiny)
-  )
+  return jnp.where(amax < tiny, jnp.float32(1), jnp.maximum(amax * inv_max, tiny))
 
 
 def amax_over(
@@ -128,8 +131,8 @@ def amax_over(
   quantize the group's finite values to 0, and their products to NaN or ±inf anyway).
   XLA:CPU's max reduction skips a NaN for some shapes, so the check is explicit, as a sum
   of ``x - x`` (NaN exactly at NaN and ±inf elements, else 0): a second reduction, which
-  costs XLA:CPU half of the first, where an ``any(isnan(x))`` costs four times it (and
-  ``x · 0`` materializes a broadcast zero).
+  costs XLA:CPU 0.6 of the first, where an ``any(isnan(x))`` costs 2.8-3.8 times it (and
+  ``x · 0`` materializes a broadcast zero; two micro-benchmarks on 6.3M elements).
 
   Example:
     >>> import jax.numpy as jnp
@@ -222,10 +225,7 @@ def _quantize_traced(x, mode, reduce_axes, amax):
       row[i] for i in range(len(PARAM_COLUMNS))
   )
   scaled = scaled > 0
-  rng = range_of(x, reduce_axes, amax).astype(jnp.float32)
-  tiny = np.finfo(np.float32).tiny
-  scale = jnp.where(rng < tiny, jnp.float32(1), jnp.maximum(rng * inv_max, tiny))
-  scale = jnp.where(scaled, scale, jnp.float32(1))
+  scale = jnp.where(scaled, _scale(range_of(x, reduce_axes, amax), inv_max), jnp.float32(1))
   xf = x.astype(jnp.float32)
   # A select, not a multiply by 1: XLA:CPU would flush subnormal operands of a product.
   xs = jnp.where(scaled, jnp.clip(xf * (jnp.float32(1) / scale), -clip, clip), xf)
@@ -264,9 +264,7 @@ def quantize_integer(
       jnp.asarray(mode_params(x.dtype)[:, PARAM_COLUMNS.index(c)])[index]
       for c in ("inv_max", "clip")
   )
-  rng = range_of(x, tuple(reduce_axes), amax).astype(jnp.float32)
-  tiny = np.finfo(np.float32).tiny
-  scale = jnp.where(rng < tiny, jnp.float32(1), jnp.maximum(rng * inv_max, tiny))
+  scale = _scale(range_of(x, tuple(reduce_axes), amax), inv_max)
   scaled = jnp.clip(x.astype(jnp.float32) * (jnp.float32(1) / scale), -clip, clip)
   return jnp.round(scaled).astype(x.dtype), scale
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from aprec.emulator import _jaxpr
-from aprec.emulator.pak import contraction_size
+from aprec.emulator.products import contraction_size
 
 KINDS = ("dot_general", "conv_general_dilated")
 

@@ -26,11 +26,8 @@ exactly 1, so the result is bit-identical to the unemulated op.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import functools
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -39,200 +36,13 @@ from jax import lax
 
 from aprec.emulator import formats
 from aprec.emulator.formats import STE
-
-
-class ActivationScaling(str, enum.Enum):
-  """Which elements of an activation operand share one dynamic scale.
-
-  - ``PER_TENSOR``: the whole operand, every example of the batch together;
-  - ``PER_EXAMPLE``: each index of the operand's leading (batch) axis on its own, so no
-    example's range (or NaN) reaches another; convolutions and matmuls alike;
-  - ``PER_TOKEN``: each row of the product (every axis but the contracted ones) on its own;
-    convolutions, whose windows overlap, fall back to per-example.
-
-  ``PER_TOKEN`` is the default (``DEFAULT_ACTIVATION_SCALING``; the README's "Activation
-  scaling" section has the measurements behind it). Weights always have one scale per
-  output channel.
-  """
-
-  PER_TENSOR = "per_tensor"
-  PER_EXAMPLE = "per_example"
-  PER_TOKEN = "per_token"
-
-
-DEFAULT_ACTIVATION_SCALING = ActivationScaling.PER_TOKEN
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ProductSpec:
-  """Static description of one product: the primitive, its parameters and scale layout."""
-
-  primitive: Any
-  params: dict
-  lhs_reduce_axes: tuple[int, ...]
-  rhs_reduce_axes: tuple[int, ...]
-  lhs_to_out: Callable[[jax.Array], jax.Array]
-  rhs_to_out: Callable[[jax.Array], jax.Array]
-  ste: STE
-  int_exact_in_float: bool = False
-  int_dot: bool = True
-
-  def float_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-    return self.primitive.bind(lhs, rhs, **self.params)
-
-  def int_product(self, lhs: jax.Array, rhs: jax.Array, *, as_int32=False) -> jax.Array:
-    params = dict(self.params, preferred_element_type=jnp.int32)
-    acc = self.primitive.bind(lhs.astype(jnp.int8), rhs.astype(jnp.int8), **params)
-    return acc if as_int32 else acc.astype(self.float_product_dtype(lhs, rhs))
-
-  def float_product_dtype(self, lhs: jax.Array, rhs: jax.Array) -> Any:
-    preferred = self.params.get("preferred_element_type")
-    return preferred if preferred is not None else jnp.result_type(lhs, rhs)
-
-
-# --------------------------------------------------------------------------------------
-# Scale layouts: which axes share a scale, and how a scale lines up with the output.
-
-
-def _side_to_out(
-    batch: Sequence[int],
-    free: Sequence[int],
-    n_axes: int,
-    out_template: Callable[[tuple, tuple], tuple],
-):
-  """Maps a keepdims scale of one dot_general operand onto the output's layout.
-
-  The scale has the operand's rank with size 1 on every axis it is shared along; its
-  batch and free axes land where the output keeps them, broadcasting over the rest.
-  """
-  keep = tuple(batch) + tuple(free)
-  order = keep + tuple(a for a in range(n_axes) if a not in keep)
-
-  def to_out(s):
-    bshape = tuple(s.shape[a] for a in batch)
-    fshape = tuple(s.shape[a] for a in free)
-    return jnp.transpose(s, order).reshape(out_template(bshape, fshape))
-
-  return to_out
-
-
-def _activation_reduce_axes(
-    ndim: int, contracting: Sequence[int], scaling: ActivationScaling
-) -> tuple[int, ...]:
-  """Axes of an activation operand that share one scale under ``scaling``."""
-  if scaling is ActivationScaling.PER_TOKEN:
-    return tuple(contracting)
-  if scaling is ActivationScaling.PER_EXAMPLE and ndim > 1 and 0 not in contracting:
-    return tuple(range(1, ndim))
-  return tuple(range(ndim))
-
-
-def _dot_layout(params, lhs_shape, rhs_shape, weight_operand, scaling):
-  (lc, rc), (lb, rb) = params["dimension_numbers"]
-  lfree = tuple(a for a in range(len(lhs_shape)) if a not in lc and a not in lb)
-  rfree = tuple(a for a in range(len(rhs_shape)) if a not in rc and a not in rb)
-
-  def reduce_axes(side, ndim, contracting):
-    if side == weight_operand:
-      return tuple(contracting)  # one scale per output channel
-    return _activation_reduce_axes(ndim, contracting, scaling)
-
-  l_red = reduce_axes(0, len(lhs_shape), lc)
-  r_red = reduce_axes(1, len(rhs_shape), rc)
-  l_out = _side_to_out(lb, lfree, len(lhs_shape), lambda b, f: b + f + (1,) * len(rfree))
-  r_out = _side_to_out(rb, rfree, len(rhs_shape), lambda b, f: b + (1,) * len(lfree) + f)
-  return l_red, r_red, l_out, r_out
-
-
-def _conv_layout(params, lhs_shape, rhs_shape, weight_operand, out_ndim, scaling):
-  dn = params["dimension_numbers"]
-  scalar = lambda s: s.reshape(())
-  l_red, l_out = tuple(range(len(lhs_shape))), scalar
-  if scaling is not ActivationScaling.PER_TENSOR and params.get("batch_group_count", 1) == 1:
-    # One scale per example: a convolution never mixes the batch axis.
-    batch_in_lhs, batch_in_out = dn.lhs_spec[0], dn.out_spec[0]
-    l_red = tuple(a for a in range(len(lhs_shape)) if a != batch_in_lhs)
-    batch_shape = [1] * out_ndim
-    batch_shape[batch_in_out] = lhs_shape[batch_in_lhs]
-    l_out = lambda s: s.reshape(batch_shape)
-  if weight_operand != 1:
-    return l_red, tuple(range(len(rhs_shape))), l_out, scalar
-  out_feature_in_rhs, out_feature_in_out = dn.rhs_spec[0], dn.out_spec[1]
-  r_red = tuple(a for a in range(len(rhs_shape)) if a != out_feature_in_rhs)
-  out_shape = [1] * out_ndim
-  out_shape[out_feature_in_out] = rhs_shape[out_feature_in_rhs]
-  return l_red, r_red, l_out, (lambda s: s.reshape(out_shape))
-
-
-def product_spec(
-    primitive,
-    params: dict,
-    lhs_shape,
-    rhs_shape,
-    out_ndim: int,
-    *,
-    weight_operand: int | None,
-    activation_scaling=DEFAULT_ACTIVATION_SCALING,
-    ste=STE.IDENTITY,
-) -> ProductSpec:
-  """The static part of a PAK call for a primitive with the given parameters and shapes."""
-  scaling = ActivationScaling(activation_scaling)
-  k = contraction_size(primitive.name, params, lhs_shape, rhs_shape)
-  if primitive.name == "dot_general":
-    layout = _dot_layout(params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, scaling)
-  elif primitive.name == "conv_general_dilated":
-    layout = _conv_layout(
-        params, tuple(lhs_shape), tuple(rhs_shape), weight_operand, out_ndim, scaling
-    )
-  else:
-    raise ValueError(f"the PAK handles dot_general and conv_general_dilated, not {primitive.name}")
-  exact = k * _INT8_MAX_PRODUCT < _F32_EXACT_INTEGERS
-  int_dot = not exact
-  if primitive.name == "dot_general" and not int_dot:
-    # Both products are exact here, so this only picks the faster. Symbolic sizes (an
-    # exported program's batch) count as 1.
-    (_, rhs_contracting), (_, rhs_batch) = params["dimension_numbers"]
-    known = lambda dims: math.prod(d for d in dims if isinstance(d, int))
-    rhs_free = [
-        d for a, d in enumerate(rhs_shape) if a not in rhs_batch and a not in rhs_contracting
-    ]
-    macs = known(lhs_shape) * known(rhs_free)
-    int_dot = k >= INT_DOT_MIN_CONTRACTION or macs >= INT_DOT_MIN_MACS
-  return ProductSpec(
-      primitive,
-      dict(params),
-      *layout,
-      ste=STE(ste),
-      int_exact_in_float=exact,
-      int_dot=int_dot,
-  )
-
-
-# Every partial sum of K products of int8 grid values is an integer below K * 127**2; while
-# that stays below 2**24, float32 holds each partial sum exactly, so a float32-accumulated
-# product of the grid values *is* the int32 accumulation, in any summation order.
-_INT8_MAX_PRODUCT = 127 * 127
-_F32_EXACT_INTEGERS = 2**24
-# Where both are exact, which is faster is a matter of size. Measured on XLA:CPU (uniform
-# int8 over the fp32 forward): MiniLM-L6's projections (K = 384, 1536) run 0.72x with
-# int8 x int8 -> int32 dots against 0.91x multiplying the grid values in float32; the
-# digits ViT's small dots (K <= 64) run 1.6-1.9x with int8 dots against 1.2-1.4x. So
-# integer modes use the int8 dot from this contraction size up (convolutions keep float),
-# and in products of this many multiply-accumulates or more whatever their K: MiniLM-L6's
-# attention products (K = 32, 64; 1e8 MACs at 64 texts of 64 tokens) took 48 ms of its
-# forward in float32 against 20 ms as int8 dots (the digits ViT's stay below 2.2e6).
-INT_DOT_MIN_CONTRACTION = 256
-INT_DOT_MIN_MACS = 2**24
-
-
-def contraction_size(primitive_name: str, params: dict, lhs_shape, rhs_shape) -> int:
-  """Multiply-accumulates per output element (the ``K`` of the product)."""
-  if primitive_name == "dot_general":
-    (lhs_contracting, _), _ = params["dimension_numbers"]
-    return math.prod(lhs_shape[a] for a in lhs_contracting)
-  out_feature_dim = params["dimension_numbers"].rhs_spec[0]
-  return math.prod(rhs_shape) // rhs_shape[out_feature_dim]
-
+from aprec.emulator.products import DEFAULT_ACTIVATION_SCALING as DEFAULT_ACTIVATION_SCALING
+from aprec.emulator.products import INT_DOT_MIN_CONTRACTION as INT_DOT_MIN_CONTRACTION
+from aprec.emulator.products import INT_DOT_MIN_MACS as INT_DOT_MIN_MACS
+from aprec.emulator.products import ActivationScaling as ActivationScaling
+from aprec.emulator.products import ProductSpec as ProductSpec
+from aprec.emulator.products import contraction_size as contraction_size
+from aprec.emulator.products import product_spec as product_spec
 
 # --------------------------------------------------------------------------------------
 # The kernel.
@@ -257,48 +67,60 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax, *, re
   """``(out, (ql, sl, qr, sr))``: the product in ``mode`` and its quantized operands
   (``out`` alone without ``residuals``: the primal pass never keeps them).
 
-  A known mode runs its own code. A traced one branches once (``lax.cond``) between the
-  integer modes (their quantizer only, and the int32 product) and the float modes (the
-  branch-free quantizer and the float product): the integer side skips the float formats'
-  rounding. Both give the known mode's bits. The scales multiply the accumulator outside
-  the branch, where XLA fuses them with what the model does next (a bias, an activation).
+  A known mode runs its own code (``_product``), a traced one ``_traced_product``. The
+  scales multiply the accumulator after either, where XLA fuses them with what the model
+  does next (a bias, an activation).
   """
   known = known_mode(mode)
   if known is None:
-    # The ranges do not depend on the mode: taken before the branch, identical ones (one
-    # activation feeding several ops) are computed once.
-    lhs_amax = formats.range_of(lhs, contraction.lhs_reduce_axes, lhs_amax)
-    rhs_amax = formats.range_of(rhs, contraction.rhs_reduce_axes, rhs_amax)
-  args = (lhs, rhs, known if known is not None else mode, lhs_amax, rhs_amax)
-  if known is not None:
-    acc, sl, sr, quantized = _product(contraction, *args, None, residuals)
+    acc, sl, sr, quantized = _traced_product(
+        contraction, lhs, rhs, mode, lhs_amax, rhs_amax, residuals
+    )
   else:
-    # An out-of-range mode reads row 0 (fp32, a float mode); quantize's NaNs make it NaN.
-    is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
-    # The branches' results share one type. With a float32 accumulator it is int32: the
-    # integer side's product as it is, the float side's as its bits. Converted after the
-    # branch, the accumulator fuses with the scaling; a conversion inside would take its
-    # own pass over the output.
-    as_bits = contraction.int_dot and contraction.float_product_dtype(lhs, rhs) == jnp.float32
-
-    def branch(integer):
-      def run(*a):
-        acc, sl, sr, quantized = _product(contraction, *a, integer, residuals, as_int32=as_bits)
-        if as_bits and not integer:
-          acc = lax.bitcast_convert_type(acc, jnp.int32)
-        return acc, sl, sr, quantized
-
-      return run
-
-    acc, sl, sr, quantized = lax.cond(is_int, branch(True), branch(False), *args)
-    if as_bits:
-      acc = jnp.where(is_int, acc.astype(jnp.float32), lax.bitcast_convert_type(acc, jnp.float32))
+    acc, sl, sr, quantized = _product(
+        contraction, lhs, rhs, known, lhs_amax, rhs_amax, None, residuals
+    )
   out = scale_back(
       acc,
       contraction.lhs_to_out(sl).astype(acc.dtype),
       contraction.rhs_to_out(sr).astype(acc.dtype),
   )
   return (out, (quantized[0], sl, quantized[1], sr)) if residuals else out
+
+
+def _traced_product(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax, residuals):
+  """``_product`` for a traced mode: one ``lax.cond`` between the integer modes (their
+  quantizer only, and the int32 product) and the float modes (the branch-free quantizer and
+  the float product), so the integer side skips the float formats' rounding. Both give the
+  known mode's bits.
+  """
+  # The ranges do not depend on the mode: taken before the branch, identical ones (one
+  # activation feeding several ops) are computed once.
+  lhs_amax = formats.range_of(lhs, contraction.lhs_reduce_axes, lhs_amax)
+  rhs_amax = formats.range_of(rhs, contraction.rhs_reduce_axes, rhs_amax)
+  # An out-of-range mode reads row 0 (fp32, a float mode); quantize's NaNs make it NaN.
+  is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
+  # The branches' results share one type. With a float32 accumulator it is int32: the
+  # integer side's product as it is, the float side's as its bits. Converted after the
+  # branch, the accumulator fuses with the scaling; a conversion inside would take its own
+  # pass over the output.
+  as_bits = contraction.int_dot and contraction.float_product_dtype(lhs, rhs) == jnp.float32
+
+  def branch(integer):
+    def run(*args):
+      acc, sl, sr, quantized = _product(contraction, *args, integer, residuals, as_int32=as_bits)
+      if as_bits and not integer:
+        acc = lax.bitcast_convert_type(acc, jnp.int32)
+      return acc, sl, sr, quantized
+
+    return run
+
+  acc, sl, sr, quantized = lax.cond(
+      is_int, branch(True), branch(False), lhs, rhs, mode, lhs_amax, rhs_amax
+  )
+  if as_bits:
+    acc = jnp.where(is_int, acc.astype(jnp.float32), lax.bitcast_convert_type(acc, jnp.float32))
+  return acc, sl, sr, quantized
 
 
 def _product(
@@ -340,7 +162,8 @@ def scale_back(acc: jax.Array, lhs_scale: jax.Array, rhs_scale: jax.Array) -> ja
 
   Two multiplies per element and no select, which XLA fuses into the product's epilogue; a
   per-element check (``isfinite``, then the other order) costs a second pass over the
-  output, a sixth of MiniLM-L6's int8 forward on XLA:CPU.
+  output: about a seventh of MiniLM-L6's int8 forward on XLA:CPU (one ad-hoc run, with the
+  mode a constant: 301 ms against 258 ms).
 
   Example:
     >>> import jax.numpy as jnp

@@ -58,9 +58,9 @@ def _dynamic_amax(x: jax.Array, reduce_axes) -> jax.Array:
   ``amax_over`` is a max of ``|x|`` and a sum of ``x - x`` (NaN for a group holding a NaN
   or an infinity; XLA:CPU's max reduction skips NaN for some shapes), which XLA fuses
   into one pass on the emulator's shapes. Here one variadic reduction computes the max
-  and whether any element is non-finite. On the exported digits CNN (over the emulator's
-  time, interleaved runs of ``bench_emulator.py --only export``): 0.97x and 1.04x with
-  this, 1.14x with ``amax_over``'s sum; ViT 0.76x / 0.71x against 0.87x.
+  and whether any element is non-finite. Artifact over emulator time (``bench_emulator.py
+  --only export``, one run each): CNN 1.02x with this, 1.14x with ``amax_over``'s sum;
+  ViT 0.70x against 0.87x.
   """
   axes = tuple(reduce_axes)
 
