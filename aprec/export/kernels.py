@@ -52,45 +52,16 @@ def weight_grid(
   return values, scale
 
 
-def _dynamic_amax(x: jax.Array, reduce_axes) -> jax.Array:
-  """``formats.amax_over(x, reduce_axes)``, bit for bit, as one variadic reduction.
-
-  ``amax_over`` is a max of ``|x|`` and a sum of ``x - x`` (NaN for a group holding a NaN
-  or an infinity; XLA:CPU's max reduction skips NaN for some shapes), which XLA fuses
-  into one pass on the emulator's shapes. Here one variadic reduction computes the max
-  and whether any element is non-finite. Artifact over emulator time (``bench_emulator.py
-  --only export``, one run each): CNN 1.02x with this, 1.14x with ``amax_over``'s sum;
-  ViT 0.70x against 0.87x.
-  """
-  axes = tuple(reduce_axes)
-
-  def combine(a, b):
-    return lax.max(a[0], b[0]), lax.bitwise_or(a[1], b[1])
-
-  init = (jnp.asarray(-jnp.inf, x.dtype), jnp.asarray(False))
-  amax, bad = lax.reduce((jnp.abs(x), ~jnp.isfinite(x)), init, combine, axes)
-  amax, bad = (jnp.expand_dims(a, axes) for a in (amax, bad))
-  return jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), amax)
-
-
 def _activation(
     x: jax.Array, mode: int, reduce_axes, amax: jax.Array | None
 ) -> tuple[jax.Array, jax.Array]:
   """An activation on the mode's grid, with the emulator's scale (``formats.quantize``'s).
 
   Integer modes: ``formats.quantize``'s grid as int8. Float modes: ``formats.quantize``
-  rounds with ``reduce_precision`` (fp8 through ``formats.round_to_mode``), which XLA keeps;
-  fp8 goes through its scaling and clipping here only so the activation range can come from
-  the one-pass ``_dynamic_amax``.
+  rounds with ``reduce_precision`` (fp8 through ``formats.round_to_mode``), which XLA keeps.
   """
-  fmt = MODE_TABLE[mode]
-  if fmt.scaled and amax is None:
-    amax = _dynamic_amax(x, reduce_axes)
-  if fmt.scaled and not fmt.is_int:
-    scaled, scale = formats.scale_to_range(x, fmt, formats.range_of(x, reduce_axes, amax))
-    return formats.round_to_mode(scaled, fmt).astype(x.dtype), scale
   values, scale = formats.quantize(x, mode, reduce_axes, amax)
-  return (values.astype(jnp.int8) if fmt.is_int else values), scale
+  return (values.astype(jnp.int8) if MODE_TABLE[mode].is_int else values), scale
 
 
 def _int_product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
