@@ -129,23 +129,34 @@ def amax_over(
   NaN where the group holds a NaN or an infinity: no finite scale represents it, and the
   NaN scale makes every output that depends on the group NaN (an infinite scale would
   quantize the group's finite values to 0, and their products to NaN or ±inf anyway).
-  XLA:CPU's max reduction skips a NaN, so the check is explicit: one variadic reduction
-  carries the max and whether any element is non-finite. On XLA:CPU it costs 0.85-1.08 of
-  the plain max alone, where a max plus a sum of ``x - x`` (the previous check) costs
-  1.55-1.62 (``scripts/bench_ranges.py``); on MiniLM-L6's int8 forward that took the
-  emulator from 1.17x qwix to 1.10x.
+  XLA:CPU's max reduction skips a NaN, so the check is explicit, in one of two ways that
+  give the same bits, whichever XLA:CPU runs faster (``scripts/bench_ranges.py``):
+
+  - over the last axis (activations: per token, per example, per tensor), one variadic
+    reduction of the max and "any non-finite": 0.8-0.9 of a plain max alone, where a max
+    plus a sum takes 1.5-1.6;
+  - over leading axes only (a weight's per-output-channel range), a max plus a sum of
+    ``x - x`` (NaN exactly at NaN and ±inf elements, else 0), both of which XLA:CPU
+    vectorizes along the kept last axis: 1.7-1.8 of the plain max, where the variadic
+    reduction takes 2.9-4.6.
 
   Example:
     >>> import jax.numpy as jnp
     >>> amax_over(jnp.array([[1.0, -3.0], [2.0, jnp.nan]]), (1,)).tolist()
     [[3.0], [nan]]
   """
-  axes = tuple(reduce_axes)
+  axes = tuple(a % x.ndim for a in reduce_axes)
   magnitude = jnp.abs(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):  # integers are always finite
     if where is not None:
       magnitude = jnp.where(where, magnitude, 0)
     return jnp.max(magnitude, axis=axes, keepdims=True)
+  if x.ndim - 1 not in axes:
+    poison = x - x
+    if where is not None:
+      magnitude, poison = jnp.where(where, magnitude, 0), jnp.where(where, poison, 0)
+    amax = jnp.max(magnitude, axis=axes, keepdims=True)
+    return amax + jnp.sum(poison, axis=axes, keepdims=True)
   non_finite = ~jnp.isfinite(x)
   if where is not None:
     magnitude, non_finite = jnp.where(where, magnitude, 0), jnp.where(where, non_finite, False)

@@ -322,14 +322,28 @@ def test_integer_quantizer_is_the_static_path_bit_for_bit(dtype):
           assert _same_bits(values, ref_values) and _same_bits(scale, ref_scale), (name, axes)
 
 
+def _amax_reference(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None) -> np.ndarray:
+  """float64 NumPy: max |x| over ``axes`` (where ``where``), NaN for a group with a non-finite."""
+  x = np.asarray(x, np.float64)
+  keep = np.ones(x.shape, bool) if where is None else np.broadcast_to(where, x.shape)
+  magnitude = np.where(keep, np.abs(np.where(np.isfinite(x), x, 0.0)), 0.0)
+  bad = np.any(keep & ~np.isfinite(x), axis=axes, keepdims=True)
+  return np.where(bad, np.nan, np.max(magnitude, axis=axes, keepdims=True))
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_non_finite_element_makes_its_range_nan_compiled(bad):
-  # The range is one max and one sum of x - x, fused by XLA: a NaN or an infinity anywhere
-  # in a group makes that group's range NaN and leaves the other groups' exact maxima.
-  x = np.array(jax.random.normal(jax.random.key(5), (64, 384)), np.float32)
-  rows = [0, 17, 63]
-  x[rows, [5, 200, 383]] = bad
-  amax = np.asarray(jax.jit(formats.amax_over, static_argnums=1)(x, (1,)))[:, 0]
-  assert np.isnan(amax[rows]).all()
-  others = np.setdiff1d(np.arange(64), rows)
-  np.testing.assert_array_equal(amax[others], np.max(np.abs(x[others]), axis=1))
+  # Both of amax_over's ways (a variadic reduction when the last axis is reduced, a max plus
+  # a sum of x - x otherwise), compiled: a NaN or an infinity anywhere in a group makes that
+  # group's range NaN and leaves the other groups' exact maxima, with and without a mask.
+  x = np.array(jax.random.normal(jax.random.key(5), (6, 8, 40)), np.float32)
+  x[0, 3, 5] = x[4, 7, 39] = x[5, 0, 0] = bad
+  where = np.array(jax.random.bernoulli(jax.random.key(6), 0.7, (6, 8, 1)))
+  where[5, 0, 0] = False  # one poisoned element masked out: it must not count
+  for axes in [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2), (-1,)]:
+    for mask in (None, where):
+      got = jax.jit(formats.amax_over, static_argnums=1)(x, axes, mask)
+      ref = _amax_reference(x, tuple(a % 3 for a in axes), mask)
+      np.testing.assert_array_equal(
+          np.asarray(got, np.float64), ref, err_msg=f"{axes} {mask is None}"
+      )
