@@ -40,6 +40,7 @@ import qwix  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import aprec  # noqa: E402
+from timing import interleaved, ratio  # noqa: E402
 from aprec import models  # noqa: E402
 from aprec.emulator.pak import ActivationScaling  # noqa: E402
 from aprec.models import minilm_l6  # noqa: E402
@@ -59,23 +60,6 @@ def qwix_int8(params, inputs):
   qmodel = qwix.quantize_model(model, provider, inputs)
   qgraph, qstate = nnx.split(qmodel)
   return jax.jit(lambda state, x: nnx.merge(qgraph, state)(x)), qstate
-
-
-def interleaved(fns: dict, repeats: int, calls: int) -> dict[str, list[float]]:
-  samples = {k: [] for k in fns}
-  names = list(fns)
-  for r in range(repeats):
-    for k in names[r % len(names) :] + names[: r % len(names)]:
-      start = time.perf_counter()
-      for _ in range(calls):
-        out = fns[k]()
-      jax.block_until_ready(out)
-      samples[k].append((time.perf_counter() - start) / calls)
-  return samples
-
-
-def ratio(num: list[float], den: list[float]) -> float:
-  return statistics.median(a / b for a, b in zip(num, den))
 
 
 def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:

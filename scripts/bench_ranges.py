@@ -28,7 +28,6 @@ import pathlib
 import platform
 import statistics
 import sys
-import time
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
@@ -39,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aprec.emulator import formats  # noqa: E402
+from timing import interleaved, ratio  # noqa: E402
 
 # name: (shape, reduced axes)
 SHAPES = {
@@ -75,19 +75,6 @@ WAYS = {
 }
 
 
-def _interleaved(fns: dict, repeats: int, calls: int) -> dict[str, list[float]]:
-  samples = {k: [] for k in fns}
-  names = list(fns)
-  for r in range(repeats):
-    for k in names[r % len(names) :] + names[: r % len(names)]:
-      start = time.perf_counter()
-      for _ in range(calls):
-        out = fns[k]()
-      jax.block_until_ready(out)
-      samples[k].append((time.perf_counter() - start) / calls)
-  return samples
-
-
 def measure(repeats: int = 21, calls: int = 10) -> dict:
   """The table (module doc) as the JSON ``main`` writes."""
   ratios, ms, nan_groups = {}, {}, {}
@@ -107,13 +94,11 @@ def measure(repeats: int = 21, calls: int = 10) -> dict:
         nan_groups[f"{way}_{name}"] = int(np.isnan(np.asarray(jitted(bad))).sum())
       fns[way] = (lambda j: lambda: j(x))(jitted)
       jax.block_until_ready(fns[way]())
-    samples = _interleaved(fns, repeats, calls)
+    samples = interleaved(fns, repeats, calls)
     for way, s in samples.items():
       ms[f"{way}_{name}"] = 1e3 * statistics.median(s)
       if way != "max":
-        ratios[f"{way}_over_max_{name}"] = statistics.median(
-            a / b for a, b in zip(s, samples["max"])
-        )
+        ratios[f"{way}_over_max_{name}"] = ratio(s, samples["max"])
   print(f"{'shape':16s} " + " ".join(f"{w:>14s}" for w in WAYS) + "   (ms; ratio over max)")
   for name in SHAPES:
     cells = [f"{ms[f'max_{name}']:8.3f}     "] + [
