@@ -347,3 +347,25 @@ def test_a_non_finite_element_makes_its_range_nan_compiled(bad):
       np.testing.assert_array_equal(
           np.asarray(got, np.float64), ref, err_msg=f"{axes} {mask is None}"
       )
+
+
+def test_the_range_differentiates_as_the_max_of_abs_on_both_ways():
+  # The variadic reduction has no derivative rule of its own: amax_over gives it the max's
+  # (the check's sum of t - t is 0), as the max-plus-sum way has natively. Reference: the
+  # derivative of max |x| by central finite differences in float64 (distinct magnitudes).
+  magnitude = np.array(jax.random.permutation(jax.random.key(7), 24), np.float64) + 1.0
+  sign = np.where(np.arange(24) % 3 == 0, -1.0, 1.0)
+  x = (sign * magnitude).reshape(4, 6)
+  where = np.array([[True], [False], [True], [True]])
+  for axes in [(1,), (0,), (0, 1)]:
+    for mask in (None, where):
+      loss = lambda v, axes=axes, mask=mask: jnp.sum(formats.amax_over(v, axes, mask) ** 2)
+      grad = np.asarray(jax.grad(loss)(jnp.asarray(x, jnp.float32)), np.float64)
+      eps, fd = 1e-3, np.zeros_like(x)
+      for i in np.ndindex(x.shape):
+        hi, lo = x.copy(), x.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        ref = lambda v: np.sum(_amax_reference(v, axes, mask) ** 2)
+        fd[i] = (ref(hi) - ref(lo)) / (2 * eps)
+      np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-3, err_msg=f"{axes} {mask is None}")
