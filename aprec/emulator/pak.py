@@ -16,7 +16,9 @@ scale the output back to the common format. Here:
 
 The mode is a traced int32, so switching precision never recompiles: one ``lax.cond`` per
 op picks the integer side (its quantizer, the int8 product) or the float side (the
-branch-free quantizer of every float format); both give a known mode's bits. Gradients
+branch-free quantizer of every float format); both give a known mode's bits. Convolutions
+that run in float32 for every mode skip the branch (``ProductSpec.branch``): the
+branch-free quantizer alone, which gives the integer modes' bits too. Gradients
 use the straight-through estimator: the tangent of the product is the product's tangent at
 the dequantized operands (optionally masked to the clipping range).
 
@@ -67,12 +69,17 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax, *, re
   """``(out, (ql, sl, qr, sr))``: the product in ``mode`` and its quantized operands
   (``out`` alone without ``residuals``: the primal pass never keeps them).
 
-  A known mode runs its own code (``_product``), a traced one ``_traced_product``. The
+  A known mode runs its own code (``_product``), a traced one ``_traced_product`` (or, with
+  no branch, the branch-free quantizer and the float product for every mode). The
   scales multiply the accumulator after either, where XLA fuses them with what the model
   does next (a bias, an activation).
   """
   known = known_mode(mode)
-  if known is None:
+  if known is None and not contraction.branch:  # one computation for every mode
+    acc, sl, sr, quantized = _product(
+        contraction, lhs, rhs, mode, lhs_amax, rhs_amax, False, residuals
+    )
+  elif known is None:
     acc, sl, sr, quantized = _traced_product(
         contraction, lhs, rhs, mode, lhs_amax, rhs_amax, residuals
     )

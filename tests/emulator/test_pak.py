@@ -357,3 +357,25 @@ def test_scale_back_stays_finite_where_the_result_fits(lhs_huge):
   ours = np.asarray(jax.jit(pak.scale_back)(acc, np.full((1, 1), ls), np.full((1, 4), rs)))
   ref = acc.astype(np.float64) * float(ls) * float(rs)
   np.testing.assert_allclose(ours, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels, branches", [(16, False), (128, True)])
+def test_small_convolutions_skip_the_branch_and_keep_every_modes_bits(channels, branches):
+  # A convolution whose integer products float32 holds exactly (3 x 3 x 16 = 144 terms)
+  # runs one branch-free computation for every traced mode; a larger one (3 x 3 x 128 =
+  # 1152 terms: int8 products) keeps the integer/float cond. Either way every mode, and an
+  # out-of-range one, gives what that mode's own code gives, bit for bit.
+  rng = np.random.default_rng(channels)
+  x = (rng.standard_normal((2, 6, 6, channels)) * 3).astype(np.float32)
+  w = rng.standard_normal((3, 3, channels, 8)).astype(np.float32)
+  conv = lambda v, k, m: pak.conv_general_dilated(
+      v, k, m, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+  jaxpr = jax.make_jaxpr(conv)(x, w, jnp.int32(0))
+  assert ("cond" in str(jaxpr)) == branches
+  traced = jax.jit(conv)
+  for m in range(len(MODES)):
+    known = jax.jit(conv, static_argnums=2)(x, w, m)
+    ours = traced(x, w, jnp.int32(m))
+    assert np.array_equal(np.asarray(ours).view(np.uint32), np.asarray(known).view(np.uint32)), m
+  assert np.isnan(np.asarray(traced(x, w, jnp.int32(len(MODES))))).all()
