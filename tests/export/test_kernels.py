@@ -126,3 +126,32 @@ def test_nan_and_inf_in_an_activation_as_the_pak(mode):
     np.testing.assert_array_equal(np.asarray(ours(lhs)), expected)
   np.testing.assert_array_equal(np.asarray(jax.jit(ours)(lhs)), expected)
   assert np.isnan(expected[[1, 2]]).all() and np.isfinite(expected[[0, 3]]).all()
+
+
+@pytest.mark.parametrize(
+    "shapes, dn, strides, padding, dilation",
+    [
+        (((2, 7, 9, 3), (3, 3, 3, 5)), ("NHWC", "HWIO", "NHWC"), (1, 1), "SAME", (1, 1)),
+        (((2, 3, 8, 8), (4, 3, 3, 2)), ("NCHW", "OIHW", "NCHW"), (2, 1), "VALID", (1, 1)),
+        (((1, 9, 9, 2), (3, 2, 2, 6)), ("NHWC", "HWIO", "NCHW"), (2, 3), ((2, 1), (0, 3)), (2, 1)),
+        (((3, 10, 4), (5, 4, 7)), ("NWC", "WIO", "NWC"), (3,), "SAME", (2,)),
+    ],
+)
+def test_int8_convolution_as_patches_times_kernel_equals_the_int8_convolution(
+    shapes, dn, strides, padding, dilation
+):
+  # The artifact runs an integer-mode convolution as one int8 matrix product of its input's
+  # patches; the integer sums must be the convolution's exactly, in any layout, stride,
+  # padding and kernel dilation.
+  rng = np.random.default_rng(len(shapes[0]))
+  lhs = jnp.asarray(rng.integers(-127, 128, shapes[0]), jnp.int8)
+  rhs = jnp.asarray(rng.integers(-127, 128, shapes[1]), jnp.int8)
+  conv = lambda a, b: lax.conv_general_dilated(
+      a, b, strides, padding, rhs_dilation=dilation, dimension_numbers=dn
+  )
+  prim, params, _ = pak._params_of(conv, lhs.astype(jnp.float32), rhs.astype(jnp.float32))
+  assert kernels._plain_conv(params)
+  ours = jax.jit(lambda a, b: kernels._int_conv_as_dot(params, a, b))(lhs, rhs)
+  ref = prim.bind(lhs, rhs, **dict(params, preferred_element_type=jnp.int32))
+  assert ours.dtype == jnp.int32 and ours.shape == ref.shape
+  np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
