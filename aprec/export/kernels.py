@@ -108,6 +108,9 @@ def _int_conv_as_dot(params: dict, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
       (lhs.shape[1 + i] - (window[i] - 1) * dilation[i] - 1) // strides[i] + 1
       for i in range(spatial)
   ]
+  if min(out_size) <= 0:  # an empty output: nothing to gather
+    out_shape = [lhs.shape[0], *[max(n, 0) for n in out_size], rhs.shape[-1]]
+    return jnp.transpose(jnp.zeros(out_shape, jnp.int32), _out_order(dn.out_spec, spatial))
   slices = []
   for offset in np.ndindex(*window):
     x = lhs
@@ -124,10 +127,13 @@ def _int_conv_as_dot(params: dict, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
       (((patches.ndim - 1,), (0,)), ((), ())),
       preferred_element_type=jnp.int32,
   )
-  # Back to the model's output layout: out is (batch, spatial..., out features).
+  return jnp.transpose(out, _out_order(dn.out_spec, spatial))
+
+
+def _out_order(out_spec, spatial: int) -> list[int]:
+  """The transpose from (batch, spatial..., features) to the model's output layout."""
   order = [0, spatial + 1, *range(1, spatial + 1)]  # as (batch, feature, spatial...)
-  inverse = np.argsort(dn.out_spec)
-  return jnp.transpose(out, [order[i] for i in inverse])
+  return [order[i] for i in np.argsort(out_spec)]
 
 
 def product(
