@@ -2,7 +2,7 @@
 
   python scripts/bench_ranges.py [--repeats 21] [--out runs/bench/ranges.json]
 
-Every dynamic scale starts from ``formats.amax_over``: ``max |x|`` per group, NaN where the
+Every dynamic scale starts from ``ranges.amax_over``: ``max |x|`` per group, NaN where the
 group holds a NaN or an infinity. XLA:CPU's max reduction skips NaN, so the check has to be
 explicit. On MiniLM-L6's shapes (64 texts x 64 tokens): activations per token (over the
 last axis) and a weight per output channel (over the first):
@@ -10,7 +10,7 @@ last axis) and a weight per output channel (over the first):
 - ``max``: the plain ``max |x|``, no check (the floor; wrong on NaN);
 - ``max_plus_sum``: ``max |x| + sum(x - x)``;
 - ``variadic``: one ``lax.reduce`` carrying the max and "any non-finite";
-- ``amax_over``: ``formats.amax_over``, which picks ``variadic`` when the last axis is
+- ``amax_over``: ``ranges.amax_over``, which picks ``variadic`` when the last axis is
   reduced and ``max_plus_sum`` otherwise.
 
 Each ratio is the median of per-repeat ratios over ``max``, the sides interleaved in a
@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aprec.emulator import formats  # noqa: E402
+from aprec.emulator import ranges  # noqa: E402
 from timing import interleaved, ratio  # noqa: E402
 
 # name: (shape, reduced axes)
@@ -71,7 +71,7 @@ WAYS = {
     "max": _max,
     "max_plus_sum": _max_plus_sum,
     "variadic": _variadic,
-    "amax_over": formats.amax_over,
+    "amax_over": ranges.amax_over,
 }
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aprec.emulator import formats
+from aprec.emulator import ranges
 
 MASK_NAMES = ("mask", "attention_mask", "padding_mask")
 
@@ -69,7 +69,7 @@ def masked_amax(x: jax.Array, mask: jax.Array, reduce_axes: Sequence[int]) -> ja
   shape = [1] * x.ndim
   shape[0], shape[axis] = batch, positions
   real = jnp.reshape(jnp.asarray(mask) != 0, shape)
-  return formats.amax_over(x, reduce_axes, where=real)
+  return ranges.amax_over(x, reduce_axes, where=real)
 
 
 def operand_amax(

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from aprec.emulator import formats
+from aprec.emulator import formats, ranges
 from aprec.emulator.formats import STE
 from aprec.emulator.products import DEFAULT_ACTIVATION_SCALING as DEFAULT_ACTIVATION_SCALING
 from aprec.emulator.products import INT_DOT_MIN_CONTRACTION as INT_DOT_MIN_CONTRACTION
@@ -69,17 +69,12 @@ def _forward(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax, *, re
   """``(out, (ql, sl, qr, sr))``: the product in ``mode`` and its quantized operands
   (``out`` alone without ``residuals``: the primal pass never keeps them).
 
-  A known mode runs its own code (``_product``), a traced one ``_traced_product`` (or, with
-  no branch, the branch-free quantizer and the float product for every mode). The
+  A known mode runs its own code (``_product``), a traced one ``_traced_product``. The
   scales multiply the accumulator after either, where XLA fuses them with what the model
   does next (a bias, an activation).
   """
   known = known_mode(mode)
-  if known is None and not contraction.branch:  # one computation for every mode
-    acc, sl, sr, quantized = _product(
-        contraction, lhs, rhs, mode, lhs_amax, rhs_amax, False, residuals
-    )
-  elif known is None:
+  if known is None:
     acc, sl, sr, quantized = _traced_product(
         contraction, lhs, rhs, mode, lhs_amax, rhs_amax, residuals
     )
@@ -99,12 +94,15 @@ def _traced_product(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax
   """``_product`` for a traced mode: one ``lax.cond`` between the integer modes (their
   quantizer only, and the int32 product) and the float modes (the branch-free quantizer and
   the float product), so the integer side skips the float formats' rounding. Both give the
-  known mode's bits.
+  known mode's bits. Without ``contraction.branch``, the float side alone serves every mode
+  (its quantizer gives the integer modes' bits too).
   """
+  if not contraction.branch:
+    return _product(contraction, lhs, rhs, mode, lhs_amax, rhs_amax, False, residuals)
   # The ranges do not depend on the mode: taken before the branch, identical ones (one
   # activation feeding several ops) are computed once.
-  lhs_amax = formats.range_of(lhs, contraction.lhs_reduce_axes, lhs_amax)
-  rhs_amax = formats.range_of(rhs, contraction.rhs_reduce_axes, rhs_amax)
+  lhs_amax = ranges.range_of(lhs, contraction.lhs_reduce_axes, lhs_amax)
+  rhs_amax = ranges.range_of(rhs, contraction.rhs_reduce_axes, rhs_amax)
   # An out-of-range mode reads row 0 (fp32, a float mode); quantize's NaNs make it NaN.
   is_int = jnp.asarray(formats.MODE_IS_INT)[formats.lookup_index(mode)[0]]
   # The branches' results share one type. With a float32 accumulator it is int32: the

@@ -69,12 +69,9 @@ def _activation(
 def _int_product(contraction: ProductSpec, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
   """int8 x int8 -> int32: the model's primitive with an int32 accumulator (a convolution
   as one matrix product of its input's patches, ``_int_conv_as_dot``, where it can)."""
-  lhs, rhs = lhs.astype(jnp.int8), rhs.astype(jnp.int8)
-  params = contraction.params
-  if contraction.primitive.name == "conv_general_dilated" and _plain_conv(params):
-    return _int_conv_as_dot(params, lhs, rhs)
-  params = dict(params, preferred_element_type=jnp.int32)
-  return contraction.primitive.bind(lhs, rhs, **params)
+  if contraction.primitive.name == "conv_general_dilated" and _plain_conv(contraction.params):
+    return _int_conv_as_dot(contraction.params, lhs.astype(jnp.int8), rhs.astype(jnp.int8))
+  return contraction.int_product(lhs, rhs, as_int32=True)
 
 
 def _plain_conv(params: dict) -> bool:

@@ -112,7 +112,7 @@ def test_product_scales_back_without_overflowing_in_the_middle(mode):
 
 @pytest.mark.parametrize("mode", ["int8", "int4", "fp8_e5m2"])
 def test_nan_and_inf_in_an_activation_as_the_pak(mode):
-  """A NaN or an inf makes its row's scale NaN, as ``formats.amax_over``."""
+  """A NaN or an inf makes its row's scale NaN, as ``ranges.amax_over``."""
   m = formats.mode_index(mode)
   lhs = jax.random.normal(jax.random.key(1), (4, 5)).at[1, 2].set(jnp.nan).at[2, 0].set(jnp.inf)
   rhs = jax.random.normal(jax.random.key(2), (5, 3))
