@@ -7,16 +7,21 @@ task's test split (64 tokens each). qwix: ``QtProvider`` with every op at int8 w
 activations (per-channel weights, dynamic activations at qwix's default granularity,
 int8 x int8 -> int32 products), applied to the nnx model with ``qwix.quantize_model``.
 aprec: ``jax.jit(Emulator)`` at uniform ``int8``, activations per token (the granularity
-closest to qwix's) and per tensor (the emulator's default), the assignment a traced argument
-(switching never recompiles). qwix bakes its precisions into the compiled model; so does
-``ours_constant``: the same emulator with the per-token int8 assignment a compile-time
-constant (``jax.jit(lambda p, x: emu(p, x, assignment))``), the like-for-like comparison.
+closest to qwix's; the emulator's default), the assignment a traced argument (switching
+never recompiles), with ``integer_fast_path=True`` (``ours``: an all-integer assignment runs
+a program without per-op branches) and without (``ours_general``, the default setting);
+``ours_mixed_int`` runs the fast-path emulator with an int8/int4 mix (the odd ops int4),
+``ours_per_tensor`` the general one with activations per tensor. qwix bakes its precisions
+into the compiled model; so does ``ours_constant``: the general emulator with the int8
+assignment a compile-time constant (``jax.jit(lambda p, x: emu(p, x, assignment))``).
 Fidelity is the mean ``1 - cos`` of each text's embedding against the plain fp32 forward.
 
 Timing: everything compiled first; the sides interleaved in a rotating order, each ratio the
 median of the per-repeat ratios. Writes ``"ratios"``: ``ours_over_qwix_minilm_l6`` (per
-token, target <= 1.0), ``ours_constant_over_qwix_minilm_l6`` (the assignment baked in),
-``ours_per_tensor_over_qwix_minilm_l6``, and each over the fp32 forward.
+token, fast path, target <= 1.0), ``ours_general_over_qwix_minilm_l6``,
+``ours_constant_over_qwix_minilm_l6`` (the assignment baked in),
+``ours_mixed_int_over_qwix_minilm_l6``, ``ours_per_tensor_over_qwix_minilm_l6``, and some
+over the fp32 forward; ``first_call_s`` holds each side's compilation.
 """
 
 from __future__ import annotations
@@ -68,19 +73,23 @@ def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
   params = model.params
   x = tuple(jnp.asarray(a[:rows]) for a in model.data.test.x)
   fp32 = jax.jit(model.apply_fn)
-  emus = {
-      s: aprec.Emulator(model.apply_fn, params, x, activation_scaling=s) for s in ActivationScaling
-  }
-  ours = {s: jax.jit(e) for s, e in emus.items()}
-  int8 = emus[ActivationScaling.PER_TOKEN].assignment("int8")
-  per_token = emus[ActivationScaling.PER_TOKEN]
-  constant = jax.jit(lambda p, inputs: per_token(p, inputs, np.asarray(int8)))
+  emulator = lambda **options: aprec.Emulator(model.apply_fn, params, x, **options)
+  general = emulator()
+  ours = jax.jit(emulator(integer_fast_path=True))
+  ours_general = jax.jit(general)
+  ours_per_tensor = jax.jit(emulator(activation_scaling=ActivationScaling.PER_TENSOR))
+  int8 = general.assignment("int8")
+  int4 = general.assignment("int4")
+  mixed_int = jnp.where(jnp.arange(len(int8)) % 2 == 1, int4, int8)
+  constant = jax.jit(lambda p, inputs: general(p, inputs, np.asarray(int8)))
   q_fn, q_state = qwix_int8(params, x)
   fns = {
       "fp32": lambda: fp32(params, x),
-      "ours_per_token": lambda: ours[ActivationScaling.PER_TOKEN](params, x, int8),
+      "ours": lambda: ours(params, x, int8),
+      "ours_general": lambda: ours_general(params, x, int8),
       "ours_constant": lambda: constant(params, x),
-      "ours_per_tensor": lambda: ours[ActivationScaling.PER_TENSOR](params, x, int8),
+      "ours_mixed_int": lambda: ours(params, x, mixed_int),
+      "ours_per_tensor": lambda: ours_per_tensor(params, x, int8),
       "qwix": lambda: q_fn(q_state, x),
   }
   compile_s = {}
@@ -93,11 +102,13 @@ def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
   ms = {k: 1e3 * statistics.median(v) for k, v in s.items()}
   fidelity = {k: one_minus_cos(outputs[k], outputs["fp32"]) for k in fns if k != "fp32"}
   ratios = {
-      "ours_over_qwix_minilm_l6": ratio(s["ours_per_token"], s["qwix"]),
+      "ours_over_qwix_minilm_l6": ratio(s["ours"], s["qwix"]),
+      "ours_general_over_qwix_minilm_l6": ratio(s["ours_general"], s["qwix"]),
       "ours_constant_over_qwix_minilm_l6": ratio(s["ours_constant"], s["qwix"]),
+      "ours_mixed_int_over_qwix_minilm_l6": ratio(s["ours_mixed_int"], s["qwix"]),
       "ours_per_tensor_over_qwix_minilm_l6": ratio(s["ours_per_tensor"], s["qwix"]),
-      "ours_over_fp32_minilm_l6": ratio(s["ours_per_token"], s["fp32"]),
-      "ours_per_tensor_over_fp32_minilm_l6": ratio(s["ours_per_tensor"], s["fp32"]),
+      "ours_over_fp32_minilm_l6": ratio(s["ours"], s["fp32"]),
+      "ours_general_over_fp32_minilm_l6": ratio(s["ours_general"], s["fp32"]),
       "qwix_over_fp32_minilm_l6": ratio(s["qwix"], s["fp32"]),
   }
   for k in fns:

@@ -10,16 +10,19 @@ assignments in one call, and ``grad`` flows through straight-through quantizers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from aprec.emulator import _interpret
 from aprec.emulator import assignments
 from aprec.emulator import dma
+from aprec.emulator import formats
 from aprec.emulator import padding
 from aprec.emulator import pak
 from aprec.emulator.dma import Packed
@@ -63,6 +66,16 @@ class Emulator(Measurements):
       ``mask``): ``"auto"`` (default) takes the one input leaf that is a
       ``(batch, positions)`` boolean array, or a dict entry named ``mask``,
       ``attention_mask`` or ``padding_mask`` (nonzero = real); ``None`` uses none.
+    integer_fast_path: compile an all-integer program beside the general one, for long
+      runs of large models. With a traced assignment each op picks its integer or float
+      side with a ``lax.cond``, which costs XLA:CPU some overlap between ops. With this on,
+      a call whose ops are all in integer modes (int8, int4, mixed) runs a program with no
+      per-op branch instead (one ``lax.cond`` around the whole model picks it). The bits are
+      the same either way. Measured on MiniLM-L6 (64 texts of 64 tokens, XLA:CPU, 2
+      cores): uniform int8 in 0.95x the time, mixed int8/int4 0.93x, an assignment with a
+      float mode 1.01x; the first call compiles in 10.1 s instead of 5.6 s, so it pays
+      after some 450 calls. Off by default. (Under ``vmap`` over assignments the branch
+      becomes a select that runs both programs: ``sweep`` maps over assignments instead.)
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -86,8 +99,10 @@ class Emulator(Measurements):
       activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
       ste: STE = STE.IDENTITY,
       padding_mask: str | None = "auto",
+      integer_fast_path: bool = False,
   ):
     self.apply_fn = apply_fn
+    self.integer_fast_path = bool(integer_fast_path)
     self.params = params
     self.activation_scaling = ActivationScaling(activation_scaling)
     self.ste = STE(ste)
@@ -152,6 +167,7 @@ class Emulator(Measurements):
       activation_scaling: ActivationScaling = DEFAULT_ACTIVATION_SCALING,
       ste: STE = STE.IDENTITY,
       padding_mask: str | None = "auto",
+      integer_fast_path: bool = False,
       **kwargs: Any,
   ) -> Emulator:
     """An emulator for a ``flax.nnx`` module called as ``module(*args, **kwargs)``.
@@ -159,8 +175,9 @@ class Emulator(Measurements):
     The module's state is ``emulator.params``. The emulator's ``inputs`` are the one
     argument itself (``module(x)``), the tuple of positional arguments when there are
     several (``module(ids, mask)`` → ``inputs=(ids, mask)``), or ``(args, kwargs)`` when
-    keyword arguments are given. ``activation_scaling``, ``ste`` and ``padding_mask`` are
-    the emulator's own options (as for ``Emulator``); every other keyword goes to the module.
+    keyword arguments are given. ``activation_scaling``, ``ste``, ``padding_mask`` and
+    ``integer_fast_path`` are the emulator's own options (as for ``Emulator``); every other
+    keyword goes to the module.
 
     Example:
       >>> import jax.numpy as jnp
@@ -194,6 +211,7 @@ class Emulator(Measurements):
         activation_scaling=activation_scaling,
         ste=ste,
         padding_mask=padding_mask,
+        integer_fast_path=integer_fast_path,
     )
 
   # ------------------------------------------------------------------------------------
@@ -317,11 +335,37 @@ class Emulator(Measurements):
       stored_weights: Sequence[Packed | None] | None,
       mask: jax.Array | None = None,
   ) -> Any:
-    """The emulated model as a traceable function of its arguments."""
+    """The emulated model as a traceable function of its arguments: the general
+    program, or with a traced assignment and ``integer_fast_path``, one ``lax.cond``
+    between it and the all-integer program."""
+    run = lambda integer_only: self._emulate_ops(
+        params, inputs, modes, activation_amax, stored_weights, mask, integer_only
+    )
+    if not self.integer_fast_path:
+      return run(False)
+    # An out-of-range index is not an integer mode: the general program makes it NaN.
+    index, valid = formats.lookup_index(modes)
+    all_integer = jnp.all(jnp.asarray(formats.MODE_IS_INT)[index] & valid)
+    return lax.cond(all_integer, lambda: run(True), lambda: run(False))
+
+  def _emulate_ops(
+      self,
+      params: Any,
+      inputs: Any,
+      modes: jax.Array,
+      activation_amax: jax.Array | None,
+      stored_weights: Sequence[Packed | None] | None,
+      mask: jax.Array | None,
+      integer_only: bool,
+  ) -> Any:
+    """The model with every op a PAK call; with ``integer_only``, every mode is known to
+    be an integer one (``pak.ProductSpec.integer_only``)."""
 
     def compute(
         i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
     ) -> jax.Array:
+      if integer_only:
+        contraction = dataclasses.replace(contraction, integer_only=True)
       if stored_weights is not None and stored_weights[i] is not None:
         operands = [lhs, rhs]
         weight = operands[op.weight_operand]

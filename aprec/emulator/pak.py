@@ -51,9 +51,10 @@ from aprec.emulator.products import product_spec as product_spec
 
 
 def known_mode(mode) -> int | None:
-  """The mode as a Python int when it is known while tracing (op by op, or a constant
-  assignment under ``jit``) and valid, else None. A known mode runs the static quantizer,
-  bitwise the traced one's result with far fewer operations (op by op: 2-6x faster).
+  """The mode as a Python int when it is known while tracing (op by op, under
+  ``jax.disable_jit``; under ``jit`` even a constant assignment is traced, and XLA folds it)
+  and valid, else None. A known mode runs the static quantizer, bitwise the traced one's
+  result with far fewer operations (op by op: 2-6x faster).
 
   Example:
     >>> known_mode(jnp.int32(5)), known_mode(jnp.int32(9))
@@ -95,8 +96,11 @@ def _traced_product(contraction: ProductSpec, lhs, rhs, mode, lhs_amax, rhs_amax
   quantizer only, and the int32 product) and the float modes (the branch-free quantizer and
   the float product), so the integer side skips the float formats' rounding. Both give the
   known mode's bits. Without ``contraction.branch``, the float side alone serves every mode
-  (its quantizer gives the integer modes' bits too).
+  (its quantizer gives the integer modes' bits too); with ``contraction.integer_only``
+  (the mode is known to be an integer one), the integer side alone.
   """
+  if contraction.integer_only:
+    return _product(contraction, lhs, rhs, mode, lhs_amax, rhs_amax, True, residuals)
   if not contraction.branch:
     return _product(contraction, lhs, rhs, mode, lhs_amax, rhs_amax, False, residuals)
   # The ranges do not depend on the mode: taken before the branch, identical ones (one

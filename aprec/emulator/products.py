@@ -43,7 +43,11 @@ DEFAULT_ACTIVATION_SCALING = ActivationScaling.PER_TOKEN
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ProductSpec:
-  """Static description of one product: the primitive, its parameters and scale layout."""
+  """Static description of one product: the primitive, its parameters and scale layout.
+
+  ``integer_only``: the caller knows a traced mode is an integer mode (the emulator's
+  all-integer program), so the PAK runs the integer side without a branch.
+  """
 
   primitive: Any
   params: dict
@@ -55,6 +59,7 @@ class ProductSpec:
   int_exact_in_float: bool = False
   int_dot: bool = True
   branch: bool = True
+  integer_only: bool = False
 
   def float_product(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     return self.primitive.bind(lhs, rhs, **self.params)

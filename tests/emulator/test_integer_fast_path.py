@@ -1,0 +1,115 @@
+"""``Emulator(integer_fast_path=True)``: an all-integer assignment runs a program without
+per-op branches, and every assignment gives the general program's bits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from jax.extend import core as jax_core
+
+from aprec import Emulator
+from aprec.emulator.formats import MODES, mode_index
+
+INT8, INT4, BF16 = (mode_index(m) for m in ("int8", "int4", "bf16"))
+
+
+class Layer(nn.Module):
+
+  @nn.compact
+  def __call__(self, c, _):
+    return jnp.tanh(nn.Dense(4)(c)), None
+
+
+class Mixer(nn.Module):
+  """A convolution, a dense op on a shared input (q and k), a weightless product, a scan."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(4, (3, 3))(x)).reshape(x.shape[0], 9, 4)
+    q, k = nn.Dense(6, name="q")(x), nn.Dense(6, name="k")(x)
+    x = jax.nn.softmax(q @ k.transpose(0, 2, 1)) @ x
+    layers = nn.scan(Layer, variable_axes={"params": 0}, split_rngs={"params": True}, length=2)
+    x, _ = layers()(x, None)
+    return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+@pytest.fixture(scope="module")
+def pair():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 1))
+  model = Mixer()
+  params = model.init(jax.random.key(1), x)
+  general = Emulator(model.apply, params, x)
+  fast = Emulator(model.apply, params, x, integer_fast_path=True)
+  return general, fast, params, x
+
+
+def _cases(n_ops):
+  rng = np.random.default_rng(0)
+  mixed_int = rng.choice([INT8, INT4], n_ops)
+  with_float = mixed_int.copy()
+  with_float[1] = BF16
+  bad = mixed_int.copy()
+  bad[2] = len(MODES)  # out of range: NaN either way
+  return {
+      "int8": np.full(n_ops, INT8),
+      "int4": np.full(n_ops, INT4),
+      "mixed_int": mixed_int,
+      "with_float": with_float,
+      "out_of_range": bad,
+  }
+
+
+def _conds(jaxpr):
+  """The ``cond`` equations of a jaxpr, nested ones included, each with its branches."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "cond":
+      found.append(eqn)
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      found.extend(_conds(sub))
+  return found
+
+
+def test_every_assignment_gives_the_general_programs_bits(pair):
+  general, fast, params, x = pair
+  jg, jf = jax.jit(general), jax.jit(fast)
+  for name, modes in _cases(len(general.ops)).items():
+    modes = jnp.asarray(modes, jnp.int32)
+    want, got = jg(params, x, modes), jf(params, x, modes)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+    if name == "out_of_range":
+      assert bool(jnp.all(jnp.isnan(got)))
+      continue  # op by op, the call refuses it
+    assert bool(jnp.all(jnp.isfinite(got))), name
+    # and equal to op-by-op evaluation with the modes known
+    with jax.disable_jit():
+      ref = general(params, x, modes)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=2e-5, atol=1e-6)
+
+
+def test_gradients_and_sweeps_match(pair):
+  general, fast, params, x = pair
+  modes = jnp.asarray(_cases(len(general.ops))["mixed_int"], jnp.int32)
+  loss = lambda emu: jax.jit(jax.grad(lambda p: jnp.sum(emu(p, x, modes) ** 2)))
+  g_general, g_fast = loss(general)(params), loss(fast)(params)
+  jax.tree.map(np.testing.assert_array_equal, g_fast, g_general)
+  rows = np.stack(list(_cases(len(general.ops)).values())[:4])
+  np.testing.assert_array_equal(
+      np.asarray(fast.sweep(params, x, rows)), np.asarray(general.sweep(params, x, rows))
+  )
+
+
+def test_one_branch_around_the_model_and_none_inside_its_integer_side(pair):
+  general, fast, params, x = pair
+  modes = jnp.full(len(general.ops), INT8, jnp.int32)
+  per_op = _conds(jax.make_jaxpr(general)(params, x, modes).jaxpr)
+  conds = _conds(jax.make_jaxpr(fast)(params, x, modes).jaxpr)
+  (outer,) = [c for c in conds if c not in [i for o in conds for i in _conds_inside(o)]]
+  false_side, true_side = outer.params["branches"]
+  assert not _conds(true_side.jaxpr)  # the all-integer program
+  assert len(_conds(false_side.jaxpr)) == len(per_op) > 0  # the general one, as without
+
+
+def _conds_inside(cond_eqn):
+  return [c for branch in cond_eqn.params["branches"] for c in _conds(branch.jaxpr)]
