@@ -72,10 +72,11 @@ class Emulator(Measurements):
       a call whose ops are all in integer modes (int8, int4, mixed) runs a program with no
       per-op branch instead (one ``lax.cond`` around the whole model picks it). The bits are
       the same either way. Measured on MiniLM-L6 (64 texts of 64 tokens, XLA:CPU, 2
-      cores): uniform int8 in 0.95x the time, mixed int8/int4 0.93x, an assignment with a
-      float mode 1.01x; the first call compiles in 10.1 s instead of 5.6 s, so it pays
-      after some 450 calls. Off by default. (Under ``vmap`` over assignments the branch
-      becomes a select that runs both programs: ``sweep`` maps over assignments instead.)
+      cores; ``scripts/bench_minilm.py``): uniform int8 in 0.94-0.98x the time (three
+      runs), an assignment with a float mode about 1.01x; the first call compiles in
+      9.4-10.8 s instead of 5.6-6.1 s, so it pays after some hundreds of calls. Off by
+      default. (Under ``vmap`` over assignments the branch becomes a select that runs both
+      programs: ``sweep`` maps over assignments instead.)
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
