@@ -76,8 +76,9 @@ class Emulator(Measurements):
       runs), an assignment with a float mode about 1.01x; the first call compiles in
       9.2-10.8 s instead of 5.6-6.1 s, so it pays after some hundreds of calls. On small
       models it depends: the digits ViT's int8 forward 0.94x, the digits CNN's (whose
-      convolutions never branch) 1.06x, one run each. Off by default. (Under ``vmap`` over assignments the branch becomes a select that runs both
-      programs: ``sweep`` maps over assignments instead.)
+      convolutions never branch) 1.06x, one run each. Off by default. (Under ``vmap``
+      over assignments the branch becomes a select that runs both programs: ``sweep``
+      maps over assignments instead.)
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -340,9 +341,8 @@ class Emulator(Measurements):
     """The emulated model as a traceable function of its arguments: the general
     program, or with a traced assignment and ``integer_fast_path``, one ``lax.cond``
     between it and the all-integer program."""
-    run = lambda integer_only: self._emulate_ops(
-        params, inputs, modes, activation_amax, stored_weights, mask, integer_only
-    )
+    args = (params, inputs, modes, activation_amax, stored_weights, mask)
+    run = lambda integer_only: self._emulate_ops(args, integer_only)
     if not self.integer_fast_path:
       return run(False)
     # An out-of-range index is not an integer mode: the general program makes it NaN.
@@ -350,18 +350,11 @@ class Emulator(Measurements):
     all_integer = jnp.all(jnp.asarray(formats.MODE_IS_INT)[index] & valid)
     return lax.cond(all_integer, lambda: run(True), lambda: run(False))
 
-  def _emulate_ops(
-      self,
-      params: Any,
-      inputs: Any,
-      modes: jax.Array,
-      activation_amax: jax.Array | None,
-      stored_weights: Sequence[Packed | None] | None,
-      mask: jax.Array | None,
-      integer_only: bool,
-  ) -> Any:
-    """The model with every op a PAK call; with ``integer_only``, every mode is known to
-    be an integer one (``pak.ProductSpec.integer_only``)."""
+  def _emulate_ops(self, args: tuple, integer_only: bool) -> Any:
+    """The model with every op a PAK call, ``args`` being ``_emulate``'s; with
+    ``integer_only``, every mode is known to be an integer one
+    (``pak.ProductSpec.integer_only``)."""
+    params, inputs, modes, activation_amax, stored_weights, mask = args
 
     def compute(
         i, op: Op, contraction: pak.ProductSpec, lhs: jax.Array, rhs: jax.Array
