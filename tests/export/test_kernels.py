@@ -136,6 +136,13 @@ def test_nan_and_inf_in_an_activation_as_the_pak(mode):
         (((1, 9, 9, 2), (3, 2, 2, 6)), ("NHWC", "HWIO", "NCHW"), (2, 3), ((2, 1), (0, 3)), (2, 1)),
         (((3, 10, 4), (5, 4, 7)), ("NWC", "WIO", "NWC"), (3,), "SAME", (2,)),
         (((2, 3, 4), (6, 4, 5)), ("NWC", "WIO", "NCW"), (1,), "VALID", (1,)),  # empty
+        (
+            ((1, 4, 5, 6, 2), (2, 3, 2, 2, 3)),
+            ("NDHWC", "DHWIO", "NDHWC"),
+            (1, 2, 1),
+            "SAME",
+            (1, 1, 2),
+        ),
     ],
 )
 def test_int8_convolution_as_patches_times_kernel_equals_the_int8_convolution(
