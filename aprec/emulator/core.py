@@ -72,7 +72,7 @@ class Emulator(Measurements):
       a call whose ops are all in integer modes (int8, int4, mixed) runs a program with no
       per-op branch instead (one ``lax.cond`` around the whole model picks it). The bits are
       the same either way. Measured on MiniLM-L6 (64 texts of 64 tokens, XLA:CPU, 2
-      cores; ``scripts/bench_minilm.py``): uniform int8 in 0.94-0.98x the time (three
+      cores; ``scripts/bench_minilm.py``): uniform int8 in 0.94-0.98x the time (five
       runs), an assignment with a float mode about 1.01x; the first call compiles in
       9.2-10.8 s instead of 5.6-6.1 s, so it pays after some hundreds of calls. On small
       models it depends: the digits ViT's int8 forward 0.94x, the digits CNN's (whose
