@@ -20,6 +20,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def pytest_collection_modifyitems(config, items):
+  """Modules holding a slow end-to-end case run first (each module kept whole, so its
+  fixtures are built once): pytest-xdist hands tests out in this order, and a 30-40 s case
+  collected last would otherwise finish alone while the other workers idle."""
+  del config
+  slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable
+
+
 @pytest.fixture(scope="session")
 def cnn_ops():
   """The digits CNN's op table at batch 32 (the RPM tests' deployment)."""

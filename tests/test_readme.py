@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -24,6 +26,7 @@ def test_readme_starts_with_the_two_commands():
   assert first_block.splitlines()[1].startswith("make test")
 
 
+@pytest.mark.slow
 def test_readme_workflow_runs():
   section = README.read_text().split("## Your own model, end to end", 1)[1]
   code = re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -30,6 +30,7 @@ def _data(n=48, kind="tuple"):
   return x, (a[:, 0] > 0).astype(np.int32) + (b[:, 0] > 0).astype(np.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tuple", "dict"])
 def test_pytree_inputs_through_analyze_validate_plan_and_rpm(kind):
   x, y = _data(kind=kind)

@@ -12,6 +12,7 @@ import pytest
 from aprec.app import minilm_demo, minilm_loop_demo
 
 
+@pytest.mark.slow
 def test_minilm_demo_runs_every_mode_the_plan_and_every_policy(tmp_path, monkeypatch):
   monkeypatch.setattr(minilm_loop_demo, "DEMO_STEPS", 6)
   monkeypatch.setattr(minilm_loop_demo, "DEMO_PAIRS", 4)
