@@ -74,7 +74,7 @@ class Emulator(Measurements):
       the same either way. Measured on MiniLM-L6 (64 texts of 64 tokens, XLA:CPU, 2
       cores; ``scripts/bench_minilm.py``): uniform int8 in 0.94-0.98x the time (five
       runs), an assignment with a float mode about 1.01x; the first call compiles in
-      9.2-10.8 s instead of 5.6-6.1 s, so it pays after some hundreds of calls. On small
+      9.1-10.8 s instead of 5.6-6.1 s, so it pays after some hundreds of calls. On small
       models it depends: the digits ViT's int8 forward 0.94x, the digits CNN's (whose
       convolutions never branch) 1.06x, one run each. Off by default. (Under ``vmap``
       over assignments the branch becomes a select that runs both programs: ``sweep``
