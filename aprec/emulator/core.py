@@ -71,14 +71,11 @@ class Emulator(Measurements):
       side with a ``lax.cond``, which costs XLA:CPU some overlap between ops. With this on,
       a call whose ops are all in integer modes (int8, int4, mixed) runs a program with no
       per-op branch instead (one ``lax.cond`` around the whole model picks it). The bits are
-      the same either way. Measured on MiniLM-L6 (64 texts of 64 tokens, XLA:CPU, 2
-      cores; ``scripts/bench_minilm.py``): uniform int8 in 0.94-0.98x the time (five
-      runs), an assignment with a float mode about 1.01x; the first call compiles in
-      9.1-10.8 s instead of 5.6-6.1 s, so it pays after some hundreds of calls. On small
-      models it depends: the digits ViT's int8 forward 0.94x, the digits CNN's (whose
-      convolutions never branch) 1.06x, one run each. Off by default. (Under ``vmap``
-      over assignments the branch becomes a select that runs both programs: ``sweep``
-      maps over assignments instead.)
+      the same either way; the first call compiles both programs. Off by default: the
+      README's *Against qwix* has the measurements (on MiniLM-L6, uniform int8 in
+      0.94-0.98x the time, first call 9.1-10.8 s instead of 5.6-6.1 s). Under ``vmap``
+      over assignments the branch becomes a select that runs both programs; ``sweep`` maps
+      over assignments instead.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn
