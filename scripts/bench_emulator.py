@@ -27,8 +27,9 @@ are the CPU run's). Lower is better for every ratio:
   ``ours_over_qwix_default``, and the relative logit differences ours/qwix/fp32.
 - ``ours_over_qwix_minilm_l6`` (target <= 1.0): the same peer comparison on a real model,
   all-MiniLM-L6-v2 with its real weights (``scripts/bench_minilm.py``: uniform ``int8``,
-  activations per token, the assignment traced, ``integer_fast_path=True``, against qwix's
-  int8 at its default granularity, on 64 test texts; the default setting as
+  activations per token, the emulator's own call with ``integer_fast_path=True``, against
+  qwix's int8 at its default granularity, on 64 test texts; the same under ``jax.jit``
+  (the assignment traced) as ``ours_jit_over_qwix_minilm_l6``, the default setting as
   ``ours_general_over_qwix_minilm_l6``; both outputs' mean 1 - cos to fp32 in the JSON's
   ``"minilm"``). Run alone with ``--only minilm``; ``all`` runs it last.
 - ``compiles_per_100_switches`` (expect 1): XLA compilations while switching 100 times

@@ -1,16 +1,20 @@
 """MiniLM-L6 peer comparison: aprec's uniform int8 emulation against qwix's int8, same model.
 
-  python scripts/bench_minilm.py [--rows 64] [--repeats 7] [--out runs/bench/minilm.json]
+  python scripts/bench_minilm.py [--rows 64] [--repeats 7] [--processes 1]
+                                 [--out runs/bench/minilm.json]
 
 Both run all-MiniLM-L6-v2 with its real weights on the same ``rows`` texts of the docstring
 task's test split (64 tokens each). qwix: ``QtProvider`` with every op at int8 weights and
 activations (per-channel weights, dynamic activations at qwix's default granularity,
 int8 x int8 -> int32 products), applied to the nnx model with ``qwix.quantize_model``.
-aprec: ``jax.jit(Emulator)`` at uniform ``int8``, activations per token (the granularity
-closest to qwix's; the emulator's default), the assignment a traced argument (switching
-never recompiles), with ``integer_fast_path=True`` (``ours``: an all-integer assignment runs
-a program without per-op branches) and without (``ours_general``, the default setting);
-``ours_mixed_int`` runs the fast-path emulator with an int8/int4 mix (the odd ops int4),
+aprec: the ``Emulator`` at uniform ``int8``, activations per token (the granularity
+closest to qwix's; the emulator's default), with ``integer_fast_path=True``, so an
+all-integer assignment runs a program without per-op branches. ``ours`` is the emulator's
+own call (``emu(params, x, modes)``, jitted inside; the assignment an argument, read on the
+host to pick the program: switching never recompiles); ``ours_jit`` is ``jax.jit(emu)``,
+the assignment traced and one ``lax.cond`` around the model picking the program;
+``ours_general`` is ``jax.jit`` of the default setting (a ``lax.cond`` per op);
+``ours_mixed_int`` runs ``ours`` with an int8/int4 mix (the odd ops int4),
 ``ours_per_tensor`` the general one with activations per tensor. qwix bakes its precisions
 into the compiled model; so does ``ours_constant``: the general emulator with the int8
 assignment a compile-time constant (``jax.jit(lambda p, x: emu(p, x, assignment))``).
@@ -18,10 +22,13 @@ Fidelity is the mean ``1 - cos`` of each text's embedding against the plain fp32
 
 Timing: everything compiled first; the sides interleaved in a rotating order, each ratio the
 median of the per-repeat ratios. Writes ``"ratios"``: ``ours_over_qwix_minilm_l6`` (per
-token, fast path, target <= 1.0), ``ours_general_over_qwix_minilm_l6``,
+token, fast path, target <= 1.0), ``ours_jit_over_qwix_minilm_l6``,
+``ours_general_over_qwix_minilm_l6``,
 ``ours_constant_over_qwix_minilm_l6`` (the assignment baked in),
 ``ours_mixed_int_over_qwix_minilm_l6``, ``ours_per_tensor_over_qwix_minilm_l6``, and some
-over the fp32 forward; ``first_call_s`` holds each side's compilation.
+over the fp32 forward; ``first_call_s`` holds each side's compilation. With
+``--processes N``, the whole measurement runs in N fresh processes and ``"ratios"`` holds
+the medians (``"ratio_ranges"`` the extremes, ``"runs"`` every process's result).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ import json
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -75,7 +84,8 @@ def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
   fp32 = jax.jit(model.apply_fn)
   emulator = lambda **options: aprec.Emulator(model.apply_fn, params, x, **options)
   general = emulator()
-  ours = jax.jit(emulator(integer_fast_path=True))
+  ours_call = emulator(integer_fast_path=True)  # the emulator's own call: no jax.jit
+  ours_jit = jax.jit(emulator(integer_fast_path=True))
   ours_general = jax.jit(general)
   ours_per_tensor = jax.jit(emulator(activation_scaling=ActivationScaling.PER_TENSOR))
   int8 = general.assignment("int8")
@@ -85,10 +95,11 @@ def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
   q_fn, q_state = qwix_int8(params, x)
   fns = {
       "fp32": lambda: fp32(params, x),
-      "ours": lambda: ours(params, x, int8),
+      "ours": lambda: ours_call(params, x, int8),
+      "ours_jit": lambda: ours_jit(params, x, int8),
       "ours_general": lambda: ours_general(params, x, int8),
       "ours_constant": lambda: constant(params, x),
-      "ours_mixed_int": lambda: ours(params, x, mixed_int),
+      "ours_mixed_int": lambda: ours_call(params, x, mixed_int),
       "ours_per_tensor": lambda: ours_per_tensor(params, x, int8),
       "qwix": lambda: q_fn(q_state, x),
   }
@@ -103,6 +114,7 @@ def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
   fidelity = {k: one_minus_cos(outputs[k], outputs["fp32"]) for k in fns if k != "fp32"}
   ratios = {
       "ours_over_qwix_minilm_l6": ratio(s["ours"], s["qwix"]),
+      "ours_jit_over_qwix_minilm_l6": ratio(s["ours_jit"], s["qwix"]),
       "ours_general_over_qwix_minilm_l6": ratio(s["ours_general"], s["qwix"]),
       "ours_constant_over_qwix_minilm_l6": ratio(s["ours_constant"], s["qwix"]),
       "ours_mixed_int_over_qwix_minilm_l6": ratio(s["ours_mixed_int"], s["qwix"]),
@@ -134,14 +146,49 @@ def measure(rows: int = 64, repeats: int = 7, calls: int = 2) -> dict:
   }
 
 
+def over_processes(args: argparse.Namespace) -> dict:
+  """``measure`` in ``args.processes`` fresh processes, one after the other: one process's
+  ratios can sit a few percent from another's (where XLA placed buffers, which cores the
+  threads got), a spread that repeats within one process do not sample. ``"ratios"`` holds
+  each ratio's median over the processes, ``"ratio_ranges"`` its [min, max], ``"runs"``
+  every process's whole result."""
+  runs = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for i in range(args.processes):
+      out = pathlib.Path(tmp) / f"run{i}.json"
+      command = [sys.executable, __file__, "--processes", "1", "--out", str(out)]
+      command += ["--rows", str(args.rows), "--repeats", str(args.repeats)]
+      subprocess.run([*command, "--calls", str(args.calls)], check=True)
+      runs.append(json.loads(out.read_text()))
+  keys = list(runs[0]["ratios"])
+  values = {k: [r["ratios"][k] for r in runs] for k in keys}
+  print(f"\n{'ratio over ' + str(len(runs)) + ' processes':40s} median   min    max")
+  for k, v in values.items():
+    print(f"{k:40s} {statistics.median(v):.3f}  {min(v):.3f}  {max(v):.3f}")
+  return {
+      "ratios": {k: statistics.median(v) for k, v in values.items()},
+      "ratio_ranges": {k: [min(v), max(v)] for k, v in values.items()},
+      "processes": len(runs),
+      "runs": runs,
+  }
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rows", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--calls", type=int, default=2)
+  parser.add_argument(
+      "--processes", type=int, default=1, help="run the measurement in N fresh processes"
+  )
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/bench/minilm.json"))
   args = parser.parse_args()
-  result = measure(args.rows, args.repeats, args.calls)
+  if args.processes < 1:
+    parser.error(f"--processes must be at least 1, got {args.processes}")
+  if args.processes > 1:
+    result = over_processes(args)
+  else:
+    result = measure(args.rows, args.repeats, args.calls)
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {args.out}")

@@ -124,3 +124,25 @@ def test_calibrated_ranges_and_vmap_match(pair, compiled):
   got = jax.jit(jax.vmap(fast, in_axes=(None, None, 0)))(params, x, rows)
   for row, out in zip(rows, got):
     np.testing.assert_array_equal(np.asarray(out), np.asarray(compiled[0](params, x, row)))
+
+
+def test_a_concrete_assignment_picks_its_program_on_the_host(pair, compiled):
+  general, _, params, x = pair
+  fast = Emulator(general.apply_fn, params, x, integer_fast_path=True)
+  traced = []  # which program each trace built: True for the all-integer one
+  emulate_ops = fast._emulate_ops
+  fast._emulate_ops = lambda args, integer_only: traced.append(integer_only) or emulate_ops(
+      args, integer_only
+  )
+  cases = _cases(len(general.ops))
+  for name in ("int8", "int4", "mixed_int"):
+    got = fast(params, x, cases[name])  # no jit: concrete modes, read on the host
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(compiled[0](params, x, cases[name])))
+  assert traced == [True]  # one program, no outer cond: no general program traced
+  got = fast(params, x, cases["with_float"])
+  np.testing.assert_array_equal(
+      np.asarray(got), np.asarray(compiled[0](params, x, cases["with_float"]))
+  )
+  assert traced == [True, False]
+  with pytest.raises(ValueError, match="mode"):  # a concrete bad index fails at the boundary
+    fast(params, x, cases["out_of_range"])
