@@ -16,10 +16,7 @@ jax.config.update(
     "jax_compilation_cache_dir",
     os.path.expanduser(os.environ.get("APREC_JAX_CACHE", "~/.cache/aprec-jax")),
 )
-# Every compilation is cached, however short: the two xdist workers compile many of the
-# same small programs (eager ops, doctests), and on two cores each is worth sharing
-# (a quarter of the suite's emulator modules: 116 s -> 106 s, one cold run each).
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
