@@ -75,7 +75,7 @@ class Emulator(Measurements):
       only the programs it runs; traced (inside ``jit``), one ``lax.cond`` around the whole
       model picks it, and the first call compiles both. Off by default: the
       README's *Against qwix* has the measurements (on MiniLM-L6, uniform int8 in
-      0.93-0.98x the time; first call 4.2-4.7 s from the emulator's own call, 10.4-11.0 s
+      0.93-0.97x the time; first call 4.2-4.7 s from the emulator's own call, 10.4-11.0 s
       under ``jit``, against the default setting's 6.3-6.8 s). Under ``vmap``
       over assignments the branch becomes a select that runs both programs; ``sweep`` maps
       over assignments instead.

@@ -111,14 +111,16 @@ def test_one_branch_around_the_model_and_none_inside_its_integer_side(pair):
   assert len(_conds(false_side.jaxpr)) == len(per_op) > 0  # the general one, as without
 
 
-def test_calibrated_ranges_and_vmap_match(pair, compiled):
+def test_calibrated_ranges_stored_weights_and_vmap_match(pair, compiled):
   general, fast, params, x = pair
   cases = _cases(len(general.ops))
   amax = general.calibrate(params, [x, 2 * x])
   modes = jnp.asarray(cases["mixed_int"], jnp.int32)  # the all-integer program's case
-  want = jax.jit(lambda p, v, m: general(p, v, m, activation_amax=amax))(params, x, modes)
-  got = jax.jit(lambda p, v, m: fast(p, v, m, activation_amax=amax))(params, x, modes)
-  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  stored = general.store_weights(params, modes)  # the scan then runs layer by layer
+  for kwargs in ({"activation_amax": amax}, {"stored_weights": stored}):
+    want = jax.jit(lambda p, v, m, kw=kwargs: general(p, v, m, **kw))(params, x, modes)
+    got = jax.jit(lambda p, v, m, kw=kwargs: fast(p, v, m, **kw))(params, x, modes)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=str(list(kwargs)))
   # Raw vmap over assignments: the branch becomes a select over both programs, same rows.
   rows = jnp.asarray(np.stack([cases["int8"], cases["with_float"]]), jnp.int32)
   got = jax.jit(jax.vmap(fast, in_axes=(None, None, 0)))(params, x, rows)
